@@ -1,0 +1,98 @@
+"""What every command shares: the --db option, one-line errors, tables for people and JSON for programs."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import click
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: printed as one line, exit code 1, never a traceback."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def db_path(ctx: click.Context) -> str:
+    path = ctx.obj.get("db") if ctx.obj else None
+    if not path:
+        raise UserError("no database given: use --db PATH or set TORNSTORE_DB")
+    return path
+
+
+def existing_db(ctx: click.Context) -> str:
+    path = db_path(ctx)
+    if not Path(path).exists():
+        raise UserError(f"no database at {path}: create it with `tornstore --db {path} init`")
+    return path
+
+
+def run_async(coro):
+    """Run a coroutine from a command; known failures become one clear line."""
+    try:
+        return asyncio.run(coro)
+    except UserError:
+        raise
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"database error: {exc}") from None
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn the library's own error types into one-line messages for the user."""
+    from eventstore.migrate import MigrationError
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MigrationError as exc:
+            raise UserError(str(exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"database error: {exc}") from None
+    return wrapper
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def emit_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
+    """A plain aligned text table (no dependency), None shown as '-'."""
+    rows = [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, value in enumerate(row):
+            widths[i] = max(widths[i], len(value))
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    click.echo(line)
+    click.echo("  ".join("-" * w for w in widths))
+    for row in rows:
+        click.echo("  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths)))
+
+
+def emit_record(record: dict[str, Any]) -> None:
+    """A key: value listing for one object."""
+    width = max((len(k) for k in record), default=0)
+    for key, value in record.items():
+        click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
+
+
+def _numeric(value: str) -> bool:
+    try:
+        float(value.replace(",", ""))
+        return True
+    except ValueError:
+        return False
+
+
+def env_db() -> str | None:
+    return os.environ.get("TORNSTORE_DB")

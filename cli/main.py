@@ -1,0 +1,49 @@
+"""`tornstore`: the command group. Each command lives in its own module and is registered here."""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from .common import UserError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--db", envvar="TORNSTORE_DB", metavar="PATH", help="SQLite database file (or set TORNSTORE_DB).")
+@click.version_option(package_name="tornstore")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None) -> None:
+    """Keep the history of Torn City API data in one SQLite file.
+
+    \b
+    Examples:
+      tornstore demo                                  # see it all work, no API key needed
+      tornstore --db torn.db init
+      tornstore --db torn.db ingest capture.ndjson
+      tornstore --db torn.db status
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["db"] = db
+
+
+# Command modules, each defining click commands registered on `cli` through `register(cli)`.
+COMMAND_MODULES = [
+    "cli.log_commands",
+]
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        module.register(cli)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="tornstore")
+
+
+if __name__ == "__main__":
+    main()

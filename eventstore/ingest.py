@@ -1,0 +1,249 @@
+"""Ingest: route responses into streams, compare canonical hashes, append what changed. One transaction.
+
+`ingest_batch(conn, responses, projector)` runs synchronously inside one transaction (call it through
+`db.run_in_connection` from async code: one aiosqlite round trip per batch). For each response:
+
+  * a Torn error body becomes a TornError and a row in `gaps`, never an event;
+  * a body that cannot be routed is quarantined with the reason (the rest of the batch still lands);
+  * each routed part is hashed in canonical form; equal to the stream's head hash -> heartbeat only
+    (`last_checked` moves), different -> a new event with the next version.
+
+The projector (supplied by `projections`, which this package does not import) is called with the new
+events and heartbeats before COMMIT, so a reader never sees an event without its projection.
+
+Late data: an event observed before its stream's head is still appended (nothing is lost, the compactor
+re-folds its month), but it does not move the head, so the next poll is compared with the newest state.
+"""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import msgspec
+
+from .canonical import RULES, canonical_hash
+from .records import Event, Heartbeat, Rejected, Response, StreamKey, TornError
+from .routing import Part, RoutingError, parse_stream_name, route
+from .secrets import strip_key
+
+Projector = Callable[[sqlite3.Connection, list[Event], list[Heartbeat]], None]
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass
+class IngestReport:
+    """What one ingest call did. Every response is counted in exactly one of: ok (events and/or unchanged
+    streams), errors (Torn error bodies), rejected (quarantined)."""
+    responses: int = 0
+    appended: int = 0
+    unchanged: int = 0
+    errors: list[TornError] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    first_position: int | None = None
+    last_position: int | None = None
+
+    def merge(self, other: "IngestReport") -> None:
+        self.responses += other.responses
+        self.appended += other.appended
+        self.unchanged += other.unchanged
+        self.errors += other.errors
+        self.rejected += other.rejected
+        if other.first_position is not None and self.first_position is None:
+            self.first_position = other.first_position
+        if other.last_position is not None:
+            self.last_position = other.last_position
+
+    def as_dict(self) -> dict:
+        return {
+            "responses": self.responses,
+            "appended": self.appended,
+            "unchanged": self.unchanged,
+            "errors": len(self.errors),
+            "rejected": len(self.rejected),
+        }
+
+
+class _StreamState:
+    __slots__ = ("stream_id", "version", "hash", "rules", "head_observed_at", "last_checked", "dirty", "new")
+
+    def __init__(self, row: tuple | None):
+        if row is None:
+            self.stream_id = None
+            self.version = 0
+            self.hash = self.rules = None
+            self.head_observed_at = None
+            self.last_checked = None
+            self.new = True
+        else:
+            self.stream_id, self.version, self.hash, self.rules, self.head_observed_at, self.last_checked = row
+            self.new = False
+        self.dirty = False
+
+
+def torn_error(body: Any) -> tuple[int, str] | None:
+    """(code, text) if the body is a Torn error envelope."""
+    if isinstance(body, dict) and "error" in body and isinstance(body["error"], dict):
+        err = body["error"]
+        code = err.get("code")
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code, str(err.get("error", ""))
+    return None
+
+
+def _load_states(conn: sqlite3.Connection, keys: Iterable[StreamKey]) -> dict[StreamKey, _StreamState]:
+    """Current state of the given streams, read inside the write transaction (so two writers agree)."""
+    wanted = list(dict.fromkeys(keys))
+    states: dict[StreamKey, _StreamState] = {}
+    chunk = 300  # 3 parameters each, well under SQLite's variable limit
+    for i in range(0, len(wanted), chunk):
+        part = wanted[i:i + chunk]
+        sql = ("SELECT entity_type, entity_id, view, stream_id, version, hash, rules, head_observed_at, "
+               "last_checked FROM streams WHERE (entity_type, entity_id, view) IN (VALUES "
+               + ",".join("(?,?,?)" for _ in part) + ")")
+        args = [x for key in part for x in key]
+        for row in conn.execute(sql, args):
+            states[StreamKey(row[0], row[1], row[2])] = _StreamState(row[3:])
+    for key in wanted:
+        states.setdefault(key, _StreamState(None))
+    return states
+
+
+def _head_hash_under_current_rules(conn: sqlite3.Connection, key: StreamKey, state: _StreamState) -> str:
+    """Re-hash a stream's head event with today's rules (the rule set changed since it was stored)."""
+    row = conn.execute(
+        "SELECT payload FROM events WHERE stream_id = ? ORDER BY observed_at DESC, version DESC LIMIT 1",
+        (state.stream_id,),
+    ).fetchone()
+    return canonical_hash(key.view, msgspec.json.decode(row[0])) if row else ""
+
+
+def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
+                 projector: Projector | None = None) -> IngestReport:
+    """Ingest a batch in one transaction. See the module docstring."""
+    report = IngestReport(responses=len(responses))
+    routed: list[tuple[Response, str, list[Part]]] = []
+    quarantine_rows: list[tuple] = []
+    gap_rows: list[tuple] = []
+
+    # 1. Route and classify outside the write lock's critical part (pure CPU).
+    for response in responses:
+        url = strip_key(response.url)
+        observed_at = response.observed_at
+        body = response.body
+        if response.fault:
+            report.rejected.append(Rejected(url, None, response.fault))
+            quarantine_rows.append((None, url, response.fault, _as_text(body)))
+            continue
+        if not isinstance(observed_at, int) or isinstance(observed_at, bool) or observed_at < 0:
+            reason = f"{url}: observed_at {observed_at!r} is not Unix seconds"
+            report.rejected.append(Rejected(url, None, reason))
+            quarantine_rows.append((None, url, reason, _as_text(body)))
+            continue
+        if isinstance(body, str):
+            reason = f"{url}: body is not valid JSON"
+            report.rejected.append(Rejected(url, observed_at, reason))
+            quarantine_rows.append((observed_at, url, reason, body))
+            continue
+        err = torn_error(body)
+        if err is not None:
+            code, text = err
+            report.errors.append(TornError(url, observed_at, code, text))
+            gap_rows.append((observed_at, url, None, code, f"Torn API error {code}: {text}"))
+            continue
+        try:
+            if response.stream:
+                try:
+                    entity_type, entity_id, view = parse_stream_name(response.stream)
+                except ValueError:
+                    raise RoutingError(f"stream name {response.stream!r} is not type:id:view") from None
+                parts = [Part(entity_type, entity_id, view, body)]
+            else:
+                parts = route(url, body)
+            hashes = [canonical_hash(p.view, p.payload) for p in parts]
+        except (RoutingError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+            reason = f"{url}: {exc}" if not str(exc).startswith(url) else str(exc)
+            report.rejected.append(Rejected(url, observed_at, reason))
+            quarantine_rows.append((observed_at, url, reason, _as_text(body)))
+            continue
+        routed.append((response, url, list(zip(parts, hashes))))
+
+    # 2. Compare and append inside one IMMEDIATE transaction.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        states = _load_states(conn, (StreamKey(p.entity_type, p.entity_id, p.view)
+                                     for _, _, parts in routed for p, _ in parts))
+        events: list[Event] = []
+        heartbeats: list[Heartbeat] = []
+        for response, url, parts in routed:
+            observed_at = response.observed_at
+            for part, digest in parts:
+                key = StreamKey(part.entity_type, part.entity_id, part.view)
+                state = states[key]
+                if state.new:
+                    state.stream_id = conn.execute(
+                        "INSERT INTO streams (entity_type, entity_id, view, version, first_seen, last_changed, "
+                        "last_checked) VALUES (?, ?, ?, 0, ?, ?, ?)",
+                        (*key, observed_at, observed_at, observed_at),
+                    ).lastrowid
+                    state.new = False
+                    state.last_checked = observed_at
+                elif state.rules != RULES and state.hash is not None:
+                    state.hash = _head_hash_under_current_rules(conn, key, state)
+                    state.rules = RULES
+                    state.dirty = True
+                if digest == state.hash:
+                    state.last_checked = max(state.last_checked or observed_at, observed_at)
+                    state.dirty = True
+                    report.unchanged += 1
+                    heartbeats.append(Heartbeat(key, observed_at, part.payload))
+                    continue
+                state.version += 1
+                position = conn.execute(
+                    "INSERT INTO events (stream_id, version, observed_at, hash, rules, source_url, payload) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (state.stream_id, state.version, observed_at, digest, RULES, url, _encode(part.payload).decode()),
+                ).lastrowid
+                events.append(Event(position, key, state.version, observed_at, part.payload, url))
+                if state.head_observed_at is None or observed_at >= state.head_observed_at:
+                    state.hash, state.rules, state.head_observed_at = digest, RULES, observed_at
+                state.last_checked = max(state.last_checked or observed_at, observed_at)
+                state.dirty = True
+        conn.executemany(
+            "UPDATE streams SET version = ?, hash = ?, rules = ?, head_observed_at = ?, last_checked = ?, "
+            "last_changed = COALESCE(?, last_changed) WHERE stream_id = ?",
+            [(s.version, s.hash, s.rules, s.head_observed_at, s.last_checked, s.head_observed_at, s.stream_id)
+             for s in states.values() if s.dirty],
+        )
+        if quarantine_rows:
+            conn.executemany(
+                "INSERT OR IGNORE INTO quarantine (observed_at, source_url, reason, body, body_hash) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(*row, hashlib.blake2b(row[3].encode(errors="replace"), digest_size=16).hexdigest())
+                 for row in quarantine_rows])
+        if gap_rows:
+            conn.executemany(
+                "INSERT INTO gaps (observed_at, source_url, target, error_code, reason) VALUES (?, ?, ?, ?, ?)",
+                gap_rows)
+        if projector is not None and (events or heartbeats):
+            projector(conn, events, heartbeats)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    report.appended = len(events)
+    if events:
+        report.first_position = events[0].position
+        report.last_position = events[-1].position
+    return report
+
+
+def _as_text(body: Any) -> str:
+    if isinstance(body, str):
+        return body
+    try:
+        return _encode(body).decode()
+    except (TypeError, ValueError, OverflowError):
+        return repr(body)

@@ -1,0 +1,439 @@
+"""Which streams a Torn API response belongs to.
+
+`route(url, body)` splits one response (v1 or v2) into parts, each (entity_type, entity_id, view, payload).
+A stream is one entity's view from one kind of endpoint: ('user', '123', 'v2.profile'),
+('faction', '9420', 'v1.faction'), ('territory', 'AAC', 'v1.territory'), ('rankedwar', '23451', 'v2.war').
+
+Conventions for parts split out of a collection (a faction's member list, the territory map):
+  * the payload is the item as the API sent it, plus context keys that start with '_':
+    `_id` (the key the item was filed under in a v1 dict), `_faction_id` (the faction whose list it came from);
+  * the collection itself becomes a small stream of its own holding the ids it listed (`member_ids`,
+    `territory_ids`, ...), so "member left" or "war ended" is a change of that stream.
+
+A response from an endpoint we do not know is kept whole in a 'raw' stream named after its path and
+selections: nothing is dropped, it is just not projected. A body that does not fit its endpoint raises
+RoutingError with the reason; ingest then quarantines it.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlsplit
+
+from .secrets import strip_key
+
+
+class RoutingError(ValueError):
+    """The body does not fit its URL (the message says which field), or the URL names no entity."""
+
+
+class Part(NamedTuple):
+    entity_type: str
+    entity_id: str
+    view: str
+    payload: Any
+
+
+class Endpoint(NamedTuple):
+    version: str            # 'v1' or 'v2'
+    section: str            # user, faction, torn, ...
+    entity_id: str | None   # from the path or ?id=
+    selections: tuple[str, ...]
+    path: str               # normalised path, for raw streams
+
+
+# Query parameters that do not change what entity or view a response is about.
+_VOLATILE_PARAMS = {"key", "timestamp", "comment", "offset", "limit", "from", "to", "sort", "striptags"}
+
+# v1 user: top-level keys owned by selections other than profile/basic.
+_V1_BATTLESTATS = {
+    "strength", "speed", "dexterity", "defense", "total",
+    "strength_modifier", "defense_modifier", "speed_modifier", "dexterity_modifier",
+    "strength_info", "defense_info", "speed_info", "dexterity_info",
+}
+_V1_BARS = {"happy", "life", "energy", "nerve", "chain", "server_time"}
+_V1_BASIC = {"level", "gender", "player_id", "name", "status"}
+
+
+def parse_url(url: str) -> Endpoint:
+    """Section, entity id and selections of a Torn API URL (key stripped first)."""
+    parts = urlsplit(strip_key(url))
+    segments = [s for s in parts.path.split("/") if s]
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    version = "v1"
+    if segments and segments[0] == "v2":
+        version = "v2"
+        segments = segments[1:]
+    if not segments:
+        raise RoutingError(f"URL names no API section: {strip_key(url)}")
+    section = segments[0].lower()
+    rest = segments[1:]
+    entity_id: str | None = None
+    selections: list[str] = []
+    if version == "v1":
+        if rest:
+            entity_id = rest[0]
+        selections = [s for s in query.get("selections", "").lower().split(",") if s]
+        if not selections:
+            selections = ["basic"] if section in ("user", "faction") else []
+    else:
+        for seg in rest:
+            if _looks_like_id(seg) and entity_id is None and not selections:
+                entity_id = seg
+            else:
+                selections.append(seg.lower())
+        selections += [s for s in query.get("selections", "").lower().split(",") if s]
+    if entity_id is None and query.get("id"):
+        entity_id = query["id"]
+    if entity_id is not None and "," in entity_id:
+        entity_id = None  # multi-id calls (torn/AAC,CAA) file each entity by its own key
+    keep = sorted((k, v) for k, v in query.items() if k.lower() not in _VOLATILE_PARAMS)
+    path = "/".join([version, section] + rest) + ("?" + "&".join(f"{k}={v}" for k, v in keep) if keep else "")
+    return Endpoint(version, section, entity_id, tuple(selections), path)
+
+
+def _looks_like_id(segment: str) -> bool:
+    return segment.isdigit() or (segment.isupper() and segment.isalpha() and len(segment) <= 4) or "," in segment
+
+
+def route(url: str, body: Any) -> list[Part]:
+    """Split a success body into stream parts. Error bodies must be handled before this."""
+    if not isinstance(body, dict):
+        raise RoutingError(f"body is {type(body).__name__}, not a JSON object")
+    ep = parse_url(url)
+    router = _ROUTERS.get((ep.version, ep.section))
+    parts = router(ep, body) if router else None
+    if not parts:
+        parts = [_raw(ep, body)]
+    return parts
+
+
+def _raw(ep: Endpoint, body: dict) -> Part:
+    view = f"{ep.version}.{'+'.join(ep.selections) or 'default'}"
+    return Part("raw", ep.path, view, body)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _dict_field(body: dict, key: str, where: str) -> dict:
+    value = body[key]
+    if value is None or value == []:
+        return {}  # v1 says "none" with null or an empty list
+    if not isinstance(value, dict):
+        raise RoutingError(f"{where}: field '{key}' is {type(value).__name__}, expected an object")
+    return value
+
+
+def _list_field(body: dict, key: str, where: str) -> list:
+    value = body[key]
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RoutingError(f"{where}: field '{key}' is {type(value).__name__}, expected a list")
+    return value
+
+
+def _item_id(item: Any, field: str, where: str) -> str:
+    if not isinstance(item, dict):
+        raise RoutingError(f"{where}: list item is {type(item).__name__}, expected an object")
+    value = item.get(field)
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or str(value).strip() == "":
+        raise RoutingError(f"{where}: item has no usable '{field}' (got {value!r})")
+    return str(value)
+
+
+def _numeric_id(value: Any, what: str, where: str) -> str:
+    text = str(value)
+    if isinstance(value, bool) or not text.isdigit() or int(text) <= 0 or len(text) > 18:
+        raise RoutingError(f"{where}: {what} {value!r} is not a positive numeric id")
+    return str(int(text))
+
+
+def _code(value: Any, where: str) -> str:
+    text = str(value)
+    if not (text.isalpha() and text.isupper() and 1 <= len(text) <= 4):
+        raise RoutingError(f"{where}: territory id {value!r} is not a territory code such as 'AAC'")
+    return text
+
+
+def _with_context(item: dict, **context: Any) -> dict:
+    out = dict(item)
+    for key, value in context.items():
+        out["_" + key] = value
+    return out
+
+
+def _v1_keyed(body: dict, key: str, where: str, id_kind: str, entity_type: str, view: str,
+              **context: Any) -> tuple[list[Part], list[str]]:
+    """Split a v1 dict keyed by id into one part per entry."""
+    parts, ids = [], []
+    for raw_id, item in _dict_field(body, key, where).items():
+        entity_id = _code(raw_id, where) if id_kind == "code" else _numeric_id(raw_id, "id", where)
+        if not isinstance(item, dict):
+            raise RoutingError(f"{where}: entry {raw_id!r} of '{key}' is {type(item).__name__}, expected an object")
+        parts.append(Part(entity_type, entity_id, view, _with_context(item, id=entity_id, **context)))
+        ids.append(entity_id)
+    return parts, sorted(ids, key=_sort_key)
+
+
+def _sort_key(entity_id: str) -> tuple:
+    return (0, int(entity_id), "") if entity_id.isdigit() else (1, 0, entity_id)
+
+
+# ------------------------------------------------------------------------------------------------ v1
+def _v1_user(ep: Endpoint, body: dict) -> list[Part]:
+    where = f"v1 user/{ep.entity_id or ''}?selections={','.join(ep.selections)}"
+    player_id = ep.entity_id or body.get("player_id")
+    if player_id is None:
+        raise RoutingError(f"{where}: URL names no player and the body has no player_id "
+                           "(request user/<id>?selections=...)")
+    player_id = _numeric_id(player_id, "player id", where)
+    parts: list[Part] = []
+    claimed: set[str] = set()
+    sel = set(ep.selections)
+    if "personalstats" in body:
+        parts.append(Part("user", player_id, "v1.personalstats", {"personalstats": body["personalstats"]}))
+        claimed.add("personalstats")
+    if "battlestats" in sel or any(k in body for k in ("strength_modifier", "dexterity_info")):
+        stats = {k: body[k] for k in _V1_BATTLESTATS if k in body}
+        if stats:
+            parts.append(Part("user", player_id, "v1.battlestats", stats))
+            claimed |= stats.keys()
+    if "bars" in sel:
+        bars = {k: body[k] for k in _V1_BARS if k in body}
+        if bars:
+            parts.append(Part("user", player_id, "v1.bars", bars))
+            claimed |= bars.keys() - {"life"}  # profile carries life too
+    if "cooldowns" in body:
+        parts.append(Part("user", player_id, "v1.cooldowns", {"cooldowns": body["cooldowns"]}))
+        claimed.add("cooldowns")
+    rest = {k: v for k, v in body.items() if k not in claimed}
+    if "profile" in sel and rest:
+        parts.append(Part("user", player_id, "v1.profile", rest))
+    elif "basic" in sel and rest:
+        basic = {k: v for k, v in rest.items() if k in _V1_BASIC}
+        parts.append(Part("user", player_id, "v1.basic", basic))
+        other = {k: v for k, v in rest.items() if k not in _V1_BASIC}
+        if other:
+            parts.append(Part("user", player_id, "v1.other", other))
+    elif rest:
+        parts.append(Part("user", player_id, f"v1.{'+'.join(sorted(sel)) or 'other'}", rest))
+    return parts
+
+
+def _v1_faction(ep: Endpoint, body: dict) -> list[Part]:
+    where = f"v1 faction/{ep.entity_id or ''}?selections={','.join(ep.selections)}"
+    faction_id = ep.entity_id or body.get("ID")
+    if faction_id is None:
+        raise RoutingError(f"{where}: URL names no faction and the body has no ID "
+                           "(request faction/<id>?selections=...)")
+    faction_id = _numeric_id(faction_id, "faction id", where)
+    fid = int(faction_id)
+    parts: list[Part] = []
+    rest = dict(body)
+    if "members" in body:
+        members, ids = _v1_keyed(body, "members", where, "num", "user", "v1.member", faction_id=fid)
+        parts += members
+        rest.pop("members")
+        rest["member_ids"] = [int(i) for i in ids]
+    for key in ("ranked_wars", "rankedwars"):
+        if key in body:
+            wars, ids = _v1_keyed(body, key, where, "num", "rankedwar", "v1.rankedwar")
+            parts += wars
+            rest.pop(key)
+            rest["ranked_war_ids"] = [int(i) for i in ids]
+    if "territory_wars" in body:
+        # A dict keyed by war id in some captures, a list of objects in others.
+        raw = body["territory_wars"]
+        items = list(raw.values()) if isinstance(raw, dict) else (raw or [])
+        if not isinstance(items, list):
+            raise RoutingError(f"{where}: field 'territory_wars' is {type(raw).__name__}, expected a list")
+        wars = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise RoutingError(f"{where}: territory_wars entry is {type(item).__name__}, not an object")
+            code = _code(item.get("territory"), where)
+            war_id = item.get("territory_war_id")
+            # Without a war id, the territory code and the start time name the war (as in torn/territorywars).
+            entity_id = (_numeric_id(war_id, "territory_war_id", where) if war_id is not None
+                         else f"{code}@{_numeric_id(item.get('start_time'), 'start_time', where)}")
+            wars.append(Part("territorywar", entity_id, "v1.faction_territorywar",
+                             _with_context(item, faction_id=fid)))
+        parts += wars
+        rest.pop("territory_wars")
+        rest["territory_war_ids"] = sorted((p.entity_id for p in wars), key=_sort_key)
+    if "territory" in body:
+        terr, ids = _v1_keyed(body, "territory", where, "code", "territory", "v1.territory", faction_id=fid)
+        parts += terr
+        rest.pop("territory")
+        parts.append(Part("faction", faction_id, "v1.territory", {"territory_ids": ids}))
+    if "chain" in body:
+        parts.append(Part("faction", faction_id, "v1.chain", {"chain": body["chain"]}))
+        rest.pop("chain")
+    if rest and set(rest) - {"territory_ids"}:
+        parts.append(Part("faction", faction_id, "v1.faction", rest))
+    return parts
+
+
+def _v1_torn(ep: Endpoint, body: dict) -> list[Part]:
+    where = f"v1 torn/{ep.entity_id or ''}?selections={','.join(ep.selections)}"
+    parts: list[Part] = []
+    rest = dict(body)
+    if "territory" in body:
+        terr, _ = _v1_keyed(body, "territory", where, "code", "territory", "v1.territory")
+        parts += terr
+        rest.pop("territory")
+    if "rackets" in body:
+        rackets, ids = _v1_keyed(body, "rackets", where, "code", "territory", "v1.racket")
+        parts += rackets
+        parts.append(Part("torn", "rackets", "v1.rackets", {"territory_ids": ids}))
+        rest.pop("rackets")
+    if "rankedwars" in body:
+        wars, ids = _v1_keyed(body, "rankedwars", where, "num", "rankedwar", "v1.rankedwar")
+        parts += wars
+        rest.pop("rankedwars")
+    if "territorywars" in body:
+        wars = []
+        for code, item in _dict_field(body, "territorywars", where).items():
+            code = _code(code, where)
+            if not isinstance(item, dict):
+                raise RoutingError(f"{where}: territorywars entry {code!r} is not an object")
+            # Old entries carry no territory_war_id; the territory code and start time name the war then.
+            war_id = item.get("territory_war_id")
+            entity_id = (_numeric_id(war_id, "territory_war_id", where) if war_id is not None
+                         else f"{code}@{_numeric_id(item.get('started'), 'started', where)}")
+            wars.append(Part("territorywar", entity_id, "v1.territorywar", _with_context(item, territory=code)))
+        parts += wars
+        parts.append(Part("torn", "territorywars", "v1.territorywars",
+                          {"war_ids": sorted((p.entity_id for p in wars), key=_sort_key)}))
+        rest.pop("territorywars")
+    if rest:
+        parts.append(_raw(ep, rest))
+    return parts
+
+
+# ------------------------------------------------------------------------------------------------ v2
+def _v2_user(ep: Endpoint, body: dict) -> list[Part]:
+    where = f"v2 user/{ep.entity_id or ''}{'/' + ','.join(ep.selections) if ep.selections else ''}"
+    player_id = ep.entity_id
+    if player_id is None and isinstance(body.get("profile"), dict):
+        player_id = body["profile"].get("id")
+    if player_id is None:
+        raise RoutingError(f"{where}: URL names no player (use /v2/user/<id>/... or ?id=<player id>)")
+    player_id = _numeric_id(player_id, "player id", where)
+    parts = []
+    selections = ep.selections or ("profile",)
+    for selection in selections:
+        key = "profile" if selection == "basic" else selection
+        if key not in body:
+            continue
+        value = body[key]
+        if selection in ("profile", "basic") and not isinstance(value, dict):
+            raise RoutingError(f"{where}: field '{key}' is {type(value).__name__}, expected an object")
+        parts.append(Part("user", player_id, f"v2.{selection}", value if selection in ("profile", "basic")
+                          else {key: value}))
+    return parts
+
+
+def _v2_faction(ep: Endpoint, body: dict) -> list[Part]:
+    where = f"v2 faction/{ep.entity_id or ''}{'/' + ','.join(ep.selections) if ep.selections else ''}"
+    faction_id = ep.entity_id
+    if faction_id is None and isinstance(body.get("basic"), dict):
+        faction_id = body["basic"].get("id")
+    parts: list[Part] = []
+
+    def need_faction() -> int:
+        if faction_id is None:
+            raise RoutingError(f"{where}: URL names no faction (use /v2/faction/<id>/... or ?id=<faction id>)")
+        return int(_numeric_id(faction_id, "faction id", where))
+
+    selections = ep.selections or ("basic",)
+    for selection in selections:
+        if selection == "basic" and "basic" in body:
+            if not isinstance(body["basic"], dict):
+                raise RoutingError(f"{where}: field 'basic' is not an object")
+            parts.append(Part("faction", str(need_faction()), "v2.faction", body["basic"]))
+        elif selection == "members" and "members" in body:
+            fid = need_faction()
+            ids = []
+            for item in _list_field(body, "members", where):
+                uid = _numeric_id(_item_id(item, "id", where), "member id", where)
+                parts.append(Part("user", uid, "v2.member", _with_context(item, faction_id=fid)))
+                ids.append(int(uid))
+            parts.append(Part("faction", str(fid), "v2.members", {"member_ids": sorted(ids)}))
+        elif selection == "wars" and "wars" in body:
+            fid = need_faction()
+            wars = body["wars"]
+            if not isinstance(wars, dict):
+                raise RoutingError(f"{where}: field 'wars' is not an object")
+            ranked = wars.get("ranked")
+            ranked_id = None
+            if ranked is not None:
+                ranked_id = _numeric_id(_item_id(ranked, "war_id", where), "war_id", where)
+                parts.append(Part("rankedwar", ranked_id, "v2.war", ranked))
+            territory_ids = []
+            for item in wars.get("territory") or []:
+                war_id = _numeric_id(_item_id(item, "war_id", where), "war_id", where)
+                parts.append(Part("territorywar", war_id, "v2.war", item))
+                territory_ids.append(int(war_id))
+            summary = {"ranked_war_id": int(ranked_id) if ranked_id else None,
+                       "territory_war_ids": sorted(territory_ids),
+                       "raids": wars.get("raids"), "pacts": body.get("pacts")}
+            parts.append(Part("faction", str(fid), "v2.wars", summary))
+        elif selection == "rankedwars" and "rankedwars" in body:
+            for item in _list_field(body, "rankedwars", where):
+                war_id = _numeric_id(_item_id(item, "id", where), "ranked war id", where)
+                parts.append(Part("rankedwar", war_id, "v2.rankedwar", item))
+        elif selection == "territory" and "territory" in body:
+            fid = need_faction()
+            ids = []
+            for item in _list_field(body, "territory", where):
+                code = _code(_item_id(item, "id", where), where)
+                parts.append(Part("territory", code, "v2.faction_territory", _with_context(item, faction_id=fid)))
+                ids.append(code)
+            parts.append(Part("faction", str(fid), "v2.territory", {"territory_ids": sorted(ids)}))
+        elif selection == "territoryownership" and "territoryOwnership" in body:
+            for item in _list_field(body, "territoryOwnership", where):
+                code = _code(_item_id(item, "id", where), where)
+                parts.append(Part("territory", code, "v2.ownership", item))
+        elif selection == "rackets" and "rackets" in body:
+            items = _list_field(body, "rackets", where)
+            # Spec 6.6.1's TornRacket has no territory id; file per territory when the API sends one.
+            if items and all(isinstance(i, dict) and ("territory" in i or "id" in i) for i in items):
+                for item in items:
+                    code = _code(item.get("territory", item.get("id")), where)
+                    parts.append(Part("territory", code, "v2.racket", item))
+            else:
+                parts.append(Part("torn", "rackets", "v2.rackets", {"rackets": items}))
+        elif selection == "chain" and "chain" in body:
+            parts.append(Part("faction", str(need_faction()), "v2.chain", body["chain"]))
+    return parts
+
+
+def _v2_torn(ep: Endpoint, body: dict) -> list[Part]:
+    where = f"v2 torn/{','.join(ep.selections)}"
+    parts: list[Part] = []
+    if "territory" in ep.selections and "territory" in body:
+        for item in _list_field(body, "territory", where):
+            code = _code(_item_id(item, "id", where), where)
+            parts.append(Part("territory", code, "v2.territory", item))
+    return parts
+
+
+_ROUTERS = {
+    ("v1", "user"): _v1_user,
+    ("v1", "faction"): _v1_faction,
+    ("v1", "torn"): _v1_torn,
+    ("v2", "user"): _v2_user,
+    ("v2", "faction"): _v2_faction,
+    ("v2", "torn"): _v2_torn,
+}
+
+
+def stream_name(entity_type: str, entity_id: str, view: str) -> str:
+    """The printable name of a stream: entity_type:entity_id:view."""
+    return f"{entity_type}:{entity_id}:{view}"
+
+
+def parse_stream_name(name: str) -> tuple[str, str, str]:
+    entity_type, rest = name.split(":", 1)
+    entity_id, view = rest.rsplit(":", 1)
+    return entity_type, entity_id, view

@@ -1,0 +1,203 @@
+"""The event log: routing of every fixture, change detection, idempotence, round trip, bad input."""
+from __future__ import annotations
+
+import copy
+import io
+import json
+
+import msgspec
+from hypothesis import given, settings, strategies as st
+
+from eventstore.canonical import canonical_hash
+from eventstore.capture import export_events, read_capture
+from eventstore.db import close_sync, connect_sync
+from eventstore.ingest import ingest_batch
+from eventstore.migrate import migrate
+from eventstore.records import Response
+
+from .conftest import FIXTURE_URLS, OBSERVED_AT, fixture_body, fixture_capture_lines
+
+
+def fixture_responses(observed_at=OBSERVED_AT):
+    return list(read_capture(fixture_capture_lines(observed_at)))
+
+
+def stream_rows(conn):
+    return conn.execute(
+        "SELECT entity_type, entity_id, view, version FROM streams ORDER BY entity_type, view, entity_id"
+    ).fetchall()
+
+
+def test_fixtures_route_into_the_expected_streams(conn, snapshot):
+    report = ingest_batch(conn, fixture_responses())
+    assert report.responses == len(FIXTURE_URLS)
+    assert len(report.errors) == 3 and {e.code for e in report.errors} == {2, 5}
+    assert report.rejected == []
+    streams = stream_rows(conn)
+    # a few facts a person would check by eye
+    assert ("user", "1879891", "v1.profile", 1) in streams
+    assert ("user", "65658", "v1.member", 1) in streams          # faction members feed player streams
+    assert ("territory", "AAC", "v1.territory", 1) in streams    # multi-id call filed per territory
+    assert ("rankedwar", "44751", "v2.rankedwar", 1) in streams
+    assert ("territorywar", "40113", "v1.territorywar", 1) in streams
+    assert [f"{t}:{i}:{v}@{n}" for t, i, v, n in streams] == snapshot
+
+
+def test_error_bodies_become_gaps_not_events(conn):
+    report = ingest_batch(conn, fixture_responses())
+    gaps = conn.execute("SELECT source_url, error_code FROM gaps ORDER BY id").fetchall()
+    assert sorted(code for _, code in gaps) == [2, 2, 5]
+    assert all("key=" not in url for url, _ in gaps)
+    payloads = [row[0] for row in conn.execute("SELECT payload FROM events")]
+    assert not any('"error"' in p and '"code"' in p for p in payloads)
+    assert report.appended == conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+
+def test_same_capture_twice_appends_nothing(conn):
+    first = ingest_batch(conn, fixture_responses())
+    second = ingest_batch(conn, fixture_responses(OBSERVED_AT + 240))
+    assert first.appended > 0
+    assert second.appended == 0
+    assert second.unchanged == first.appended
+    checked = {row[0] for row in conn.execute("SELECT last_checked FROM streams")}
+    assert checked == {OBSERVED_AT + 240}
+
+
+def test_noise_fields_change_nothing_tracked_fields_do(conn):
+    body = fixture_body("v1/user_profile.json")
+    url = "https://api.torn.com/user/1879891?selections=profile"
+    ingest_batch(conn, [Response(url=url, observed_at=100, body=body)])
+    noisy = copy.deepcopy(body)
+    noisy["last_action"] = {"status": "Idle", "timestamp": 1663190000, "relative": "5 minutes ago"}
+    noisy["status"]["description"] = "In hospital for 3 mins"
+    noisy["life"]["current"] = 10
+    noisy["life"]["ticktime"] = 12
+    noisy["age"] += 1
+    noisy["basicicons"]["icon15"] = "Hospital - 00:03:00"
+    assert ingest_batch(conn, [Response(url=url, observed_at=340, body=noisy)]).appended == 0
+    levelled = copy.deepcopy(noisy)
+    levelled["level"] = 101
+    assert ingest_batch(conn, [Response(url=url, observed_at=580, body=levelled)]).appended == 1
+    assert stream_rows(conn) == [("user", "1879891", "v1.profile", 2)]
+
+
+_TRACKED_V2_MEMBER = ["name", "level", "position"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(field=st.sampled_from(_TRACKED_V2_MEMBER + ["status.state", "faction"]),
+       value=st.one_of(st.integers(min_value=-2**63, max_value=2**63 - 1), st.text(max_size=20)))
+def test_any_tracked_change_appends(tmp_path_factory, field, value):
+    conn = connect_sync(tmp_path_factory.mktemp("h") / "h.db")
+    migrate(conn)
+    body = fixture_body("v2/faction_members.json")
+    url = "https://api.torn.com/v2/faction/123456/members"
+    ingest_batch(conn, [Response(url=url, observed_at=100, body=body)])
+    changed = copy.deepcopy(body)
+    member = changed["members"][0]
+    if field == "faction":  # moved to another faction's list: the member stream carries the new faction
+        url2 = "https://api.torn.com/v2/faction/654321/members"
+        report = ingest_batch(conn, [Response(url=url2, observed_at=200, body=changed)])
+    else:
+        target, key = (member["status"], "state") if field == "status.state" else (member, field)
+        if target[key] == value:
+            close_sync(conn)
+            return
+        target[key] = value
+        report = ingest_batch(conn, [Response(url=url, observed_at=200, body=changed)])
+    assert report.appended >= 1
+    close_sync(conn)
+
+
+def test_rule_change_does_not_make_streams_look_new(conn):
+    ingest_batch(conn, fixture_responses())
+    count = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    conn.execute("UPDATE streams SET rules = 'r0', hash = 'stale-hash-from-old-rules'")
+    report = ingest_batch(conn, fixture_responses(OBSERVED_AT + 60))
+    assert report.appended == 0
+    assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == count
+    assert {r[0] for r in conn.execute("SELECT rules FROM streams")} == {"r1"}
+
+
+def test_export_then_import_reproduces_the_log(conn, tmp_path):
+    ingest_batch(conn, fixture_responses())
+    body = fixture_body("v2/faction_members.json")
+    body["members"][0]["level"] = 88
+    ingest_batch(conn, [Response(url="https://api.torn.com/v2/faction/123456/members", observed_at=OBSERVED_AT + 240,
+                                 body=body)])
+    out = io.BytesIO()
+    exported = export_events(conn, out)
+    copy_conn = connect_sync(tmp_path / "copy.db")
+    migrate(copy_conn)
+    ingest_batch(copy_conn, list(read_capture(out.getvalue().splitlines())))
+    query = ("SELECT s.entity_type, s.entity_id, s.view, e.version, e.observed_at, e.hash, e.source_url, e.payload "
+             "FROM events e JOIN streams s USING (stream_id) ORDER BY e.position")
+    assert exported == len(conn.execute(query).fetchall())
+    assert copy_conn.execute(query).fetchall() == conn.execute(query).fetchall()
+    stream_query = "SELECT entity_type, entity_id, view, version, hash FROM streams ORDER BY 1, 2, 3"
+    assert copy_conn.execute(stream_query).fetchall() == conn.execute(stream_query).fetchall()
+    close_sync(copy_conn)
+
+
+def test_bad_input_is_quarantined_and_the_rest_lands(conn):
+    good = next(line for line in fixture_capture_lines() if "user/1879891" in line)
+    lines = [
+        "this is not json",
+        json.dumps({"url": "https://api.torn.com/user/5?selections=profile", "observed_at": 1, "body": [1, 2]}),
+        json.dumps({"url": "https://api.torn.com/v2/faction/members", "observed_at": 1,
+                    "body": {"members": [{"id": 1, "name": "x"}]}}),
+        json.dumps({"url": "https://api.torn.com/torn/?selections=territory", "observed_at": 1,
+                    "body": {"territory": {"not a code": {}}}}),
+        json.dumps({"url": "https://api.torn.com/user/5?selections=profile&key=SECRETSECRET1234", "observed_at": "soon",
+                    "body": {}}),
+        good,
+    ]
+    report = ingest_batch(conn, list(read_capture(lines, "bad.ndjson")))
+    assert len(report.rejected) == 5
+    reasons = [r.reason for r in report.rejected]
+    assert "bad.ndjson:1" in reasons[0]
+    assert "not a JSON object" in reasons[1]
+    assert "names no faction" in reasons[2]
+    assert "not a territory code" in reasons[3]
+    assert "observed_at" in reasons[4]
+    quarantined = conn.execute("SELECT reason, body, source_url FROM quarantine ORDER BY id").fetchall()
+    assert len(quarantined) == 5
+    assert quarantined[0][1] == "this is not json"
+    assert not any("SECRETSECRET1234" in (row[2] or "") + row[0] for row in quarantined)
+    assert report.appended > 0  # the good line still landed
+
+
+def test_unknown_endpoint_is_kept_whole(conn):
+    market = {"itemmarket": {"item": {"id": 206}, "listings": [{"price": 1, "amount": 2}]}}
+    hof = {"hof": {"rank": 5}}
+    report = ingest_batch(conn, [
+        Response(url="https://api.torn.com/v2/market/206/itemmarket", observed_at=1, body=market),
+        Response(url="https://api.torn.com/v2/user/5/hof", observed_at=1, body=hof),
+    ])
+    assert report.appended == 2
+    rows = conn.execute("SELECT s.entity_type, s.entity_id, s.view, e.payload FROM events e "
+                        "JOIN streams s USING (stream_id) ORDER BY e.position").fetchall()
+    assert rows[0][:3] == ("raw", "v2/market/206/itemmarket", "v2.itemmarket")
+    assert msgspec.json.decode(rows[0][3]) == market
+    assert rows[1][:3] == ("user", "5", "v2.hof")  # a known entity's unknown view: its own stream
+    assert msgspec.json.decode(rows[1][3]) == hof
+
+
+def test_canonical_hash_ignores_key_order():
+    a = {"b": 1, "a": {"y": 2, "x": 1}}
+    b = {"a": {"x": 1, "y": 2}, "b": 1}
+    assert canonical_hash("v1.profile", a) == canonical_hash("v1.profile", b)
+    assert len(canonical_hash("v1.profile", a)) == 32  # 128 bits
+
+
+def test_late_event_is_kept_but_does_not_move_the_head(conn):
+    url = "https://api.torn.com/user/7?selections=basic"
+    def body(level):
+        return {"level": level, "gender": "Male", "player_id": 7, "name": "p", "status": {"state": "Okay"}}
+    ingest_batch(conn, [Response(url=url, observed_at=1000, body=body(5))])
+    ingest_batch(conn, [Response(url=url, observed_at=2000, body=body(6))])
+    late = ingest_batch(conn, [Response(url=url, observed_at=1500, body=body(4))])
+    assert late.appended == 1
+    # the next poll equals the newest state: nothing appended
+    assert ingest_batch(conn, [Response(url=url, observed_at=2240, body=body(6))]).appended == 0
+    assert conn.execute("SELECT head_observed_at, version FROM streams").fetchone() == (2000, 3)

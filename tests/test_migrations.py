@@ -1,0 +1,102 @@
+"""The schema: every table of the plan, applied once, refused when the code and the file disagree."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from eventstore import migrate as migrate_mod
+from eventstore.db import close_sync, connect_sync
+from eventstore.migrate import MigrationError, available_migrations, current_version, migrate
+
+PLAN_TABLES = {
+    "schema_version": {"version", "applied_at", "description", "checksum"},
+    "players": {"player_id", "name", "level", "rank", "faction_id", "status_state", "status_description",
+                "life_current", "life_maximum", "created_at", "last_updated"},
+    "factions": {"faction_id", "name", "tag", "leader_id", "co_leader_id", "respect", "age", "best_chain",
+                 "member_count", "created_at", "last_updated"},
+    "player_stats_history": {"id", "player_id", "timestamp", "strength", "defense", "speed", "dexterity",
+                             "total_stats", "level", "life_maximum", "networth"},
+    "war_status_history": {"id", "war_id", "war_type", "territory_id", "attacking_faction_id",
+                           "defending_faction_id", "attacking_score", "defending_score", "required_score",
+                           "status", "started_at", "ends_at", "recorded_at"},
+    "territory_ownership_history": {"id", "territory_id", "faction_id", "sector", "coordinates",
+                                    "racket_level", "racket_type", "war_status", "recorded_at"},
+    "faction_history": {"id", "faction_id", "timestamp", "respect", "member_count", "best_chain"},
+    "player_stats_summary": {"id", "player_id", "period_start", "period_end", "period_type",
+                             *(f"{s}_{p}" for s in ("strength", "defense", "speed", "dexterity", "total_stats",
+                                                    "level", "networth") for p in ("start", "end", "change")),
+                             "life_maximum_start", "life_maximum_end", "record_count", "created_at"},
+    "war_summary": {"id", "war_id", "war_type", "territory_id", "period_start", "period_end", "period_type",
+                    "attacking_faction_id", "defending_faction_id", "final_attacking_score",
+                    "final_defending_score", "winner_faction_id", "duration_seconds", "record_count",
+                    "created_at"},
+    "territory_ownership_summary": {"id", "territory_id", "period_start", "period_end", "period_type",
+                                    "faction_id_start", "faction_id_end", "ownership_changes", "days_owned",
+                                    "record_count", "created_at"},
+    "faction_summary": {"id", "faction_id", "period_start", "period_end", "period_type",
+                        *(f"{s}_{p}" for s in ("respect", "member_count", "best_chain")
+                          for p in ("start", "end", "change")), "record_count", "created_at"},
+    "streams": {"stream_id", "entity_type", "entity_id", "view", "version", "hash", "rules", "first_seen",
+                "last_changed", "last_checked"},
+    "events": {"position", "stream_id", "version", "observed_at", "hash", "rules", "source_url", "payload"},
+}
+
+
+def columns(conn, table):
+    return {row[1]: row for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def test_every_plan_table_and_column_exists(conn):
+    for table, expected in PLAN_TABLES.items():
+        assert expected <= set(columns(conn, table)), table
+
+
+def test_territory_ids_are_text_and_checks_hold(conn):
+    for table in ("war_status_history", "territory_ownership_history", "war_summary",
+                  "territory_ownership_summary"):
+        assert columns(conn, table)["territory_id"][2] == "TEXT"
+    conn.execute("INSERT INTO factions (faction_id, name, created_at, last_updated) VALUES (1, 'F', 0, 0)")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO players (player_id, name, life_maximum, created_at, last_updated) "
+                     "VALUES (1, 'p', 0, 0, 0)")
+    with pytest.raises(sqlite3.IntegrityError):  # foreign keys are on
+        conn.execute("INSERT INTO players (player_id, name, faction_id, created_at, last_updated) "
+                     "VALUES (2, 'p', 999, 0, 0)")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO war_status_history (war_id, war_type, recorded_at) VALUES (1, 'raid', 0)")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_migrate_twice_changes_nothing(conn):
+    assert current_version(conn) == len(available_migrations())
+    before = conn.execute("SELECT * FROM schema_version").fetchall()
+    assert migrate(conn) == []
+    assert conn.execute("SELECT * FROM schema_version").fetchall() == before
+    assert all(len(row[3]) == 64 for row in before)  # sha256 checksum recorded
+
+
+def test_database_newer_than_code_is_refused(conn):
+    conn.execute("INSERT INTO schema_version (version, applied_at, description, checksum) "
+                 "VALUES (999, 0, 'from the future', 'x')")
+    with pytest.raises(MigrationError, match="newer than this tornstore"):
+        migrate(conn)
+
+
+def test_changed_migration_file_is_refused(conn, monkeypatch):
+    real = available_migrations()
+    changed = [migrate_mod.Migration(m.version, m.description, m.sql + "\n-- edited\n") for m in real]
+    monkeypatch.setattr(migrate_mod, "available_migrations", lambda: changed)
+    with pytest.raises(MigrationError, match="was changed after it was applied"):
+        migrate(conn)
+
+
+def test_failed_migration_leaves_nothing_behind(tmp_path, monkeypatch):
+    broken = [migrate_mod.Migration(1, "broken", "CREATE TABLE a (x INTEGER);\nCREATE TABLE oops (;\n")]
+    monkeypatch.setattr(migrate_mod, "available_migrations", lambda: broken)
+    conn = connect_sync(tmp_path / "b.db")
+    with pytest.raises(sqlite3.OperationalError):
+        migrate(conn)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'a'").fetchone() is None
+    close_sync(conn)
