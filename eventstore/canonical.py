@@ -59,39 +59,53 @@ NOISE: dict[str, tuple[str, ...]] = {
 _ALWAYS = ("_metadata",)
 
 
-def _drop(obj: Any, path: list[str]) -> None:
-    head, rest = path[0], path[1:]
+def _tree(paths: tuple[str, ...]) -> dict:
+    """Noise paths as a tree: {'status': {'description': None}, 'age': None}. None marks a removed leaf."""
+    tree: dict = {}
+    for path in paths + _ALWAYS:
+        node = tree
+        *parents, leaf = path.split(".")
+        for key in parents:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            node = child
+        node[leaf] = None
+    return tree
+
+
+_TREES: dict[str, dict] = {}
+
+
+def _without(obj: Any, tree: dict) -> Any:
+    """A copy of `obj` without the tree's leaves; only the dicts on a removed path are copied."""
     if isinstance(obj, dict):
-        targets = list(obj) if head == "*" else ([head] if head in obj else [])
-        for key in targets:
-            if rest:
-                _drop(obj[key], rest)
+        out = {}
+        for key, value in obj.items():
+            if key in tree:
+                sub = tree[key]
+                if sub is None:
+                    continue
+                out[key] = _without(value, sub)
+            elif "*" in tree:
+                sub = tree["*"]
+                if sub is None:
+                    continue
+                out[key] = _without(value, sub)
             else:
-                del obj[key]
-    elif isinstance(obj, list) and head == "*" and rest:
-        for item in obj:
-            _drop(item, rest)
-
-
-def _copy(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _copy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_copy(v) for v in obj]
+                out[key] = value
+        return out
+    if isinstance(obj, list) and "*" in tree and tree["*"] is not None:
+        return [_without(item, tree["*"]) for item in obj]
     return obj
 
 
 def canonical_bytes(view: str, payload: Any) -> bytes:
     """Sorted-key compact JSON of `payload` without the view's noise fields."""
-    noise = NOISE.get(view, ())
-    if isinstance(payload, dict) and (noise or any(k in payload for k in _ALWAYS)):
-        # Only the first level needs a fresh dict when no nested path is removed.
-        payload = _copy(payload) if any("." in p for p in noise) else dict(payload)
-        for key in _ALWAYS:
-            payload.pop(key, None)
-        for path in noise:
-            _drop(payload, path.split("."))
-    return msgspec.json.encode(payload, order="sorted")
+    tree = _TREES.get(view)
+    if tree is None:
+        tree = _TREES[view] = _tree(NOISE.get(view, ()))
+    return msgspec.json.encode(_without(payload, tree), order="sorted")
 
 
 def canonical_hash(view: str, payload: Any) -> str:

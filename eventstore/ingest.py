@@ -11,8 +11,10 @@
 The projector (supplied by `projections`, which this package does not import) is called with the new
 events and heartbeats before COMMIT, so a reader never sees an event without its projection.
 
-Late data: an event observed before its stream's head is still appended (nothing is lost, the compactor
-re-folds its month), but it does not move the head, so the next poll is compared with the newest state.
+Late data: a response observed before its stream's head is compared with the state in force at its own
+time (the latest event observed at or before it), so re-reading an old capture appends nothing. When it
+differs it is appended (nothing is lost; the compactor re-folds its month), but it does not move the
+head, so the next poll is still compared with the newest state.
 """
 from __future__ import annotations
 
@@ -120,6 +122,17 @@ def _head_hash_under_current_rules(conn: sqlite3.Connection, key: StreamKey, sta
     return canonical_hash(key.view, msgspec.json.decode(row[0])) if row else ""
 
 
+def _hash_in_force(conn: sqlite3.Connection, key: StreamKey, stream_id: int, observed_at: int) -> str | None:
+    """Canonical hash (today's rules) of the stream's state at `observed_at`, for a late response."""
+    row = conn.execute(
+        "SELECT hash, rules, payload FROM events WHERE stream_id = ? AND observed_at <= ? "
+        "ORDER BY observed_at DESC, version DESC LIMIT 1", (stream_id, observed_at)).fetchone()
+    if row is None:
+        return None
+    digest, rules, payload = row
+    return digest if rules == RULES else canonical_hash(key.view, msgspec.json.decode(payload))
+
+
 def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                  projector: Projector | None = None) -> IngestReport:
     """Ingest a batch in one transaction. See the module docstring."""
@@ -194,7 +207,9 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                     state.hash = _head_hash_under_current_rules(conn, key, state)
                     state.rules = RULES
                     state.dirty = True
-                if digest == state.hash:
+                late = state.head_observed_at is not None and observed_at < state.head_observed_at
+                if (digest == _hash_in_force(conn, key, state.stream_id, observed_at) if late
+                        else digest == state.hash):
                     state.last_checked = max(state.last_checked or observed_at, observed_at)
                     state.dirty = True
                     report.unchanged += 1

@@ -49,6 +49,7 @@ CREATE TABLE events (
     UNIQUE (stream_id, version)
 );
 CREATE INDEX idx_events_observed ON events(observed_at);
+CREATE INDEX idx_events_stream_time ON events(stream_id, observed_at);  -- state in force at a time
 
 -- Bodies that could not be stored as events, with the reason: nothing is dropped.
 CREATE TABLE quarantine (

@@ -198,6 +198,10 @@ def test_late_event_is_kept_but_does_not_move_the_head(conn):
     ingest_batch(conn, [Response(url=url, observed_at=2000, body=body(6))])
     late = ingest_batch(conn, [Response(url=url, observed_at=1500, body=body(4))])
     assert late.appended == 1
+    # the same old observations read again (a capture re-ingested) append nothing
+    again = ingest_batch(conn, [Response(url=url, observed_at=t, body=body(lv))
+                                for t, lv in ((1000, 5), (1500, 4), (2000, 6))])
+    assert again.appended == 0
     # the next poll equals the newest state: nothing appended
     assert ingest_batch(conn, [Response(url=url, observed_at=2240, body=body(6))]).appended == 0
     assert conn.execute("SELECT head_observed_at, version FROM streams").fetchone() == (2000, 3)
