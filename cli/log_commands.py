@@ -66,9 +66,11 @@ def migrate_cmd(ctx: click.Context, check_only: bool) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--batch", default=500, show_default=True, help="Responses per transaction.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option("--ack", is_flag=True, hidden=True,
+              help="Print 'ack <responses> <last position>' after each committed batch (crash tests).")
 @click.pass_context
 @friendly_errors
-def ingest(ctx: click.Context, files: tuple[str, ...], batch: int, as_json: bool) -> None:
+def ingest(ctx: click.Context, files: tuple[str, ...], batch: int, as_json: bool, ack: bool) -> None:
     """Import capture files (NDJSON, one response per line; '-' reads stdin).
 
     Each line is {"url": ..., "observed_at": <unix seconds>, "body": <JSON>}. Unchanged entities append
@@ -85,7 +87,12 @@ def ingest(ctx: click.Context, files: tuple[str, ...], batch: int, as_json: bool
     for name in files:
         if name != "-" and not Path(name).exists():
             raise UserError(f"no such capture file: {name}")
-    report = ingest_files(path, files, batch=batch, progress=not as_json and sys.stderr.isatty())
+    def acknowledge(so_far) -> None:
+        click.echo(f"ack {so_far.responses} {so_far.last_position or 0}")
+        sys.stdout.flush()
+
+    report = ingest_files(path, files, batch=batch, progress=not as_json and sys.stderr.isatty(),
+                          on_commit=acknowledge if ack else None)
     counts = report.as_dict()
     if as_json:
         counts["rejected_reasons"] = [r.reason for r in report.rejected][:100]

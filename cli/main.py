@@ -29,6 +29,7 @@ def cli(ctx: click.Context, db: str | None) -> None:
 # Command modules, each defining click commands registered on `cli` through `register(cli)`.
 COMMAND_MODULES = [
     "cli.log_commands",
+    "cli.ops_commands",
 ]
 
 

@@ -1,0 +1,144 @@
+"""Operator commands: replay, status, verify."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from eventstore import db
+from projections import health, runner
+
+from .common import UserError, emit_json, emit_record, emit_table, existing_db, friendly_errors
+
+
+def _open(ctx: click.Context):
+    from eventstore.migrate import migrate
+    conn = db.connect_sync(existing_db(ctx))
+    migrate(conn)
+    return conn
+
+
+@click.command()
+@click.option("--projection", "name", metavar="NAME",
+              help="Rebuild only this projection (players, factions, player_stats, faction_history, wars, territories).")
+@click.option("--batch", default=5000, show_default=True, help="Events per transaction.")
+@click.pass_context
+@friendly_errors
+def replay(ctx: click.Context, name: str | None, batch: int) -> None:
+    """Rebuild projection tables from the retained event log (summaries are never touched).
+
+    Runs in batches with bounded memory; if interrupted, run it again.
+
+    \b
+    Examples:
+      tornstore --db torn.db replay
+      tornstore --db torn.db replay --projection player_stats
+    """
+    conn = _open(ctx)
+    try:
+        if name:
+            try:
+                runner.handler_named(name)
+            except KeyError as exc:
+                raise UserError(exc.args[0]) from None
+        total = runner.log_end(conn)
+        with click.progressbar(length=max(total, 1), label="replaying", file=sys.stderr,
+                               show_pos=True) as bar:
+            applied = runner.replay(conn, name, batch=batch, progress=bar.update)
+        errors = conn.execute("SELECT COUNT(*) FROM projection_errors").fetchone()[0]
+        click.echo(f"replayed {applied} events into {name or 'every projection'}; projection errors: {errors}")
+    finally:
+        db.close_sync(conn)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Row counts, file size, streams, events, projection lag, last compaction and backup, key states.
+
+    \b
+    Examples:
+      tornstore --db torn.db status
+      tornstore --db torn.db status --json | jq .projection_lag
+    """
+    path = existing_db(ctx)
+    conn = _open(ctx)
+    try:
+        info = health.status(conn, path)
+    finally:
+        db.close_sync(conn)
+    if as_json:
+        emit_json(info)
+        return
+    emit_record({
+        "database": info["database"],
+        "file size": f"{info['file_bytes']:,} bytes",
+        "schema version": info["schema_version"],
+        "events": f"{info['rows']['events']:,} (last position {info['log']['last_position']})",
+        "streams": f"{info['rows']['streams']:,}",
+        "observed": f"{_when(info['log']['first_observed_at'])} .. {_when(info['log']['last_observed_at'])}",
+        "projection lag": ", ".join(f"{k} {v}" for k, v in info["projection_lag"].items()),
+        "last compaction": _compaction(info["last_compaction"]),
+        "last backup": (f"{info['last_backup']['path']} at {_when(info['last_backup']['created_at'])}"
+                        if info["last_backup"] else "never"),
+    })
+    click.echo()
+    emit_table(sorted(info["rows"].items()), ["table", "rows"])
+    if info["keys"]:
+        click.echo()
+        emit_table([(k["fingerprint"], k["owner"], k["state"], k["last_error_code"], k["requests"])
+                    for k in info["keys"]], ["key", "owner", "state", "last error", "requests"])
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@friendly_errors
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Integrity check, hash check of stored events, and a replay into a scratch copy compared with the
+    live tables. Exit code 1 when anything is wrong.
+
+    \b
+    Example:
+      tornstore --db torn.db verify
+    """
+    conn = _open(ctx)
+    try:
+        result = health.verify(conn)
+    finally:
+        db.close_sync(conn)
+    if as_json:
+        emit_json(result)
+    else:
+        hashes = result["hashes"]
+        emit_record({
+            "integrity": ", ".join(result["integrity"]),
+            "foreign keys": f"{result['foreign_key_violations']} violations",
+            "event hashes": f"{hashes['checked']} checked, {hashes['mismatched']} mismatched"
+                            + (f", {hashes['other_rules']} made by older rules" if hashes["other_rules"] else ""),
+            "replay": "identical" if not result["replay"]["differences"]
+                      else f"differs in {', '.join(result['replay']['differences'])}",
+            "verdict": "OK" if result["ok"] else "PROBLEMS FOUND",
+        })
+    if not result["ok"]:
+        sys.exit(1)
+
+
+def _when(ts) -> str:
+    if ts is None:
+        return "-"
+    import datetime as dt
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _compaction(row) -> str:
+    if not row:
+        return "never"
+    return f"month {_when(row['period_start'])[:7]} {row['state']}"
+
+
+def register(group: click.Group) -> None:
+    for command in (replay, status, verify):
+        group.add_command(command)

@@ -1,0 +1,44 @@
+"""The handler interface, and the helpers every handler shares."""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from eventstore.records import Event, Heartbeat
+
+
+class ProjectionError(ValueError):
+    """An event this handler cannot project: the message says which entity and which field."""
+
+
+@dataclass
+class Context:
+    """What a handler may know beyond the event: nothing from the wall clock.
+
+    `horizon`: history rows observed before this time are not written (their month was folded and
+    pruned; a replay must not bring back detail the compactor deleted). Current state is still updated.
+    """
+    horizon: int = 0
+
+
+class Handler:
+    """A projection: consumes events of some views, owns some tables, keeps a checkpoint.
+
+    `history_tables` are deleted and rebuilt on replay; `state_tables` are upserted over (rows are
+    referenced by summaries, which replay never touches, so they are never deleted).
+    """
+    name: str = ""
+    views: frozenset[str] = frozenset()
+    history_tables: tuple[str, ...] = ()
+    state_tables: tuple[str, ...] = ()
+
+    def apply(self, conn: sqlite3.Connection, event: Event, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def live(self, conn: sqlite3.Connection, heartbeat: Heartbeat) -> None:
+        """Refresh live columns from an unchanged poll (default: nothing)."""
+
+    def reset(self, conn: sqlite3.Connection) -> None:
+        """Prepare for a full replay: history tables are cleared."""
+        for table in self.history_tables:
+            conn.execute(f"DELETE FROM {table}")

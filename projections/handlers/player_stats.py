@@ -1,0 +1,120 @@
+"""player_stats_history: a row when any tracked value of a player changes.
+
+Tracked: strength, defense, speed, dexterity, total_stats, level, life_maximum, networth.
+Sources (user:<id>:<view>):
+  * battle stats: v1.battlestats (top-level strength/defense/speed/dexterity/total), v2.battlestats
+    (`battlestats.<stat>.value`, `battlestats.total`), and the own-key battle stats of personal stats
+    (v1 `personalstats.strength` ... `totalstats`; v2 `personalstats.battle_stats.*`) when present;
+    total_stats is the sum of the four when a payload gives the four but no total;
+  * level: v1/v2 profile, basic, member;
+  * life_maximum: v1/v2 profile (`life.maximum`) and bars;
+  * networth: personal stats (v1 `personalstats.networth`, v2 `personalstats.networth.total`; a v2 historic
+    list counts only for a `networth` item stamped within a day of the poll, older values are history
+    the poll did not observe).
+A payload gives only some values; the others are carried forward from the row in force at the event's
+time (see common.History), or, when there is none, from the player's latest retained events. Events of one
+observation fold into one row. No row before Context.horizon.
+
+The player row must exist (foreign key): battle stats and personal stats carry no name, so a missing player
+gets a stub 'Player <id>' that the players handler fills from the next profile, basic or member event.
+"""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from eventstore.records import Event
+
+from ..models import (V1BattleStats, V1PersonalStats, V2BattleStats, V2PersonalStats, V2PersonalStatsBody,
+                      decode, opt_id, opt_int)
+from .base import Context, Handler, ProjectionError
+from .common import History, ensure_player, latest_events
+from .players import player_update
+
+FIELDS = ("strength", "defense", "speed", "dexterity", "total_stats", "level", "life_maximum", "networth")
+HISTORY = History("player_stats_history", "player_id", "timestamp", FIELDS)
+VIEWS = frozenset({"v1.profile", "v2.profile", "v1.basic", "v2.basic", "v1.member", "v2.member",
+                   "v1.bars", "v2.bars", "v1.battlestats", "v2.battlestats", "v1.personalstats",
+                   "v2.personalstats"})
+_STATS = ("strength", "defense", "speed", "dexterity")
+_DAY = 86400
+
+
+def _battle(strength, defense, speed, dexterity, total) -> dict[str, Any]:
+    out = {name: opt_int(v) for name, v in zip(_STATS, (strength, defense, speed, dexterity))}
+    out["total_stats"] = opt_int(total)
+    if out["total_stats"] is None and all(out[s] is not None for s in _STATS):
+        out["total_stats"] = sum(out[s] for s in _STATS)
+    return out
+
+
+def stats_values(view: str, payload: Any, observed_at: int) -> dict[str, Any]:
+    """The tracked values a payload of `view` carries (None values left out)."""
+    out: dict[str, Any] = {}
+    if view == "v1.battlestats":
+        b = decode(payload, V1BattleStats)
+        out = _battle(b.strength, b.defense, b.speed, b.dexterity, b.total)
+    elif view == "v2.battlestats":
+        body = decode(payload, V2BattleStats).battlestats
+        if body is not None:
+            value = lambda d: d.value if d is not None else None  # noqa: E731
+            out = _battle(value(body.strength), value(body.defense), value(body.speed), value(body.dexterity),
+                          body.total)
+    elif view == "v1.personalstats":
+        ps = decode(payload, V1PersonalStats).personalstats
+        if ps is not None:
+            out = _battle(ps.strength, ps.defense, ps.speed, ps.dexterity, ps.totalstats)
+            out["networth"] = opt_int(ps.networth)
+    elif view == "v2.personalstats":
+        ps2 = decode(payload, V2PersonalStats).personalstats
+        if isinstance(ps2, V2PersonalStatsBody):
+            if ps2.battle_stats is not None:
+                b2 = ps2.battle_stats
+                out = _battle(b2.strength, b2.defense, b2.speed, b2.dexterity, b2.total)
+            if ps2.networth is not None:
+                out["networth"] = opt_int(ps2.networth.total)
+        elif isinstance(ps2, list):
+            for item in ps2:
+                stamp = opt_int(item.timestamp)
+                if item.name == "networth" and (stamp is None or stamp >= observed_at - _DAY):
+                    out["networth"] = opt_int(item.value)
+    else:
+        values = player_update(view, payload).values
+        out = {k: values.get(k) for k in ("level", "life_maximum")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+class PlayerStatsHandler(Handler):
+    name = "player_stats"
+    views = VIEWS
+    history_tables = ("player_stats_history",)
+    state_tables = ()
+
+    def apply(self, conn: sqlite3.Connection, event: Event, ctx: Context) -> None:
+        key = event.stream
+        if key.entity_type != "user":
+            return
+        player_id = opt_id(key.entity_id)
+        if player_id is None:
+            raise ProjectionError(f"user {key.entity_id!r}: not a player id")
+        values = stats_values(key.view, event.payload, event.observed_at)
+        if not values:
+            return
+        for name, value in values.items():
+            low = 1 if name in ("level", "life_maximum") else 0
+            if name != "networth" and value < low:
+                field = "life.maximum" if name == "life_maximum" else name
+                raise ProjectionError(f"user {player_id} ({key.view}): {field} {value} is below {low}")
+        ensure_player(conn, player_id, event.observed_at)
+
+        def seed() -> dict[str, Any]:
+            merged: dict[str, Any] = {}
+            for view, observed_at, payload in latest_events(conn, "user", key.entity_id, VIEWS, event.position,
+                                                            event.observed_at):
+                try:
+                    merged.update(stats_values(view, payload, observed_at))
+                except (ValueError, TypeError):
+                    continue  # an event that could not be projected carries nothing forward
+            return merged
+
+        HISTORY.record(conn, player_id, values, event, ctx, seed=seed)

@@ -1,0 +1,221 @@
+"""players: current state of each player (upsert).
+
+Sources (user:<id>:<view>):
+  * v1.profile: name, level, rank, faction (`faction.faction_id`, 0 -> NULL), status, life, last_action;
+  * v2.profile: name, level, rank (+ title, see below), faction_id (null -> NULL), status, life, last_action;
+  * v1.basic / v2.basic: name, level, status;
+  * v1.member / v2.member (a faction's member list): name, level, status, last_action, and the faction
+    whose list it came from (`_faction_id`); the member's faction position has no column and is not kept;
+  * v1.bars / v2.bars (own key): life current and maximum.
+A player who leaves a faction: when the faction's member list (faction:<id>:v1.faction `member_ids`,
+faction:<id>:v2.members) no longer holds them, their faction_id becomes NULL if it still points at that
+faction and the list is not older than their row (last_updated).
+
+rank: v1 sends rank and title in one string ("Elite Medalist"); v2 splits them (rank "Legendary", title
+"Outcast"), so the v2 value is stored as "<rank> <title>" to keep one form across API versions.
+Names are HTML-unescaped. A player's faction gets a stub row in `factions` if it is not known yet (with
+the name and tag a v1 profile gives).
+
+Forward only: a row is rewritten only by an event observed at or after its last_updated (a stub made by
+player_stats has last_updated 0); an older event only fills what the row does not know yet (a placeholder
+name 'Player <id>', a NULL level, rank or life_maximum). created_at is the earliest observation. A row
+reset for replay (last_updated 0) is not touched by member lists until an event has rewritten it.
+
+Live columns, refreshed from heartbeats (polls that found the stream unchanged) of v1/v2 profile, basic,
+member and bars views: status_description, life_current, last_action_status, last_action_at. Change
+detection ignores them (countdown texts, regenerating life, activity), so events alone would leave them
+stale; a heartbeat never moves last_updated and never touches a row updated after it.
+"""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+
+from eventstore.records import Event, Heartbeat
+
+from ..models import (MemberIds, V1Bars, V1Basic, V1Faction, V1Member, V1Profile, V2Bars, V2Basic, V2Member,
+                      V2Profile, decode, is_set, opt_id, opt_int, opt_text)
+from .base import Context, Handler, ProjectionError
+from .common import ensure_faction, json_ids, placeholder_player_name
+
+PLAYER_VIEWS = frozenset({"v1.profile", "v2.profile", "v1.basic", "v2.basic", "v1.member", "v2.member",
+                          "v1.bars", "v2.bars"})
+LIVE_COLUMNS = ("status_description", "life_current", "last_action_status", "last_action_at")
+
+_MISSING = object()
+
+
+class PlayerUpdate:
+    """What one payload says about a player: `values` (column -> value, only what it carries) and the
+    faction it names, if any (`faction` is _MISSING when the payload says nothing about membership)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.faction: Any = _MISSING
+        self.faction_name: str | None = None
+        self.faction_tag: str | None = None
+
+    def status(self, status) -> None:
+        if status is not None:
+            self.values["status_state"] = status.state
+            self.values["status_description"] = status.description
+
+    def last_action(self, last_action) -> None:
+        if last_action is not None:
+            self.values["last_action_status"] = last_action.status
+            self.values["last_action_at"] = opt_int(last_action.timestamp)
+
+    def life(self, life) -> None:
+        if life is not None:
+            if life.current is not None:
+                self.values["life_current"] = opt_int(life.current)
+            if life.maximum is not None:
+                self.values["life_maximum"] = opt_int(life.maximum)
+
+    def basics(self, name, level) -> None:
+        if opt_text(name):
+            self.values["name"] = opt_text(name)
+        if level is not None:
+            self.values["level"] = opt_int(level)
+
+
+def player_update(view: str, payload: Any) -> PlayerUpdate:
+    u = PlayerUpdate()
+    if view == "v1.profile":
+        p = decode(payload, V1Profile)
+        u.basics(p.name, p.level)
+        if p.rank:
+            u.values["rank"] = p.rank
+        u.status(p.status)
+        u.life(p.life)
+        u.last_action(p.last_action)
+        if p.faction is not None:
+            u.faction = opt_id(p.faction.faction_id)
+            if u.faction is not None:
+                u.faction_name = opt_text(p.faction.faction_name)
+                u.faction_tag = opt_text(p.faction.faction_tag)
+    elif view == "v2.profile":
+        p2 = decode(payload, V2Profile)
+        u.basics(p2.name, p2.level)
+        if p2.rank:
+            u.values["rank"] = f"{p2.rank} {p2.title}" if p2.title else p2.rank
+        u.status(p2.status)
+        u.life(p2.life)
+        u.last_action(p2.last_action)
+        u.faction = opt_id(p2.faction_id)
+    elif view in ("v1.basic", "v2.basic"):
+        b = decode(payload, V1Basic if view == "v1.basic" else V2Basic)
+        u.basics(b.name, b.level)
+        u.status(b.status)
+    elif view in ("v1.member", "v2.member"):
+        m = decode(payload, V1Member if view == "v1.member" else V2Member)
+        u.basics(m.name, m.level)
+        u.status(m.status)
+        u.last_action(m.last_action)
+        u.faction = opt_id(m.faction_id)
+    elif view == "v1.bars":
+        u.life(decode(payload, V1Bars).life)
+    elif view == "v2.bars":
+        bars = decode(payload, V2Bars).bars
+        u.life(bars.life if bars is not None else None)
+    return u
+
+
+def check_player_values(player_id: int, view: str, values: dict[str, Any]) -> None:
+    """Refuse values the schema's CHECKs would refuse, with a message naming the player and field."""
+    level = values.get("level")
+    if level is not None and level < 1:
+        raise ProjectionError(f"user {player_id} ({view}): level {level} is below 1")
+    maximum = values.get("life_maximum")
+    if maximum is not None and maximum <= 0:
+        raise ProjectionError(f"user {player_id} ({view}): life.maximum {maximum} is not positive")
+    current = values.get("life_current")
+    if current is not None and current < 0:
+        raise ProjectionError(f"user {player_id} ({view}): life.current {current} is negative")
+
+
+class PlayersHandler(Handler):
+    name = "players"
+    views = PLAYER_VIEWS | {"v1.faction", "v2.members"}
+    history_tables = ()
+    state_tables = ("players",)
+
+    def apply(self, conn: sqlite3.Connection, event: Event, ctx: Context) -> None:
+        key = event.stream
+        if key.entity_type == "faction":
+            self._members_left(conn, event)
+            return
+        if key.entity_type != "user" or key.view not in PLAYER_VIEWS:
+            return
+        player_id = opt_id(key.entity_id)
+        if player_id is None:
+            raise ProjectionError(f"user {key.entity_id!r}: not a player id")
+        update = player_update(key.view, event.payload)
+        check_player_values(player_id, key.view, update.values)
+        t = event.observed_at
+        row = conn.execute("SELECT last_updated FROM players WHERE player_id = ?", (player_id,)).fetchone()
+        if row is not None and t < row[0]:
+            # Late: current state does not move back, but what the row does not know yet is filled in.
+            values = update.values
+            conn.execute(
+                "UPDATE players SET created_at = MIN(created_at, ?), "
+                "name = CASE WHEN name = ? AND ? IS NOT NULL THEN ? ELSE name END, "
+                "level = COALESCE(level, ?), rank = COALESCE(rank, ?), life_maximum = COALESCE(life_maximum, ?) "
+                "WHERE player_id = ?",
+                (t, placeholder_player_name(player_id), values.get("name"), values.get("name"), values.get("level"),
+                 values.get("rank"), values.get("life_maximum"), player_id))
+            return
+        values = dict(update.values)
+        if update.faction is not _MISSING:
+            values["faction_id"] = ensure_faction(conn, update.faction, update.faction_name, t, update.faction_tag)
+        if row is None:
+            values.setdefault("name", placeholder_player_name(player_id))
+            cols = list(values)
+            conn.execute(
+                f"INSERT INTO players (player_id, {', '.join(cols)}, created_at, last_updated) "
+                f"VALUES (?, {', '.join('?' * len(cols))}, ?, ?)",
+                (player_id, *values.values(), t, t))
+        else:
+            sets = [f"{c} = ?" for c in values] + ["last_updated = ?", "created_at = MIN(created_at, ?)"]
+            conn.execute(f"UPDATE players SET {', '.join(sets)} WHERE player_id = ?",
+                         (*values.values(), t, t, player_id))
+
+    def _members_left(self, conn: sqlite3.Connection, event: Event) -> None:
+        view = event.stream.view
+        faction_id = opt_id(event.stream.entity_id)
+        if faction_id is None:
+            return
+        if view == "v1.faction":
+            ids = decode(event.payload, V1Faction).member_ids
+            if not is_set(ids) or ids is None:
+                return  # a v1 faction payload without its members says nothing about membership
+        elif view == "v2.members":
+            ids = decode(event.payload, MemberIds).member_ids
+        else:
+            return
+        conn.execute(
+            "UPDATE players SET faction_id = NULL, last_updated = ? WHERE faction_id = ? "
+            "AND last_updated BETWEEN 1 AND ? AND player_id NOT IN (SELECT value FROM json_each(?))",
+            (event.observed_at, faction_id, event.observed_at, json_ids(ids)))
+
+    def live(self, conn: sqlite3.Connection, heartbeat: Heartbeat) -> None:
+        key = heartbeat.stream
+        if key.entity_type != "user" or key.view not in PLAYER_VIEWS:
+            return
+        player_id = opt_id(key.entity_id)
+        if player_id is None:
+            return
+        try:
+            update = player_update(key.view, heartbeat.payload)
+        except (msgspec.ValidationError, ValueError, TypeError):
+            return  # a heartbeat repeats a payload already projected (or refused); nothing new to learn
+        values = {c: update.values[c] for c in LIVE_COLUMNS if c in update.values}
+        if values.get("life_current") is not None and values["life_current"] < 0:
+            values.pop("life_current")
+        if not values:
+            return
+        conn.execute(
+            f"UPDATE players SET {', '.join(f'{c} = ?' for c in values)} WHERE player_id = ? AND last_updated <= ?",
+            (*values.values(), player_id, heartbeat.observed_at))
