@@ -30,6 +30,8 @@ def cli(ctx: click.Context, db: str | None) -> None:
 COMMAND_MODULES = [
     "cli.log_commands",
     "cli.ops_commands",
+    "cli.query_commands",
+    "cli.plot_commands",
 ]
 
 

@@ -38,7 +38,11 @@ def apply_pragmas(conn: sqlite3.Connection) -> None:
 def connect_sync(path: str | Path) -> sqlite3.Connection:
     """A plain sqlite3 connection with the store's settings, in autocommit mode (we issue BEGIN ourselves)."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    apply_pragmas(conn)
+    try:
+        apply_pragmas(conn)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -53,7 +57,11 @@ def close_sync(conn: sqlite3.Connection) -> None:
 async def connect(path: str | Path) -> aiosqlite.Connection:
     """An aiosqlite connection with the store's settings, in autocommit mode."""
     conn = await aiosqlite.connect(str(path), isolation_level=None)
-    await run_in_connection(conn, apply_pragmas)
+    try:
+        await run_in_connection(conn, apply_pragmas)
+    except BaseException:
+        await conn.close()  # else its worker thread keeps the process alive after the error
+        raise
     return conn
 
 

@@ -419,11 +419,11 @@ def _freshness(conn: sqlite3.Connection, entity_type: str, entity_id: Any, now: 
     after = out.last_checked if out.last_checked is not None else -1
     # Candidates: gaps filed under a target of this kind, and gaps with no target (matched by URL).
     candidates = conn.execute(
-        "SELECT observed_at, source_url, target, error_code, reason FROM gaps "
+        "SELECT observed_at, source_url, target, error_code, reason, id FROM gaps "
         "WHERE target IS NULL AND observed_at > ? "
-        "UNION ALL SELECT observed_at, source_url, target, error_code, reason FROM gaps "
+        "UNION ALL SELECT observed_at, source_url, target, error_code, reason, id FROM gaps "
         "WHERE observed_at > ? AND (" + " OR ".join("(target >= ? AND target < ?)" for _ in types)
-        + (" OR target = 'torn'" if "territory" in types else "") + ") ORDER BY observed_at",
+        + (" OR target = 'torn'" if "territory" in types else "") + ") ORDER BY observed_at, id",
         (after, after, *(x for t in types for x in (f"{t}:", f"{t};")))).fetchall()
     gaps = [Gap(observed_at=r[0], source_url=r[1], target=r[2], error_code=r[3], reason=r[4])
             for r in candidates if _gap_matches(types, eid, r[2], r[1])]
@@ -595,10 +595,11 @@ def _territory(conn: sqlite3.Connection, code: str, now: int | None) -> Territor
         if row is None:
             return None
     owned_since = None
-    for owner, recorded_at in history:  # newest first: walk back while the owner is the current one
-        if owner != row["faction_id"]:
-            break
-        owned_since = recorded_at
+    if row["faction_id"] is not None:
+        for owner, recorded_at in history:  # newest first: walk back while the owner is the current one
+            if owner != row["faction_id"]:
+                break
+            owned_since = recorded_at
     changes = sum(1 for newer, older in zip(history, history[1:]) if newer[0] != older[0])
     war_row = conn.execute(
         "SELECT war_id, status FROM war_status_history WHERE territory_id = ? "
@@ -617,7 +618,8 @@ def history(conn: sqlite3.Connection, kind: str, entity_id: int, stat: str, sinc
 
     A summary month is used only when it ended before the earliest retained history row of the entity
     (`period_end < MIN(timestamp)`; period_end is the month's last second): a month that was folded but
-    not yet pruned is shown from its history rows, never twice. `since` / `until` (Unix seconds, inclusive) filter points by their time.
+    not yet pruned is shown from its history rows, never twice. `since` / `until` (Unix seconds,
+    inclusive) filter points by their time.
     """
     kind = str(kind).lower()
     if kind not in STATS:

@@ -1,0 +1,93 @@
+"""`tornstore plot player|faction ID --stat NAME -o chart.png`: a PNG line chart of one history series."""
+from __future__ import annotations
+
+import click
+
+from projections import queries
+
+from .common import UserError, friendly_errors
+from .query_commands import series_for
+
+
+@click.group()
+def plot() -> None:
+    """Draw a stat over time as a PNG line chart (needs the plot extra: pip install 'tornstore[plot]').
+
+    Monthly summary points (pruned months) are drawn as hollow squares on a dashed line, recorded
+    history as a solid line.
+
+    \b
+    Examples:
+      tornstore --db torn.db plot player 2491575 --stat strength -o strength.png
+      tornstore --db torn.db plot faction 9420 --stat respect --since 2025-01-01 -o respect.png
+    """
+
+
+def _draw(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str | None, until: str | None,
+          output: str, title: str | None) -> None:
+    from projections import charts
+
+    try:
+        charts.require_matplotlib()
+    except charts.ChartsUnavailable as exc:
+        raise UserError(str(exc)) from None
+    series = series_for(ctx, kind, entity_id, stat, since, until)
+    if not series.points:
+        raise UserError(f"no {stat} data for {kind} {entity_id} in that time range: nothing to plot")
+    try:
+        path = charts.plot_series(series, output, title)
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+    summary = len(series.summary_points)
+    click.echo(f"wrote {path} ({len(series.points)} points"
+               + (f", {summary} from monthly summaries" if summary else "") + ")")
+
+
+def _common(fn):
+    fn = click.option("--title", help="Chart title (default: name, id and stat).")(fn)
+    fn = click.option("-o", "--output", required=True, metavar="FILE.png", help="Where to write the PNG.")(fn)
+    fn = click.option("--until", metavar="DATE",
+                      help="Up to this time, inclusive; a bare date includes that whole day.")(fn)
+    fn = click.option("--since", metavar="DATE",
+                      help="From this time on: YYYY-MM-DD, ISO 8601 or Unix seconds (UTC).")(fn)
+    return fn
+
+
+@plot.command("player")
+@click.argument("player_id", type=int)
+@click.option("--stat", required=True, metavar="NAME", help="Which stat: " + ", ".join(queries.PLAYER_STATS) + ".")
+@_common
+@click.pass_context
+@friendly_errors
+def plot_player(ctx: click.Context, player_id: int, stat: str, since: str | None, until: str | None,
+                output: str, title: str | None) -> None:
+    """Chart one stat of a player.
+
+    \b
+    Examples:
+      tornstore --db torn.db plot player 2491575 --stat strength -o strength.png
+      tornstore --db torn.db plot player 2491575 --stat total_stats --since 2025-06-01 -o total.png
+    """
+    _draw(ctx, "player", player_id, stat, since, until, output, title)
+
+
+@plot.command("faction")
+@click.argument("faction_id", type=int)
+@click.option("--stat", required=True, metavar="NAME", help="Which stat: " + ", ".join(queries.FACTION_STATS) + ".")
+@_common
+@click.pass_context
+@friendly_errors
+def plot_faction(ctx: click.Context, faction_id: int, stat: str, since: str | None, until: str | None,
+                 output: str, title: str | None) -> None:
+    """Chart one stat of a faction.
+
+    \b
+    Examples:
+      tornstore --db torn.db plot faction 9420 --stat respect -o respect.png
+      tornstore --db torn.db plot faction 9420 --stat member_count --since 2025-09-01 -o members.png
+    """
+    _draw(ctx, "faction", faction_id, stat, since, until, output, title)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(plot)

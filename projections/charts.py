@@ -1,0 +1,100 @@
+"""PNG line charts of a history series (matplotlib, an optional extra: `pip install 'tornstore[plot]'`).
+
+    from projections.charts import plot_series
+    plot_series(await store.history("player", 2491575, "strength"), "strength.png")
+
+Drawn on matplotlib's Agg canvas directly (no pyplot, no global backend switch), so it is safe inside a
+bot and from threads (`await asyncio.to_thread(plot_series, series, path)` keeps the event loop free).
+History points are a solid step line (a history row holds until the next change); monthly summary points
+are hollow squares on a dashed line, labelled as end-of-month values.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .queries import Series
+
+INSTALL_HINT = "matplotlib is not installed: charts need the plot extra (pip install 'tornstore[plot]')"
+
+HISTORY_COLOR = "#1f77b4"
+SUMMARY_COLOR = "#d62728"
+
+
+class ChartsUnavailable(RuntimeError):
+    """matplotlib cannot be imported; the message says how to install it."""
+
+
+def require_matplotlib() -> None:
+    """Raise ChartsUnavailable unless matplotlib can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    except ImportError:
+        raise ChartsUnavailable(INSTALL_HINT) from None
+
+
+def _compact(value: float, _pos=None) -> str:
+    """1234567 -> '1.23M': battle stats and respect run into the billions."""
+    for limit, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
+
+
+def default_title(series: Series) -> str:
+    who = f"{series.name} [{series.entity_id}]" if series.name else f"{series.kind} {series.entity_id}"
+    return f"{who}: {series.stat.replace('_', ' ')}"
+
+
+def plot_series(series: Series, path: str | Path, title: str | None = None, *,
+                width: float = 10.0, height: float = 5.0, dpi: int = 100) -> Path:
+    """Draw `series` as a PNG line chart at `path` and return the path.
+
+    Raises ChartsUnavailable without matplotlib and ValueError when the series has no points.
+    """
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    if not series.points:
+        raise ValueError(f"nothing to plot: no {series.stat} points for {series.kind} {series.entity_id}")
+
+    def when(ts: int) -> datetime:
+        return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+    summary = [p for p in series.points if p.source == "summary"]
+    history = [p for p in series.points if p.source == "history"]
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if summary:
+        ax.plot([when(p.at) for p in summary], [p.value for p in summary], linestyle="--", linewidth=1.5,
+                marker="s", markersize=7, markerfacecolor="white", markeredgewidth=1.5, color=SUMMARY_COLOR,
+                label="monthly summary (end of month)")
+    if history:
+        xs, ys = [when(p.at) for p in history], [p.value for p in history]
+        if len(history) == 1:
+            ax.plot(xs, ys, marker="o", markersize=5, linestyle="none", color=HISTORY_COLOR,
+                    label="recorded history")
+        else:
+            ax.plot(xs, ys, drawstyle="steps-post", linewidth=1.8, color=HISTORY_COLOR, label="recorded history")
+            ax.plot(xs, ys, marker="o", markersize=3, linestyle="none", color=HISTORY_COLOR)
+    if summary and history:  # bridge the two, dotted, so the eye reads one series
+        ax.plot([when(summary[-1].at), when(history[0].at)], [summary[-1].value, history[0].value],
+                linestyle=":", linewidth=1, color="grey")
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.yaxis.set_major_formatter(FuncFormatter(_compact))
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or default_title(series))
+    ax.set_ylabel(series.stat.replace("_", " "))
+    ax.set_xlabel("UTC")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png")
+    return path
