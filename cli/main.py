@@ -32,6 +32,8 @@ COMMAND_MODULES = [
     "cli.ops_commands",
     "cli.query_commands",
     "cli.plot_commands",
+    "cli.compact_commands",
+    "cli.collect_commands",
 ]
 
 

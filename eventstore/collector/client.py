@@ -1,0 +1,207 @@
+"""The HTTP side of the collector: one aiohttp session, explicit timeouts, keys kept out of everything kept.
+
+A request is an `ApiRequest` (path and parameters, never the key). `TornClient.fetch(request, key)` adds
+the key only on the wire, the way each API version wants it:
+
+  * v1: `{base}/user/123?selections=profile&key=K`;
+  * v2: `{base}/v2/faction/9420/members` with the header `Authorization: ApiKey K`.
+
+It returns a `FetchResult` whose `url` is the URL without the key. The body is read in full (every response
+is released), decoded as JSON with msgspec, or kept as the raw text when it is not JSON (ingest then
+quarantines it). Bodies over `max_body` are not decoded. HTTP errors, timeouts and connection failures are
+results too (`failure` says what happened, `retryable` whether trying again can help); no exception text
+from aiohttp reaches the caller unscrubbed, because for v1 it holds the URL with the key.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import aiohttp
+import msgspec
+
+from ..secrets import fingerprint, scrub, strip_key
+
+log = logging.getLogger("eventstore.collector")
+
+_decode = msgspec.json.Decoder().decode
+MAX_PAGES = 200
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """What to ask for, without the key.
+
+    `path` is relative to the API base: 'user/123' (v1) or 'v2/faction/9420/members'. `access` is the
+    access level the request needs (0 public .. 3 full), `own_id` the player whose own key must be used,
+    `target` the entity named in gaps (e.g. 'faction:9420'), `category` what a daily limit (code 14) blocks.
+    """
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    access: int = 0
+    own_id: str | None = None
+    target: str = ""
+    category: str = ""
+
+    @property
+    def version(self) -> str:
+        return "v2" if self.path.startswith("v2/") else "v1"
+
+    def url(self, base: str) -> str:
+        """The URL without the key (as stored and logged)."""
+        query = urlencode(self.params, safe=",:") if self.params else ""
+        return f"{base.rstrip('/')}/{self.path.lstrip('/')}" + (f"?{query}" if query else "")
+
+
+@dataclass
+class FetchResult:
+    request: ApiRequest
+    url: str                        # without the key
+    observed_at: int
+    status: int | None = None       # HTTP status; None when no answer came
+    body: Any = None                # decoded JSON, or the raw text when it was not JSON
+    failure: str | None = None      # set when there is no body to ingest: "HTTP 503", "timeout after 15s"
+    retryable: bool = False
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+class TornClient:
+    """One aiohttp ClientSession for the whole collector. Use `async with TornClient(base) as client`."""
+
+    def __init__(self, base: str, *, timeout: float = 15.0, max_body: int = 8 * 1024 * 1024,
+                 clock: Callable[[], float] = time.time, secrets: tuple[str, ...] | list[str] = (),
+                 user_agent: str = "tornstore-collector", session: aiohttp.ClientSession | None = None):
+        self.base = base.rstrip("/")
+        self.timeout = timeout
+        self.max_body = max_body
+        self.clock = clock
+        self.secrets = tuple(secrets)
+        self.user_agent = user_agent
+        self._session = session
+        self._own_session = session is None
+        self.requests = 0
+        base_parts = urlsplit(self.base)
+        self._origin = (base_parts.scheme, base_parts.netloc)
+        self._base_path = base_parts.path.rstrip("/")
+
+    async def __aenter__(self) -> "TornClient":
+        self.session()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout, connect=min(self.timeout, 10.0)),
+                headers={"User-Agent": self.user_agent, "Accept": "application/json"},
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and self._own_session:
+            await self._session.close()
+        self._session = None
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, self.secrets)
+
+    async def fetch(self, request: ApiRequest, key: str) -> FetchResult:
+        """One GET. Never raises for HTTP or network trouble: the result says what happened."""
+        url = request.url(self.base)
+        headers = {}
+        if request.version == "v2":
+            wire = url
+            headers["Authorization"] = f"ApiKey {key}"
+        else:
+            wire = url + ("&" if "?" in url else "?") + "key=" + key
+        started = time.monotonic()
+        self.requests += 1
+        result = FetchResult(request, url, 0)
+        try:
+            async with self.session().get(wire, headers=headers, allow_redirects=False) as resp:
+                result.status = resp.status
+                data, too_large = await self._read(resp)
+        except asyncio.CancelledError:
+            raise
+        except (asyncio.TimeoutError, TimeoutError):
+            result.failure = f"timeout after {self.timeout:g}s"
+            result.retryable = True
+        except aiohttp.ClientError as exc:
+            result.failure = self._scrub(f"connection error: {type(exc).__name__}: {exc}")
+            result.retryable = True
+        except (OSError, ValueError) as exc:
+            result.failure = self._scrub(f"request failed: {type(exc).__name__}: {exc}")
+            result.retryable = isinstance(exc, OSError)
+        else:
+            if too_large:
+                result.failure = f"body too large (over {self.max_body} bytes)"
+                result.retryable = False
+            elif resp.status != 200:
+                result.failure = f"HTTP {resp.status}"
+                result.retryable = resp.status >= 500 or resp.status in (408, 429)
+            else:
+                try:
+                    result.body = _decode(data)
+                    if isinstance(result.body, str):  # a JSON string is no API answer either
+                        result.body = data.decode("utf-8", errors="replace")
+                except msgspec.DecodeError:
+                    result.body = data.decode("utf-8", errors="replace")
+        result.observed_at = int(self.clock())
+        result.elapsed = time.monotonic() - started
+        log.debug("GET %s -> %s in %.0f ms (key %s)", url, result.failure or result.status,
+                  result.elapsed * 1000, fingerprint(key))
+        return result
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        """The whole body, or (partial, True) once it passes max_body (the connection is then dropped)."""
+        length = resp.content_length
+        if length is not None and length > self.max_body:
+            resp.close()
+            return b"", True
+        data = bytearray()
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            data += chunk
+            if len(data) > self.max_body:
+                resp.close()
+                return bytes(data[:0]), True
+        return bytes(data), False
+
+    def next_page(self, request: ApiRequest, body: Any) -> ApiRequest | None:
+        """The request for the next page of a v2 list (`_metadata.links.next`), or None.
+
+        The link carries no key (it is stripped if it does); links to another host are not followed, so a
+        key is never sent anywhere but the configured API."""
+        if request.version != "v2" or not isinstance(body, dict):
+            return None
+        meta = body.get("_metadata")
+        links = meta.get("links") if isinstance(meta, dict) else None
+        link = links.get("next") if isinstance(links, dict) else None
+        if not isinstance(link, str) or not link.strip():
+            return None
+        parts = urlsplit(strip_key(link.strip()))
+        if parts.scheme or parts.netloc:
+            if (parts.scheme, parts.netloc) != self._origin:
+                log.warning("not following a next link to another host: %s://%s", parts.scheme, parts.netloc)
+                return None
+        path = parts.path
+        if self._base_path and path.startswith(self._base_path + "/"):
+            path = path[len(self._base_path):]
+        path = path.lstrip("/")
+        if not path.startswith("v2/"):
+            path = "v2/" + path  # a link relative to the v2 root
+        params = tuple((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "key")
+        nxt = ApiRequest(path, params, request.access, request.own_id, request.target, request.category)
+        if nxt.url(self.base) == request.url(self.base):
+            return None
+        return nxt

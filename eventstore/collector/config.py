@@ -1,0 +1,443 @@
+'''The collector's configuration: a TOML file naming the keys and what to poll.
+
+Example (also in `examples/collect.toml`):
+
+    api_base = "https://api.torn.com"   # optional; `tornstore collect --api-base URL` overrides it
+    interval = "4m"                     # default poll interval of every target; never below 30s
+    jitter = 0.1                        # spread each poll by up to ±10% of its interval (optional)
+    timeout = "15s"                     # per HTTP request (optional)
+    # Optional tuning: batch = 50 (responses per transaction), flush_every = "5s", concurrency = 4,
+    # owner_limit = 100 (requests per rolling minute per key owner), max_tries = 4, max_body = "8MB".
+
+    [[keys]]
+    key = "env:TORN_KEY_1"   # read from the environment variable TORN_KEY_1 (recommended)
+    owner = "1234"           # the Torn user id of the key's owner: the 100/minute limit is per owner
+    access = "limited"       # public | minimal | limited | full
+    budget = 60              # this key's own limit, requests per rolling minute (default 60)
+
+    [[factions]]
+    id = 9420
+    fetch = ["basic", "members", "wars"]  # v2 selections: /v2/faction/9420/basic, ...; "v1:basic" for v1
+    members = true           # also poll each member (ids learned from the members list)
+    member_fetch = ["profile"]            # what to poll per member (default: profile)
+    member_interval = "10m"  # default: the faction's interval
+
+    [[players]]
+    id = 2491575
+    fetch = ["profile", "personalstats:networth", "battlestats"]
+    interval = "10m"
+
+    [[territories]]
+    ids = ["AAC", "CAA"]     # or: all = true (the whole map, about 4,100 territories)
+    api = "v1"               # v1 (default): torn/AAC,CAA?selections=territory, owner included;
+                             # v2: /v2/torn/territory (paged), plus /v2/faction/territoryownership with all
+
+    [wars]
+    ranked = true            # v1 torn/?selections=rankedwars
+    territory = true         # v1 torn/?selections=territorywars
+    rackets = false          # v1 torn/?selections=rackets
+    interval = "2m"
+
+Keys: `key = "env:NAME"` reads the environment; a literal 16-character key also works but then the
+secret sits in the file: prefer env. The key itself never reaches the database, a log line or a message;
+it is named by its fingerprint (`k:` + 8 hex digits).
+
+Fetch items: `[v1:|v2:]selection[:argument][(own)]`.
+  * v2 (the default) polls `/v2/<section>/<id>/<selection>`, one request per item; v1 items of one entity
+    are merged into one request (`user/<id>?selections=profile,personalstats`).
+  * An argument is a query parameter `name=value`; a bare argument of `personalstats` is its `cat`
+    (`personalstats:networth` -> `?cat=networth`, `personalstats:stat=networth,xantaken` -> `?stat=...`);
+    v2 `personalstats` alone means `?cat=all`.
+  * Own-only selections (battlestats, bars, cooldowns, networth, money, ...) are known and go out with the
+    key of the player being asked; mark others with `(own)`. Such a player needs a key in `[[keys]]`.
+
+Durations: a number of seconds, or a string such as "45s", "4m", "1h30m", "1d".
+'''
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..secrets import fingerprint
+from .keypool import ACCESS_LEVELS
+
+DEFAULT_API_BASE = "https://api.torn.com"
+MIN_INTERVAL = 30.0           # the API caches a response for about 29 s: polling faster learns nothing
+DEFAULT_INTERVAL = 240.0
+
+# Selections only answered for the key's own player, with the access they need.
+OWN_ONLY = {
+    "battlestats": "limited", "bars": "minimal", "cooldowns": "minimal", "networth": "limited",
+    "money": "limited", "refills": "minimal", "notifications": "minimal", "education": "minimal",
+    "workstats": "limited", "perks": "minimal", "merits": "minimal", "skills": "minimal",
+    "travel": "minimal", "ammo": "limited", "inventory": "limited", "log": "full", "events": "limited",
+    "messages": "limited", "newevents": "limited", "newmessages": "limited",
+}
+# Selections with their own access need (not own-only).
+ACCESS_NEEDED = {"attacks": "limited", "attacksfull": "limited", "revives": "limited",
+                 "revivesfull": "limited", "news": "limited", "stats": "limited", "applications": "limited",
+                 "balance": "limited", "crimes": "limited", "positions": "limited", "upgrades": "limited",
+                 "contributors": "limited", "armorynews": "limited", "attacknews": "limited",
+                 "crimenews": "limited", "donations": "limited"}
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9]{16}$")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|ms|m|s)", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
+_FETCH_RE = re.compile(r"^(?:(v1|v2):)?([a-z][a-z0-9_]*)(?::([^()]+))?(\(own\))?$", re.IGNORECASE)
+_TERRITORY_RE = re.compile(r"^[A-Z]{1,4}$")
+
+
+class ConfigError(ValueError):
+    """The config file is wrong; the message says where (and never contains a key)."""
+
+
+@dataclass(frozen=True)
+class FetchSpec:
+    version: str                      # 'v1' or 'v2'
+    selection: str
+    params: tuple[tuple[str, str], ...] = ()
+    own: bool = False
+    access: str = "public"
+
+    def __str__(self) -> str:
+        arg = ":" + "&".join(f"{k}={v}" for k, v in self.params) if self.params else ""
+        return f"{self.version}:{self.selection}{arg}{'(own)' if self.own else ''}"
+
+
+@dataclass
+class KeyConfig:
+    secret: str = field(repr=False)
+    owner: str
+    access: str = "public"
+    budget: int = 60
+    source: str = ""                  # where it came from, e.g. "env TORN_KEY_1" (for messages)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.secret)
+
+
+@dataclass
+class FactionConfig:
+    id: int
+    fetch: list[FetchSpec]
+    interval: float
+    members: bool = False
+    member_fetch: list[FetchSpec] = field(default_factory=list)
+    member_interval: float | None = None
+
+
+@dataclass
+class PlayerConfig:
+    id: int
+    fetch: list[FetchSpec]
+    interval: float
+
+
+@dataclass
+class TerritoryConfig:
+    ids: list[str] | None             # None: the whole map
+    api: str = "v1"
+    interval: float = DEFAULT_INTERVAL
+
+
+@dataclass
+class WarsConfig:
+    ranked: bool = False
+    territory: bool = False
+    rackets: bool = False
+    interval: float = DEFAULT_INTERVAL
+
+
+@dataclass
+class CollectConfig:
+    api_base: str = DEFAULT_API_BASE
+    interval: float = DEFAULT_INTERVAL
+    jitter: float = 0.1
+    timeout: float = 15.0
+    batch: int = 50
+    flush_every: float = 5.0
+    concurrency: int = 4
+    owner_limit: int = 100
+    max_tries: int = 4
+    max_body: int = 8 * 1024 * 1024
+    keys: list[KeyConfig] = field(default_factory=list)
+    factions: list[FactionConfig] = field(default_factory=list)
+    players: list[PlayerConfig] = field(default_factory=list)
+    territories: list[TerritoryConfig] = field(default_factory=list)
+    wars: WarsConfig | None = None
+
+    def secrets(self) -> list[str]:
+        return [k.secret for k in self.keys]
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def parse_duration(value: Any, where: str) -> float:
+    """Seconds from a number or a string such as '30s', '4m', '1h30m', '1d'."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: {value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ConfigError(f"{where}: a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return float(text)
+        pos, total = 0, 0.0
+        for match in _DURATION_RE.finditer(text):
+            if match.start() != pos:
+                break
+            number, unit = float(match.group(1)), match.group(2)
+            total += number * {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
+            pos = match.end()
+        if pos == len(text) and text:
+            return total
+    raise ConfigError(f"{where}: {value!r} is not a duration (use seconds or e.g. '30s', '4m', '1h')")
+
+
+def parse_size(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match:
+            unit = (match.group(2) or "b").lower()
+            return int(float(match.group(1)) * {"b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}[unit])
+    raise ConfigError(f"{where}: {value!r} is not a size (use bytes or e.g. '8MB')")
+
+
+def _interval(value: Any, where: str) -> float:
+    seconds = parse_duration(value, where)
+    if seconds < MIN_INTERVAL:
+        raise ConfigError(f"{where}: {value!r} is below the 30 s minimum (the API caches responses ~29 s)")
+    return seconds
+
+
+def parse_fetch(item: Any, where: str, section: str) -> FetchSpec:
+    """One fetch item, e.g. 'profile', 'v1:basic', 'personalstats:networth', 'battlestats(own)'."""
+    if not isinstance(item, str):
+        raise ConfigError(f"{where}: fetch items are strings, got {item!r}")
+    match = _FETCH_RE.match(item.strip())
+    if not match:
+        raise ConfigError(f"{where}: {item!r} is not [v1:|v2:]selection[:argument][(own)]")
+    version = (match.group(1) or "v2").lower()
+    selection = match.group(2).lower()
+    arg = match.group(3)
+    params: list[tuple[str, str]] = []
+    if arg:
+        if version == "v1":
+            raise ConfigError(f"{where}: {item!r}: v1 items take no argument (they are merged into one request)")
+        for piece in arg.split("&"):
+            if "=" in piece:
+                name, _, val = piece.partition("=")
+                if name.strip().lower() == "key":
+                    raise ConfigError(f"{where}: keys go in [[keys]], never in a fetch item")
+                params.append((name.strip(), val.strip()))
+            elif selection == "personalstats":
+                params.append(("cat", piece.strip()))
+            else:
+                raise ConfigError(f"{where}: {item!r}: a bare argument only works for personalstats "
+                                  "(its category); use name=value")
+    if version == "v2" and selection == "personalstats" and not any(k in ("cat", "stat") for k, _ in params):
+        params.append(("cat", "all"))  # v2 answers personalstats only for a category or named stats
+    own = bool(match.group(4)) or (section == "user" and selection in OWN_ONLY)
+    if own and section != "user":
+        raise ConfigError(f"{where}: {item!r}: only player selections can be own-only")
+    access = OWN_ONLY.get(selection, "minimal") if own else ACCESS_NEEDED.get(selection, "public")
+    return FetchSpec(version, selection, tuple(params), own, access)
+
+
+def _fetch_list(value: Any, where: str, section: str, default: list[str]) -> list[FetchSpec]:
+    if value is None:
+        value = default
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: fetch must be a non-empty list of selections")
+    specs = [parse_fetch(item, f"{where}[{i}]", section) for i, item in enumerate(value)]
+    return list(dict.fromkeys(specs))
+
+
+def _positive_id(value: Any, where: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{where}: {value!r} is not a positive id")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {value!r} is not true or false")
+    return value
+
+
+def _table_list(data: Mapping, name: str) -> list[Mapping]:
+    value = data.get(name, [])
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise ConfigError(f"{name}: expected [[{name}]] tables")
+    return value
+
+
+def _check_keys(table: Mapping, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+
+
+def _parse_key(table: Mapping, where: str, env: Mapping[str, str]) -> KeyConfig:
+    _check_keys(table, {"key", "owner", "access", "budget"}, where)
+    raw = table.get("key")
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(f"{where}: key is required (\"env:NAME\" or the 16-character key)")
+    if raw.startswith("env:"):
+        name = raw[4:]
+        secret = env.get(name)
+        source = f"env {name}"
+        if not secret:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        secret = secret.strip()
+    else:
+        secret, source = raw.strip(), where
+    if not _KEY_RE.match(secret):
+        # Never echo the value: it may be a real key with a typo.
+        raise ConfigError(f"{where}: the key from {source} is not 16 letters and digits")
+    owner = table.get("owner")
+    if isinstance(owner, int) and not isinstance(owner, bool):
+        owner = str(owner)
+    if not isinstance(owner, str) or not owner.strip():
+        raise ConfigError(f"{where}: owner is required (the Torn user id of the key's owner)")
+    access = table.get("access", "public")
+    if access not in ACCESS_LEVELS:
+        raise ConfigError(f"{where}: access {access!r} is not one of {', '.join(ACCESS_LEVELS)}")
+    budget = table.get("budget", 60)
+    if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= 100:
+        raise ConfigError(f"{where}: budget must be a whole number of requests per minute, 1 to 100")
+    return KeyConfig(secret=secret, owner=owner.strip(), access=access, budget=budget, source=source)
+
+
+_TOP = {"api_base", "interval", "jitter", "timeout", "batch", "flush_every", "concurrency", "owner_limit",
+        "max_tries", "max_body", "keys", "factions", "players", "territories", "wars"}
+
+
+def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                 api_base: str | None = None) -> CollectConfig:
+    """A CollectConfig from the decoded TOML (see the module docstring for the format)."""
+    env = os.environ if env is None else env
+    _check_keys(data, _TOP, "config")
+    cfg = CollectConfig()
+    base = api_base or data.get("api_base", DEFAULT_API_BASE)
+    if not isinstance(base, str) or not re.match(r"^https?://[^/\s]+", base):
+        raise ConfigError(f"api_base: {base!r} is not an http(s) URL")
+    if "key=" in base.lower():
+        raise ConfigError("api_base: keys go in [[keys]], never in the URL")
+    cfg.api_base = base.rstrip("/")
+    if "interval" in data:
+        cfg.interval = _interval(data["interval"], "interval")
+    if "jitter" in data:
+        jitter = data["jitter"]
+        if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter <= 0.5:
+            raise ConfigError("jitter: a fraction of the interval between 0 and 0.5")
+        cfg.jitter = float(jitter)
+    if "timeout" in data:
+        cfg.timeout = parse_duration(data["timeout"], "timeout")
+        if not 1 <= cfg.timeout <= 300:
+            raise ConfigError("timeout: between 1 s and 5 min")
+    if "flush_every" in data:
+        cfg.flush_every = parse_duration(data["flush_every"], "flush_every")
+    for name, low, high in (("batch", 1, 10000), ("concurrency", 1, 64), ("owner_limit", 1, 100),
+                            ("max_tries", 1, 10)):
+        if name in data:
+            value = data[name]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(f"{name}: a whole number from {low} to {high}")
+            setattr(cfg, name, value)
+    if "max_body" in data:
+        cfg.max_body = parse_size(data["max_body"], "max_body")
+
+    for i, table in enumerate(_table_list(data, "keys")):
+        cfg.keys.append(_parse_key(table, f"keys[{i}]", env))
+    seen: dict[str, int] = {}
+    for i, key in enumerate(cfg.keys):
+        if key.fingerprint in seen:
+            raise ConfigError(f"keys[{i}]: the same key as keys[{seen[key.fingerprint]}] ({key.fingerprint})")
+        seen[key.fingerprint] = i
+
+    for i, table in enumerate(_table_list(data, "factions")):
+        where = f"factions[{i}]"
+        _check_keys(table, {"id", "fetch", "interval", "members", "member_fetch", "member_interval"}, where)
+        interval = _interval(table["interval"], f"{where}.interval") if "interval" in table else cfg.interval
+        cfg.factions.append(FactionConfig(
+            id=_positive_id(table.get("id"), f"{where}.id"),
+            fetch=_fetch_list(table.get("fetch"), f"{where}.fetch", "faction", ["basic", "members"]),
+            interval=interval,
+            members=_bool(table.get("members", False), f"{where}.members"),
+            member_fetch=_fetch_list(table.get("member_fetch"), f"{where}.member_fetch", "user", ["profile"]),
+            member_interval=(_interval(table["member_interval"], f"{where}.member_interval")
+                             if "member_interval" in table else None),
+        ))
+
+    for i, table in enumerate(_table_list(data, "players")):
+        where = f"players[{i}]"
+        _check_keys(table, {"id", "fetch", "interval"}, where)
+        cfg.players.append(PlayerConfig(
+            id=_positive_id(table.get("id"), f"{where}.id"),
+            fetch=_fetch_list(table.get("fetch"), f"{where}.fetch", "user", ["profile"]),
+            interval=_interval(table["interval"], f"{where}.interval") if "interval" in table else cfg.interval,
+        ))
+
+    for i, table in enumerate(_table_list(data, "territories")):
+        where = f"territories[{i}]"
+        _check_keys(table, {"ids", "all", "api", "interval"}, where)
+        everything = _bool(table.get("all", False), f"{where}.all")
+        ids = table.get("ids")
+        if everything == (ids is not None):
+            raise ConfigError(f"{where}: give either ids = [\"AAC\", ...] or all = true")
+        if ids is not None:
+            if not isinstance(ids, list) or not ids or not all(isinstance(t, str) and _TERRITORY_RE.match(t)
+                                                              for t in ids):
+                raise ConfigError(f"{where}.ids: a list of territory codes such as \"AAC\"")
+            ids = sorted(dict.fromkeys(ids))
+        api = table.get("api", "v1")
+        if api not in ("v1", "v2"):
+            raise ConfigError(f"{where}.api: \"v1\" or \"v2\"")
+        cfg.territories.append(TerritoryConfig(
+            ids=ids, api=api,
+            interval=_interval(table["interval"], f"{where}.interval") if "interval" in table else cfg.interval))
+
+    if "wars" in data:
+        table = data["wars"]
+        if not isinstance(table, Mapping):
+            raise ConfigError("wars: expected a [wars] table")
+        _check_keys(table, {"ranked", "territory", "rackets", "interval"}, "wars")
+        cfg.wars = WarsConfig(
+            ranked=_bool(table.get("ranked", False), "wars.ranked"),
+            territory=_bool(table.get("territory", False), "wars.territory"),
+            rackets=_bool(table.get("rackets", False), "wars.rackets"),
+            interval=_interval(table["interval"], "wars.interval") if "interval" in table else cfg.interval,
+        )
+
+    if not (cfg.factions or cfg.players or cfg.territories or (cfg.wars and (
+            cfg.wars.ranked or cfg.wars.territory or cfg.wars.rackets))):
+        raise ConfigError("config: nothing to poll (add [[factions]], [[players]], [[territories]] or [wars])")
+    if not cfg.keys:
+        raise ConfigError("config: no [[keys]] given")
+    return cfg
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None,
+                api_base: str | None = None) -> CollectConfig:
+    """Read and check a TOML config file (ConfigError with the place of the mistake)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no config file at {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(data, env, api_base)

@@ -1,0 +1,509 @@
+"""The collect loop: poll what the scheduler says, with keys from the pool, and hand responses to a sink.
+
+    from projections.store import Store
+    from eventstore.collector import Collector, load_config
+
+    async with await Store.open("torn.db") as store:
+        async with Collector(load_config("collect.toml"), store.ingest_many, run=store.run) as collector:
+            report = await collector.run_once()        # one round over every target
+            # or: await collector.run_forever()        # until collector.stop()
+
+`sink(list[Response]) -> IngestReport` receives success bodies (and bodies that are not JSON, which ingest
+quarantines), in batches of `config.batch` or every `config.flush_every` seconds, and always before the
+collector stops. Torn error bodies never reach the sink: the collector records each as a gap (with the
+target it was for) and acts on its code (see keypool). `run(fn, *args)` (EventLog.run) is used to load and
+save key state, gaps and target problems; without it they are kept in memory only (`collector.gaps`).
+
+`on_tick(now)` (sync or async) is called after each flush and at least every `tick_every` seconds while
+running; the CLI uses it to run the compactor after a UTC month boundary.
+
+`request_now(target)` queues a target ahead of every background poll and returns a future that resolves,
+once its responses are committed through the sink, to the list of those responses (for a bot command).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from ..ingest import IngestReport, torn_error
+from ..records import Response
+from ..secrets import scrub
+from . import gaps as gapstore
+from .client import ApiRequest, FetchResult, TornClient
+from .config import CollectConfig
+from .gaps import Gap, TargetProblem
+from .keypool import (ACCESS_LEVELS, BUG as P_BUG, PAUSE_ALL, RETRY, RETRY_OTHER_KEY, TARGET, ApiKey, KeyPool,
+                      KeysBusy, NoUsableKey, policy)
+from .scheduler import (ABORTED, BUG, DEFERRED, DENIED, FAILED, NOT_FOUND, OK, RARE_NOT_FOUND, UNKNOWN, Job,
+                        Scheduler, build_jobs, member_ids)
+
+log = logging.getLogger("eventstore.collector")
+
+Sink = Callable[[list[Response]], Awaitable[IngestReport]]
+Runner = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class CollectReport:
+    """What a collector did since it started."""
+    polls: int = 0
+    polls_ok: int = 0
+    polls_failed: int = 0
+    requests: int = 0
+    retries: int = 0
+    responses: int = 0           # handed to the sink
+    appended: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    gaps: int = 0
+    errors: Counter = field(default_factory=Counter)     # Torn error code -> count
+    failures: Counter = field(default_factory=Counter)   # "HTTP 503", "timeout after 15s", ... -> count
+    deferred: int = 0
+    keys: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "polls": self.polls, "polls_ok": self.polls_ok, "polls_failed": self.polls_failed,
+            "requests": self.requests, "retries": self.retries, "responses": self.responses,
+            "appended": self.appended, "unchanged": self.unchanged, "rejected": self.rejected,
+            "gaps": self.gaps, "deferred": self.deferred,
+            "errors_by_code": {str(k): v for k, v in sorted(self.errors.items())},
+            "failures": dict(sorted(self.failures.items())),
+            "keys": self.keys,
+        }
+
+
+class _OnDemand:
+    __slots__ = ("future", "jobs", "responses")
+
+    def __init__(self, future: asyncio.Future, jobs: list[Job]):
+        self.future = future
+        self.jobs = list(jobs)                   # the job objects themselves (identity, not id())
+        self.responses: list[Response] = []
+
+
+class Collector:
+    """Polls the Torn API per the config. See the module docstring."""
+
+    def __init__(self, config: CollectConfig, sink: Sink, *, run: Runner | None = None,
+                 on_tick: Callable[[float], Any] | None = None, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None,
+                 tick_every: float = 60.0, max_wait: float = 90.0, backoff_base: float = 2.0,
+                 backoff_cap: float = 60.0, stop_grace: float = 5.0, client: TornClient | None = None):
+        self.config = config
+        self.sink = sink
+        self.run_db = run
+        self.on_tick = on_tick
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.tick_every = tick_every
+        self.max_wait = max_wait
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.stop_grace = stop_grace
+        self.secrets = tuple(config.secrets())
+        self.pool = KeyPool(
+            [ApiKey(k.secret, k.owner, ACCESS_LEVELS[k.access], k.budget) for k in config.keys],
+            clock=clock, sleep=sleep, owner_limit=config.owner_limit, rng=self.rng)
+        member_fetch = {f.id: (f.member_fetch, f.member_interval or f.interval)
+                        for f in config.factions if f.members}
+        self.scheduler = Scheduler(build_jobs(config), jitter=config.jitter, rng=self.rng, member_fetch=member_fetch)
+        self.client = client or TornClient(config.api_base, timeout=config.timeout, max_body=config.max_body,
+                                           clock=clock, secrets=self.secrets)
+        self.report = CollectReport()
+        self.gaps: deque[Gap] = deque(maxlen=1000)  # the latest gaps (kept in memory even without a database)
+        self._pending: list[Response] = []
+        self._pending_gaps: list[Gap] = []
+        self._pending_problems: list[TargetProblem] = []
+        self._known_problems: set[tuple[str, int]] = set()
+        self._ondemand: list[_OnDemand] = []
+        self._ready: list[_OnDemand] = []
+        self._flush_lock = asyncio.Lock()
+        self._last_flush = 0.0
+        self._last_tick: float | None = None
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
+        self._started = False
+        self._running = False
+        self._once = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> "Collector":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Load saved key state and target problems; open the HTTP session."""
+        if self._started:
+            return
+        self._started = True
+        self._wake = asyncio.Event()
+        self._last_flush = self.clock()
+        if self.run_db is not None:
+            rows, problems = await self.run_db(gapstore.load_state, [k.fp for k in self.pool.keys])
+            self.pool.load_rows(rows)
+            now = self.clock()
+            for target, code, last_seen, _count in problems:
+                self._known_problems.add((target, code))
+                if code == 6 and last_seen + RARE_NOT_FOUND > now:
+                    self.scheduler.hold(target, last_seen + RARE_NOT_FOUND)
+        for key in self.pool.keys:
+            if key.state == "disabled":
+                log.warning("key %s is disabled (%s): it will not be used", key.fp, key.reason)
+        self.client.session()
+
+    async def close(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            await self.client.close()
+
+    def stop(self) -> None:
+        """Ask the loop to stop: no new polls; requests in flight get `stop_grace` seconds; then the last
+        batch is flushed. Safe to call from a signal handler."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # ------------------------------------------------------------------ public entry points
+    async def run_once(self) -> CollectReport:
+        """One round: poll every target once (members learned on the way included), flush, return."""
+        await self.start()
+        await self._loop(once=True)
+        return self._final_report()
+
+    async def run_forever(self) -> CollectReport:
+        """Poll on schedule until stop(); flush what is in hand; return the report."""
+        await self.start()
+        await self._loop(once=False)
+        return self._final_report()
+
+    def request_now(self, target: str) -> asyncio.Future:
+        """Poll `target` ('faction:9420', 'user:123', 'torn', ...) ahead of every background poll.
+
+        The future resolves to the responses once they are committed; the loop (run_forever) must be
+        running. Unknown user:/faction: targets get a one-off poll of their default selections."""
+        jobs = self.scheduler.request_now(target)
+        future = asyncio.get_running_loop().create_future()
+        self._ondemand.append(_OnDemand(future, jobs))
+        if self._wake is not None:
+            self._wake.set()
+        return future
+
+    # ------------------------------------------------------------------ the loop
+    async def _loop(self, once: bool) -> None:
+        if self._running:
+            raise RuntimeError("the collector is already running")
+        self._running = True
+        self._stopping = False
+        self._once = once
+        now = self.clock()
+        self.scheduler.start(now, spread=not once)
+        tasks: dict[asyncio.Task, Job] = {}
+        try:
+            while True:
+                now = self.clock()
+                if not self._stopping:
+                    while len(tasks) < self.config.concurrency:
+                        job = self.scheduler.pop_any(now) if once else self.scheduler.pop_due(now)
+                        if job is None:
+                            break
+                        tasks[asyncio.create_task(self._run_job(job))] = job
+                if self._stopping or (once and not tasks):
+                    break
+                await self._maybe_flush()
+                waiters: set[asyncio.Future] = set(tasks)
+                wake = asyncio.ensure_future(self._wake.wait())
+                waiters.add(wake)
+                timer = None
+                delay = self._timer_delay(once, len(tasks))
+                if delay is not None:
+                    timer = asyncio.ensure_future(self.sleep(delay))
+                    waiters.add(timer)
+                try:
+                    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for extra in (wake, timer):
+                        if extra is not None and not extra.done():
+                            extra.cancel()
+                self._wake.clear()
+                for task in done:
+                    job = tasks.pop(task, None)
+                    if job is not None:
+                        self._finish(job, task, requeue=not once)
+                if self._ready:
+                    await self.flush()
+        finally:
+            if tasks:
+                done, still = await asyncio.wait(set(tasks), timeout=self.stop_grace)
+                for task in still:
+                    task.cancel()
+                if still:
+                    await asyncio.wait(still)
+                for task, job in tasks.items():
+                    self._finish(job, task, requeue=False)
+            try:
+                await self.flush()
+            finally:
+                for waiter in self._ondemand + self._ready:
+                    if not waiter.future.done():
+                        waiter.future.set_result(waiter.responses)
+                self._ondemand, self._ready = [], []
+                self._running = False
+
+    def _timer_delay(self, once: bool, inflight: int) -> float | None:
+        now = self.clock()
+        delays = []
+        if not once and inflight < self.config.concurrency:
+            due = self.scheduler.next_due()
+            if due is not None:
+                delays.append(max(0.0, due - now))
+        if (self._pending or self._pending_gaps) and not once:
+            # (--once flushes as polls finish and at the end: no timer racing an injected clock.)
+            delays.append(max(0.0, self._last_flush + self.config.flush_every - now))
+        if not once and self.on_tick is not None and inflight == 0:
+            delays.append(self.tick_every)
+        return min(delays) if delays else None
+
+    def _finish(self, job: Job, task: asyncio.Task, requeue: bool) -> None:
+        now = self.clock()
+        if task.cancelled():
+            outcome, responses, not_before = ABORTED, [], None
+        elif task.exception() is not None:
+            exc = task.exception()
+            log.error("poll of %s failed unexpectedly: %s", job.target, scrub(f"{type(exc).__name__}: {exc}",
+                                                                              self.secrets))
+            outcome, responses, not_before = FAILED, [], None
+        else:
+            outcome, responses, not_before = task.result()
+        self.report.polls += 1
+        if outcome == OK:
+            self.report.polls_ok += 1
+        elif outcome == DEFERRED:
+            self.report.deferred += 1
+        elif outcome != ABORTED:
+            self.report.polls_failed += 1
+        self.scheduler.done(job, outcome, now, requeue=requeue, not_before=not_before)
+        if job.origin == "ondemand":
+            for waiter in list(self._ondemand):
+                if any(j is job for j in waiter.jobs):
+                    waiter.jobs = [j for j in waiter.jobs if j is not job]
+                    waiter.responses += responses
+                    if not waiter.jobs:
+                        self._ondemand.remove(waiter)
+                        self._ready.append(waiter)
+
+    # ------------------------------------------------------------------ one poll
+    async def _run_job(self, job: Job) -> tuple[str, list[Response], float | None]:
+        request: ApiRequest | None = job.request
+        responses: list[Response] = []
+        outcome, not_before = OK, None
+        pages = 0
+        while request is not None:
+            outcome, result, not_before = await self._fetch(job, request)
+            if result is None:
+                break
+            response = Response(url=result.url, observed_at=result.observed_at, body=result.body)
+            responses.append(response)
+            self._pending.append(response)
+            pages += 1
+            if not job.paged or pages >= 200 or self._stopping:
+                break
+            request = self.client.next_page(request, result.body)
+        if outcome == OK and job.members_of and responses:
+            ids = sorted({i for r in responses for i in member_ids(r.body)})
+            added, removed = self.scheduler.update_members(job.members_of, ids, self.clock(),
+                                                           spread=not self._once)
+            if added or removed:
+                log.info("faction %s: %d member(s) to poll added, %d removed", job.members_of,
+                         len({j.target for j in added}), len(removed))
+        return outcome, responses, not_before
+
+    async def _fetch(self, job: Job, request: ApiRequest) -> tuple[str, FetchResult | None, float | None]:
+        """One request with its retries. Returns (outcome, result or None, not_before for DEFERRED)."""
+        tries = 0
+        exclude: set[str] = set()
+        url = request.url(self.client.base)
+        while True:
+            if self._stopping and tries:
+                return ABORTED, None, None
+            tries += 1
+            if tries > 1:
+                self.report.retries += 1
+            try:
+                key = await self.pool.acquire(request.access, request.own_id, request.category or None, exclude,
+                                              deadline=self.clock() + self.max_wait)
+            except NoUsableKey as exc:
+                self._gap(int(self.clock()), url, job.target, None, str(exc))
+                return DENIED, None, None
+            except KeysBusy as exc:
+                self._gap(int(self.clock()), url, job.target, None, f"not polled: {exc}")
+                return DEFERRED, None, exc.free_at
+            try:
+                result = await self.client.fetch(request, key.secret)
+            except BaseException:
+                self.pool.released(key)
+                raise
+            self.report.requests += 1
+            if not result.ok:
+                self.pool.released(key)
+                self.report.failures[_failure_kind(result.failure)] += 1
+                self._gap(result.observed_at, url, job.target, None, result.failure)
+                if result.retryable and tries < self.config.max_tries:
+                    await self._backoff(tries)
+                    continue
+                return FAILED, None, None
+            body = result.body
+            if isinstance(body, str):
+                # Not JSON (an HTML page, a cut body): ingest quarantines it; the poll is a gap and is retried.
+                self.pool.released(key)
+                self._pending.append(Response(url=result.url, observed_at=result.observed_at, body=body))
+                self.report.failures["body not JSON"] += 1
+                self._gap(result.observed_at, url, job.target, None, "body is not JSON (quarantined)")
+                if tries < self.config.max_tries:
+                    await self._backoff(tries)
+                    continue
+                return FAILED, None, None
+            err = torn_error(body)
+            if err is None:
+                self.pool.succeeded(key)
+                return OK, result, None
+            code, text = err
+            self.report.errors[code] += 1
+            self._gap(result.observed_at, url, job.target, code,
+                      f"Torn API error {code}: {scrub(text, self.secrets)[:200]} (key {key.fp})")
+            self.pool.failed(key, code, request.category or None)
+            action = policy(code)
+            if action == RETRY:
+                if tries < self.config.max_tries:
+                    await self._backoff(tries)
+                    continue
+                return FAILED, None, None
+            if action == RETRY_OTHER_KEY:
+                # The pool has paused, blocked or disabled the key; acquire picks another or waits.
+                if tries < self.config.max_tries:
+                    continue
+                return FAILED, None, None
+            if action == PAUSE_ALL:
+                return FAILED, None, None
+            if action == TARGET:
+                self._problem(job.target, code, result.observed_at)
+                if code == 6:
+                    return NOT_FOUND, None, None
+                exclude.add(key.fp)  # 7, 16: this key may not ask; another key (of a member) might
+                if tries < self.config.max_tries and self.pool.candidates(request.access, request.own_id, exclude):
+                    continue
+                return DENIED, None, None
+            if action == P_BUG:
+                log.warning("%s: Torn API error %d on %s: the request is wrong or unsupported; not retried",
+                            job.target, code, url)
+                return BUG, None, None
+            log.warning("%s: unknown Torn API error code %d on %s; backing off", job.target, code, url)
+            return UNKNOWN, None, None
+
+    async def _backoff(self, tries: int) -> None:
+        delay = min(self.backoff_cap, self.backoff_base * 2 ** (tries - 1))
+        await self.sleep(delay * self.rng.uniform(0.5, 1.0))
+
+    def _gap(self, observed_at: int, url: str, target: str | None, code: int | None, reason: str) -> None:
+        gap = Gap(int(observed_at), url, target, code, scrub(reason, self.secrets))
+        self.gaps.append(gap)
+        self._pending_gaps.append(gap)
+        self.report.gaps += 1
+        log.info("gap %s %s: %s", target or "-", url, gap.reason)
+
+    def _problem(self, target: str, code: int, observed_at: int) -> None:
+        if (target, code) not in self._known_problems:
+            self._known_problems.add((target, code))
+            what = "does not exist (6)" if code == 6 else f"is not visible to our keys ({code})"
+            log.warning("target %s %s", target, what)
+        self._pending_problems.append(TargetProblem(target, code, int(observed_at)))
+
+    # ------------------------------------------------------------------ flushing
+    async def _maybe_flush(self) -> None:
+        now = self.clock()
+        if (len(self._pending) >= self.config.batch
+                or ((self._pending or self._pending_gaps) and now - self._last_flush >= self.config.flush_every)):
+            await self.flush()
+        elif self.on_tick is not None and (self._last_tick is None or now - self._last_tick >= self.tick_every):
+            await self._tick(now)
+
+    async def flush(self) -> None:
+        """Hand pending responses to the sink, save gaps, key state and target problems; then tick."""
+        async with self._flush_lock:
+            batch, self._pending = self._pending, []
+            gaps, self._pending_gaps = self._pending_gaps, []
+            problems, self._pending_problems = self._pending_problems, []
+            ready, self._ready = self._ready, []
+            self._last_flush = self.clock()
+            stored = 0
+            try:
+                size = max(1, self.config.batch)
+                while stored < len(batch):
+                    chunk = batch[stored:stored + size]
+                    result = await self.sink(chunk)
+                    stored += len(chunk)
+                    self.report.responses += len(chunk)
+                    if result is not None:
+                        self.report.appended += result.appended
+                        self.report.unchanged += result.unchanged
+                        self.report.rejected += len(result.rejected)
+                key_rows = self.pool.dirty_rows()
+                if self.run_db is not None and (gaps or key_rows or problems):
+                    try:
+                        await self.run_db(gapstore.persist, gaps, key_rows, problems)
+                    except BaseException:
+                        for key in self.pool.keys:  # saved next time
+                            key.dirty = True
+                        raise
+            except BaseException as exc:
+                # Keep what was not stored for the next flush (the final one runs when the loop ends).
+                self._pending[:0] = batch[stored:]
+                self._pending_gaps[:0] = gaps
+                self._pending_problems[:0] = problems
+                self._ready[:0] = ready
+                log.error("could not store %d responses: %s", len(batch) - stored,
+                          scrub(f"{type(exc).__name__}: {exc}", self.secrets))
+                raise
+            for waiter in ready:
+                if not waiter.future.done():
+                    waiter.future.set_result(waiter.responses)
+        if self.on_tick is not None and (batch or gaps):
+            await self._tick(self.clock())
+
+    async def _tick(self, now: float) -> None:
+        self._last_tick = now
+        try:
+            result = self.on_tick(now)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # a failing hook must not stop collection
+            log.error("on_tick hook failed: %s", scrub(f"{type(exc).__name__}: {exc}", self.secrets))
+
+    def _final_report(self) -> CollectReport:
+        self.report.keys = self.pool.summary()
+        return self.report
+
+
+def _failure_kind(failure: str | None) -> str:
+    if not failure:
+        return "unknown"
+    if failure.startswith("connection error"):
+        return "connection error"
+    if failure.startswith("body too large"):
+        return "body too large"
+    return failure
