@@ -25,6 +25,11 @@ PRAGMAS = (
 )
 
 
+class StoreConnection(sqlite3.Connection):
+    """A sqlite3 connection that can carry ingest's cache of stream states (see ingest._StreamCache)."""
+    stream_cache = None
+
+
 def apply_pragmas(conn: sqlite3.Connection) -> None:
     """Set the per-connection PRAGMAs; a new, empty file also gets incremental auto-vacuum."""
     page_count = conn.execute("PRAGMA page_count").fetchone()[0]
@@ -37,7 +42,7 @@ def apply_pragmas(conn: sqlite3.Connection) -> None:
 
 def connect_sync(path: str | Path) -> sqlite3.Connection:
     """A plain sqlite3 connection with the store's settings, in autocommit mode (we issue BEGIN ourselves)."""
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, factory=StoreConnection)
     try:
         apply_pragmas(conn)
     except BaseException:
@@ -56,7 +61,7 @@ def close_sync(conn: sqlite3.Connection) -> None:
 
 async def connect(path: str | Path) -> aiosqlite.Connection:
     """An aiosqlite connection with the store's settings, in autocommit mode."""
-    conn = await aiosqlite.connect(str(path), isolation_level=None)
+    conn = await aiosqlite.connect(str(path), isolation_level=None, factory=StoreConnection)
     try:
         await run_in_connection(conn, apply_pragmas)
     except BaseException:

@@ -95,6 +95,40 @@ def torn_error(body: Any) -> tuple[int, str] | None:
     return None
 
 
+class _StreamCache:
+    """Stream states this connection has read or written, valid while no other connection commits.
+
+    `PRAGMA data_version` changes when another connection commits and stays put for our own commits, so
+    a second writer process (or a tool editing the file) empties the cache, and one process polling alone
+    skips reading its streams back for every batch."""
+    LIMIT = 250_000
+
+    def __init__(self, data_version: int):
+        self.data_version = data_version
+        self.states: dict[StreamKey, _StreamState] = {}
+
+
+def _cached_states(conn: sqlite3.Connection, keys: Iterable[StreamKey]) -> dict[StreamKey, _StreamState]:
+    """_load_states, served from the connection's cache where it is still valid (call inside BEGIN)."""
+    if not hasattr(conn, "stream_cache"):  # a plain sqlite3 connection: no place to keep a cache
+        return _load_states(conn, keys)
+    version = conn.execute("PRAGMA data_version").fetchone()[0]
+    cache = conn.stream_cache
+    if cache is None or cache.data_version != version or len(cache.states) > _StreamCache.LIMIT:
+        cache = conn.stream_cache = _StreamCache(version)
+    wanted = list(dict.fromkeys(keys))
+    missing = [key for key in wanted if key not in cache.states]
+    if missing:
+        cache.states.update(_load_states(conn, missing))
+    return {key: cache.states[key] for key in wanted}
+
+
+def forget_stream_cache(conn: sqlite3.Connection) -> None:
+    """Drop cached stream states (after a rollback, or when this connection changed `streams` itself)."""
+    if hasattr(conn, "stream_cache"):
+        conn.stream_cache = None
+
+
 def _load_states(conn: sqlite3.Connection, keys: Iterable[StreamKey]) -> dict[StreamKey, _StreamState]:
     """Current state of the given streams, read inside the write transaction (so two writers agree)."""
     wanted = list(dict.fromkeys(keys))
@@ -186,8 +220,8 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
     # 2. Compare and append inside one IMMEDIATE transaction.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        states = _load_states(conn, (StreamKey(p.entity_type, p.entity_id, p.view)
-                                     for _, _, parts in routed for p, _ in parts))
+        states = _cached_states(conn, (StreamKey(p.entity_type, p.entity_id, p.view)
+                                       for _, _, parts in routed for p, _ in parts))
         events: list[Event] = []
         heartbeats: list[Heartbeat] = []
         for response, url, parts in routed:
@@ -226,12 +260,15 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                     state.hash, state.rules, state.head_observed_at = digest, RULES, observed_at
                 state.last_checked = max(state.last_checked or observed_at, observed_at)
                 state.dirty = True
+        dirty = [s for s in states.values() if s.dirty]
         conn.executemany(
             "UPDATE streams SET version = ?, hash = ?, rules = ?, head_observed_at = ?, last_checked = ?, "
             "last_changed = COALESCE(?, last_changed) WHERE stream_id = ?",
             [(s.version, s.hash, s.rules, s.head_observed_at, s.last_checked, s.head_observed_at, s.stream_id)
-             for s in states.values() if s.dirty],
+             for s in dirty],
         )
+        for state in dirty:
+            state.dirty = False
         if quarantine_rows:
             conn.executemany(
                 "INSERT OR IGNORE INTO quarantine (observed_at, source_url, reason, body, body_hash) "
@@ -246,7 +283,9 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
             projector(conn, events, heartbeats)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        forget_stream_cache(conn)  # the cached states may hold what was just rolled back
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     report.appended = len(events)
     if events:

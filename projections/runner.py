@@ -122,13 +122,18 @@ def project_inline(conn: sqlite3.Connection, events: list[Event], heartbeats: li
                 if event.position > done and event.stream.view in views:
                     _apply(conn, handler, event, ctx)
             _save_checkpoint(conn, handler.name, last)
-    for heartbeat in heartbeats:
+    if heartbeats:
         for handler in handlers():
-            if heartbeat.stream.view in handler.views:
+            mine = [hb for hb in heartbeats if hb.stream.view in handler.views]
+            if mine:
+                conn.execute("SAVEPOINT live")
                 try:
-                    handler.live(conn, heartbeat)
+                    handler.live_batch(conn, mine)
+                    conn.execute("RELEASE live")
                 except EVENT_FAILURES:
-                    pass  # live columns are a courtesy: a bad poll never blocks the batch
+                    # live columns are a courtesy: a bad poll never blocks the batch
+                    conn.execute("ROLLBACK TO live")
+                    conn.execute("RELEASE live")
 
 
 def catch_up(conn: sqlite3.Connection, batch: int = 5000,

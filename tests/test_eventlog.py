@@ -109,10 +109,12 @@ def test_any_tracked_change_appends(tmp_path_factory, field, value):
     close_sync(conn)
 
 
-def test_rule_change_does_not_make_streams_look_new(conn):
+def test_rule_change_does_not_make_streams_look_new(conn, db_path):
     ingest_batch(conn, fixture_responses())
     count = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-    conn.execute("UPDATE streams SET rules = 'r0', hash = 'stale-hash-from-old-rules'")
+    older = connect_sync(db_path)  # as if an older tornstore had written these hashes
+    older.execute("UPDATE streams SET rules = 'r0', hash = 'stale-hash-from-old-rules'")
+    close_sync(older)
     report = ingest_batch(conn, fixture_responses(OBSERVED_AT + 60))
     assert report.appended == 0
     assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == count

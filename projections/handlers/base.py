@@ -38,6 +38,11 @@ class Handler:
     def live(self, conn: sqlite3.Connection, heartbeat: Heartbeat) -> None:
         """Refresh live columns from an unchanged poll (default: nothing)."""
 
+    def live_batch(self, conn: sqlite3.Connection, heartbeats: list[Heartbeat]) -> None:
+        """All of a batch's heartbeats for this handler's views; override to write them in one go."""
+        for heartbeat in heartbeats:
+            self.live(conn, heartbeat)
+
     def reset(self, conn: sqlite3.Connection) -> None:
         """Prepare for a full replay: history tables are cleared."""
         for table in self.history_tables:

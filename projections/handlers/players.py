@@ -123,6 +123,41 @@ def player_update(view: str, payload: Any) -> PlayerUpdate:
     return u
 
 
+_LIFE_VIEWS = frozenset({"v1.profile", "v2.profile", "v1.bars", "v2.bars"})
+_ACTION_VIEWS = frozenset({"v1.profile", "v2.profile", "v1.member", "v2.member"})
+
+
+def live_fields(view: str, payload: Any) -> dict[str, Any]:
+    """The live columns a payload carries, as player_update would give them."""
+    src = payload.get("bars") if view == "v2.bars" and isinstance(payload, dict) else payload
+    if not isinstance(src, dict):
+        return {}
+    values: dict[str, Any] = {}
+    if view not in ("v1.bars", "v2.bars"):
+        status = src.get("status")
+        if isinstance(status, dict) and isinstance(status.get("description"), str):
+            values["status_description"] = status["description"]
+    if view in _ACTION_VIEWS:
+        action = src.get("last_action")
+        if isinstance(action, dict):
+            if isinstance(action.get("status"), str):
+                values["last_action_status"] = action["status"]
+            try:
+                values["last_action_at"] = opt_int(action.get("timestamp"))
+            except (TypeError, ValueError):
+                pass
+    if view in _LIFE_VIEWS:
+        life = src.get("life")
+        if isinstance(life, dict) and life.get("current") is not None:
+            try:
+                current = opt_int(life["current"])
+            except (TypeError, ValueError):
+                current = None
+            if current is not None and current >= 0:
+                values["life_current"] = current
+    return values
+
+
 def check_player_values(player_id: int, view: str, values: dict[str, Any]) -> None:
     """Refuse values the schema's CHECKs would refuse, with a message naming the player and field."""
     level = values.get("level")
@@ -200,22 +235,36 @@ class PlayersHandler(Handler):
             "AND last_updated BETWEEN 1 AND ? AND player_id NOT IN (SELECT value FROM json_each(?))",
             (event.observed_at, faction_id, event.observed_at, json_ids(ids)))
 
-    def live(self, conn: sqlite3.Connection, heartbeat: Heartbeat) -> None:
+    def live_values(self, heartbeat: Heartbeat) -> tuple[int, dict] | None:
+        """(player id, live column values) from an unchanged poll, or None when it has nothing.
+
+        Read straight from the payload (no model decode): this runs for every unchanged player of every
+        poll, and only four plain fields are wanted."""
         key = heartbeat.stream
         if key.entity_type != "user" or key.view not in PLAYER_VIEWS:
-            return
+            return None
         player_id = opt_id(key.entity_id)
         if player_id is None:
-            return
-        try:
-            update = player_update(key.view, heartbeat.payload)
-        except (msgspec.ValidationError, ValueError, TypeError):
-            return  # a heartbeat repeats a payload already projected (or refused); nothing new to learn
-        values = {c: update.values[c] for c in LIVE_COLUMNS if c in update.values}
-        if values.get("life_current") is not None and values["life_current"] < 0:
-            values.pop("life_current")
-        if not values:
-            return
-        conn.execute(
-            f"UPDATE players SET {', '.join(f'{c} = ?' for c in values)} WHERE player_id = ? AND last_updated <= ?",
-            (*values.values(), player_id, heartbeat.observed_at))
+            return None
+        values = live_fields(key.view, heartbeat.payload)
+        return (player_id, values) if values else None
+
+    def live(self, conn: sqlite3.Connection, heartbeat: Heartbeat) -> None:
+        self.live_batch(conn, [heartbeat])
+
+    def live_batch(self, conn: sqlite3.Connection, heartbeats: list[Heartbeat]) -> None:
+        """One executemany per column set; rows whose live values did not change are not rewritten."""
+        groups: dict[tuple[str, ...], list[tuple]] = {}
+        for heartbeat in heartbeats:
+            found = self.live_values(heartbeat)
+            if found is None:
+                continue
+            player_id, values = found
+            columns = tuple(values)
+            groups.setdefault(columns, []).append(
+                (*values.values(), player_id, heartbeat.observed_at, *values.values()))
+        for columns, rows in groups.items():
+            conn.executemany(
+                f"UPDATE players SET {', '.join(f'{c} = ?' for c in columns)} "
+                f"WHERE player_id = ? AND last_updated <= ? AND ({' OR '.join(f'{c} IS NOT ?' for c in columns)})",
+                rows)
