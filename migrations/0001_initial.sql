@@ -268,7 +268,9 @@ CREATE TABLE war_summary (
     FOREIGN KEY (attacking_faction_id) REFERENCES factions(faction_id),
     FOREIGN KEY (defending_faction_id) REFERENCES factions(faction_id),
     FOREIGN KEY (winner_faction_id) REFERENCES factions(faction_id),
-    UNIQUE (war_id, period_start, period_end, period_type)
+    -- war_type is in the key (the plan's key lacks it): ranked and territory wars are numbered apart by
+    -- Torn, so one id can name one of each in the same month.
+    UNIQUE (war_id, war_type, period_start, period_end, period_type)
 );
 CREATE INDEX idx_war_summary_war_period ON war_summary(war_id, period_start, period_end);
 CREATE INDEX idx_war_summary_territory ON war_summary(territory_id, period_start);

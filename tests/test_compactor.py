@@ -896,14 +896,14 @@ def test_a_stat_missing_from_a_record_keeps_its_last_known_value(conn):
     assert got == [(oct_.start, 100, 100, 0, 50, 50, 0, 2), (nov.start, 100, 100, 0, 50, 70, 20, 1)]
 
 
-def test_a_war_id_shared_by_a_ranked_and_a_territory_war_is_reported(conn):
+def test_a_war_id_shared_by_a_ranked_and_a_territory_war_keeps_both(conn):
     month = Period(2026, 10)
     ins = ("INSERT INTO war_status_history (war_id, war_type, territory_id, attacking_faction_id, "
            "defending_faction_id, status, recorded_at) VALUES (9, ?, ?, 1, 2, 'ongoing', ?)")
     _hand_rows(conn, [(ins, ("ranked", None, month.start + 5)), (ins, ("territory", "AAC", month.start + 6))])
     report = compact(conn, month.next.start, backup=False)
-    assert rows(conn, "SELECT war_id, war_type FROM war_summary") == [(9, "ranked")]
-    assert report.folded[0].war_id_clashes == [9] and "war id(s) 9" in " ".join(report.notes)
+    assert rows(conn, "SELECT war_id, war_type FROM war_summary ORDER BY war_type") == [(9, "ranked"), (9, "territory")]
+    assert report.folded[0].summary_rows["war_summary"] == 2
 
 
 # ---------------------------------------------------------------------------------------------- backups

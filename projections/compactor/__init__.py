@@ -78,7 +78,6 @@ class FoldResult:
     reason: str
     summary_rows: dict[str, int]
     covered_position: int
-    war_id_clashes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -312,22 +311,13 @@ def _fold_month(conn: sqlite3.Connection, item: FoldPlan, now: int, folded_month
     prior_from_summary = period.previous in folded_months
     covered = _covered_position(conn)
     counts = folds.compute_all(conn, period, prior_from_summary)
-    clashes = folds.war_id_clashes(conn)
     label = period.label
     if write:
         crash_point(f"fold:{label}:computed")
         folds.write_all(conn, period, now)
         ledger.record_fold(conn, period, covered, sum(counts.values()), now)
         crash_point(f"fold:{label}:before-commit")
-    return FoldResult(label, item.reason, counts, covered, clashes)
-
-
-def _war_note(result: FoldResult) -> str | None:
-    clashes = result.war_id_clashes
-    if clashes:
-        return (f"{result.month}: war id(s) {', '.join(map(str, clashes))} name both a ranked and a territory war; "
-                "war_summary's unique key has no war_type, so only the ranked war's row is kept")
-    return None
+    return FoldResult(label, item.reason, counts, covered)
 
 
 def _run(conn, now, month, window_start, report, progress, backup, keep_backups, db_path, batch) -> None:
@@ -357,9 +347,6 @@ def _run(conn, now, month, window_start, report, progress, backup, keep_backups,
         folds.drop_temp(conn)
         folded_months.add(item.period)
         report.folded.append(result)
-        note = _war_note(result)
-        if note:
-            report.notes.append(note)
     if progress and items:
         progress("fold", len(items), len(items))
 
@@ -447,9 +434,6 @@ def _dry_run(conn, now, month, window_start, report, progress) -> None:
             result = _fold_month(conn, item, now, folded_months, write=False)
             folds.drop_temp(conn)
             report.folded.append(result)
-            note = _war_note(result)
-            if note:
-                report.notes.append(note)
         horizon = prune_horizon(conn)
         planned = {i.period for i in items}
         for period in _prune_candidates(rows, planned, window_start, horizon, report.notes):

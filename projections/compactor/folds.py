@@ -312,29 +312,19 @@ def _war_compute(conn: sqlite3.Connection, period: Period, prior_from_summary: b
     return conn.execute(f"SELECT COUNT(*) FROM {r}").fetchone()[0]
 
 
-def war_id_clashes(conn: sqlite3.Connection) -> list[int]:
-    """War ids that name both a ranked and a territory war in the computed month (war_summary's UNIQUE key
-    has no war_type, so only one of them can be stored; the ranked war is kept)."""
-    return [row[0] for row in conn.execute(
-        f"SELECT war_id FROM {_W}_r GROUP BY war_id HAVING COUNT(*) > 1 ORDER BY war_id")]
-
-
 def _war_write(conn: sqlite3.Connection, period: Period, now: int) -> int:
     r = _W + "_r"
     conn.execute(
         "DELETE FROM war_summary WHERE period_start = ? AND period_end = ? AND period_type = 'monthly' "
-        f"AND war_id NOT IN (SELECT war_id FROM {r})", (period.start, period.end))
+        f"AND (war_type, war_id) NOT IN (SELECT war_type, war_id FROM {r})", (period.start, period.end))
     cursor = conn.execute(
         "INSERT INTO war_summary (war_id, war_type, territory_id, period_start, period_end, period_type, "
         "attacking_faction_id, defending_faction_id, final_attacking_score, final_defending_score, "
         "winner_faction_id, duration_seconds, record_count, created_at) "
         f"SELECT war_id, war_type, territory_id, ?, ?, 'monthly', attacking_faction_id, defending_faction_id, "
-        f"attacking_score, defending_score, winner, duration, n, ? FROM {r} AS w "
-        # One row per war_id: on a clash between a ranked and a territory war the ranked one is kept.
-        f"WHERE NOT (w.war_type = 'territory' AND EXISTS (SELECT 1 FROM {r} AS o WHERE o.war_id = w.war_id "
-        "AND o.war_type = 'ranked')) ORDER BY war_id "
-        "ON CONFLICT (war_id, period_start, period_end, period_type) DO UPDATE SET "
-        "war_type = excluded.war_type, territory_id = excluded.territory_id, "
+        f"attacking_score, defending_score, winner, duration, n, ? FROM {r} AS w ORDER BY war_type, war_id "
+        "ON CONFLICT (war_id, war_type, period_start, period_end, period_type) DO UPDATE SET "
+        "territory_id = excluded.territory_id, "
         "attacking_faction_id = excluded.attacking_faction_id, defending_faction_id = excluded.defending_faction_id, "
         "final_attacking_score = excluded.final_attacking_score, "
         "final_defending_score = excluded.final_defending_score, winner_faction_id = excluded.winner_faction_id, "
@@ -353,7 +343,7 @@ def compute_all(conn: sqlite3.Connection, period: Period, prior_from_summary: bo
     return {
         "player_stats_summary": _numeric_compute(conn, PLAYER_STATS, period, prior_from_summary),
         "faction_summary": _numeric_compute(conn, FACTION, period, prior_from_summary),
-        "war_summary": _war_compute(conn, period, prior_from_summary) - len(war_id_clashes(conn)),
+        "war_summary": _war_compute(conn, period, prior_from_summary),
         "territory_ownership_summary": _territory_compute(conn, period, prior_from_summary),
     }
 
