@@ -201,7 +201,8 @@ def _v1_user(ep: Endpoint, body: dict) -> list[Part]:
         bars = {k: body[k] for k in _V1_BARS if k in body}
         if bars:
             parts.append(Part("user", player_id, "v1.bars", bars))
-            claimed |= bars.keys() - {"life"}  # profile carries life too
+            # profile carries life too: leave it for the profile part when both were asked for
+            claimed |= bars.keys() - {"life"} if "profile" in sel else bars.keys()
     if "cooldowns" in body:
         parts.append(Part("user", player_id, "v1.cooldowns", {"cooldowns": body["cooldowns"]}))
         claimed.add("cooldowns")

@@ -207,3 +207,12 @@ def test_late_event_is_kept_but_does_not_move_the_head(conn):
     # the next poll equals the newest state: nothing appended
     assert ingest_batch(conn, [Response(url=url, observed_at=2240, body=body(6))]).appended == 0
     assert conn.execute("SELECT head_observed_at, version FROM streams").fetchone() == (2000, 3)
+
+
+def test_bars_alone_is_one_stream_part(conn):
+    body = fixture_body("v1/user_bars_cooldowns_sanitized_capture.json")
+    del body["cooldowns"]
+    url = "https://api.torn.com/user/100?selections=bars"
+    first = ingest_batch(conn, [Response(url=url, observed_at=100, body=body)])
+    again = ingest_batch(conn, [Response(url=url, observed_at=340, body=body)])
+    assert (first.appended, again.appended) == (1, 0)
