@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "cli.plot_commands",
     "cli.compact_commands",
     "cli.collect_commands",
+    "cli.demo_command",
 ]
 
 

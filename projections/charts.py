@@ -10,6 +10,8 @@ are hollow squares on a dashed line, labelled as end-of-month values.
 """
 from __future__ import annotations
 
+import math
+
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,12 +36,21 @@ def require_matplotlib() -> None:
         raise ChartsUnavailable(INSTALL_HINT) from None
 
 
-def _compact(value: float, _pos=None) -> str:
+def _compact(value: float, _pos=None, digits: int = 3) -> str:
     """1234567 -> '1.23M': battle stats and respect run into the billions."""
     for limit, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= limit:
-            return f"{value / limit:.3g}{suffix}"
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
+            return f"{value / limit:.{digits}g}{suffix}"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.{digits}g}"
+
+
+def _digits_for(ticks) -> int:
+    """Enough significant digits that neighbouring tick labels differ (15.12M, 15.14M, not 15.1M twice)."""
+    steps = [b - a for a, b in zip(ticks, ticks[1:]) if b > a]
+    big = max((abs(t) for t in ticks), default=0)
+    if not steps or big == 0:
+        return 3
+    return max(3, math.ceil(math.log10(big / min(steps))) + 1)
 
 
 def default_title(series: Series) -> str:
@@ -88,7 +99,8 @@ def plot_series(series: Series, path: str | Path, title: str | None = None, *,
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    ax.yaxis.set_major_formatter(FuncFormatter(_compact))
+    digits = _digits_for(list(ax.get_yticks()))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, pos: _compact(value, pos, digits)))
     ax.grid(True, alpha=0.3)
     ax.set_title(title or default_title(series))
     ax.set_ylabel(series.stat.replace("_", " "))
