@@ -80,6 +80,8 @@ _TREES: dict[str, dict] = {}
 def _without(obj: Any, tree: dict) -> Any:
     """A copy of `obj` without the tree's leaves; only the dicts on a removed path are copied."""
     if isinstance(obj, dict):
+        if "*" not in tree and not any(key in obj for key in tree):
+            return obj  # nothing to remove at this level or below: no copy
         out = {}
         for key, value in obj.items():
             if key in tree:

@@ -19,6 +19,7 @@ head, so the next poll is still compared with the newest state.
 from __future__ import annotations
 
 import hashlib
+import reprlib
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -33,6 +34,8 @@ from .secrets import strip_key
 Projector = Callable[[sqlite3.Connection, list[Event], list[Heartbeat]], None]
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+_INT64 = 2 ** 63  # SQLite integers are signed 64-bit
 
 
 @dataclass
@@ -133,15 +136,19 @@ def _load_states(conn: sqlite3.Connection, keys: Iterable[StreamKey]) -> dict[St
     """Current state of the given streams, read inside the write transaction (so two writers agree)."""
     wanted = list(dict.fromkeys(keys))
     states: dict[StreamKey, _StreamState] = {}
-    chunk = 300  # 3 parameters each, well under SQLite's variable limit
-    for i in range(0, len(wanted), chunk):
-        part = wanted[i:i + chunk]
-        sql = ("SELECT entity_type, entity_id, view, stream_id, version, hash, rules, head_observed_at, "
-               "last_checked FROM streams WHERE (entity_type, entity_id, view) IN (VALUES "
-               + ",".join("(?,?,?)" for _ in part) + ")")
-        args = [x for key in part for x in key]
-        for row in conn.execute(sql, args):
-            states[StreamKey(row[0], row[1], row[2])] = _StreamState(row[3:])
+    chunk = 500  # well under SQLite's variable limit
+    # Grouped by (entity_type, view) so each query is `entity_id IN (...)` on the unique index; a
+    # row-value IN (VALUES ...) list scans the whole table instead.
+    groups: dict[tuple[str, str], list[str]] = {}
+    for key in wanted:
+        groups.setdefault((key.entity_type, key.view), []).append(key.entity_id)
+    for (entity_type, view), ids in groups.items():
+        for i in range(0, len(ids), chunk):
+            part = ids[i:i + chunk]
+            sql = ("SELECT entity_id, stream_id, version, hash, rules, head_observed_at, last_checked FROM streams "
+                   f"WHERE entity_type = ? AND view = ? AND entity_id IN ({','.join('?' * len(part))})")
+            for row in conn.execute(sql, (entity_type, view, *part)):
+                states[StreamKey(entity_type, row[0], view)] = _StreamState(row[1:])
     for key in wanted:
         states.setdefault(key, _StreamState(None))
     return states
@@ -177,14 +184,14 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
 
     # 1. Route and classify outside the write lock's critical part (pure CPU).
     for response in responses:
-        url = strip_key(response.url)
+        url = _storable(strip_key(response.url))
         observed_at = response.observed_at
         body = response.body
         if response.fault:
             report.rejected.append(Rejected(url, None, response.fault))
             quarantine_rows.append((None, url, response.fault, _as_text(body)))
             continue
-        if not isinstance(observed_at, int) or isinstance(observed_at, bool) or observed_at < 0:
+        if not isinstance(observed_at, int) or isinstance(observed_at, bool) or not 0 <= observed_at < _INT64:
             reason = f"{url}: observed_at {observed_at!r} is not Unix seconds"
             report.rejected.append(Rejected(url, None, reason))
             quarantine_rows.append((None, url, reason, _as_text(body)))
@@ -192,11 +199,16 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
         if isinstance(body, str):
             reason = f"{url}: body is not valid JSON"
             report.rejected.append(Rejected(url, observed_at, reason))
-            quarantine_rows.append((observed_at, url, reason, body))
+            quarantine_rows.append((observed_at, url, reason, _storable(body)))
             continue
         err = torn_error(body)
+        if err is not None and not -_INT64 <= err[0] < _INT64:
+            reason = f"{url}: Torn error code {err[0]} is out of range"
+            report.rejected.append(Rejected(url, observed_at, reason))
+            quarantine_rows.append((observed_at, url, reason, _as_text(body)))
+            continue
         if err is not None:
-            code, text = err
+            code, text = err[0], _storable(err[1])
             report.errors.append(TornError(url, observed_at, code, text))
             gap_rows.append((observed_at, url, None, code, f"Torn API error {code}: {text}"))
             continue
@@ -250,12 +262,14 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                     heartbeats.append(Heartbeat(key, observed_at, part.payload))
                     continue
                 state.version += 1
+                stored = _encode(part.payload)
                 position = conn.execute(
                     "INSERT INTO events (stream_id, version, observed_at, hash, rules, source_url, payload) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (state.stream_id, state.version, observed_at, digest, RULES, url, _encode(part.payload).decode()),
+                    (state.stream_id, state.version, observed_at, digest, RULES, url, stored.decode()),
                 ).lastrowid
-                events.append(Event(position, key, state.version, observed_at, part.payload, url))
+                # Projections get the payload as stored (NaN became null, ...), exactly what replay reads.
+                events.append(Event(position, key, state.version, observed_at, _decode(stored), url))
                 if state.head_observed_at is None or observed_at >= state.head_observed_at:
                     state.hash, state.rules, state.head_observed_at = digest, RULES, observed_at
                 state.last_checked = max(state.last_checked or observed_at, observed_at)
@@ -296,8 +310,22 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
 
 def _as_text(body: Any) -> str:
     if isinstance(body, str):
-        return body
+        return _storable(body)
     try:
         return _encode(body).decode()
+    except RecursionError:
+        return "nested too deep to store; it began: " + reprlib.repr(body)
     except (TypeError, ValueError, OverflowError):
-        return repr(body)
+        try:
+            return repr(body)
+        except RecursionError:
+            return "nested too deep to store; it began: " + reprlib.repr(body)
+
+
+def _storable(text: str) -> str:
+    """Text SQLite can store: lone surrogates (json.loads lets them through) become backslash escapes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -27,9 +27,15 @@ EVENT_FAILURES = (ProjectionError, sqlite3.IntegrityError, msgspec.ValidationErr
                   KeyError, AttributeError, OverflowError, IndexError)
 
 
+_HANDLERS: list[Handler] | None = None
+
+
 def handlers() -> list[Handler]:
-    from .handlers.registry import HANDLERS
-    return HANDLERS
+    global _HANDLERS
+    if _HANDLERS is None:
+        from .handlers.registry import HANDLERS
+        _HANDLERS = HANDLERS
+    return _HANDLERS
 
 
 def handler_named(name: str) -> Handler:
@@ -123,8 +129,11 @@ def project_inline(conn: sqlite3.Connection, events: list[Event], heartbeats: li
                     _apply(conn, handler, event, ctx)
             _save_checkpoint(conn, handler.name, last)
     if heartbeats:
+        by_view: dict[str, list[Heartbeat]] = {}
+        for heartbeat in heartbeats:
+            by_view.setdefault(heartbeat.stream.view, []).append(heartbeat)
         for handler in handlers():
-            mine = [hb for hb in heartbeats if hb.stream.view in handler.views]
+            mine = [hb for view, hbs in by_view.items() if view in handler.views for hb in hbs]
             if mine:
                 conn.execute("SAVEPOINT live")
                 try:
