@@ -1,0 +1,174 @@
+"""Ingest: responses per second through the whole pipeline, against raw inserts and the naive pattern.
+
+* `per_s`: responses / seconds spent in `eventstore.ingest.ingest_batch(conn, batch, project_inline)`,
+  batches of `ingest_batch` responses (the collector's default), bodies already decoded (the simulator
+  hands decoded bodies; decoding is the same work for every approach). Includes routing, canonical
+  hashing, the dedup against stream heads, appends, heartbeats and the inline projections.
+* `limit_per_s`: the rows the pipeline would write if it stored every routed part of the same responses
+  (stream id, version, observed_at, hash, rules, url, payload JSON), prepared beforehand, then inserted
+  with one `executemany` into a bare table of the same columns (no index, no constraint) in one
+  transaction; only the insert and the commit are timed. Expressed as responses / that time.
+* `naive_per_s`: the plan's example pattern on a subset (the first whole hourly cycles of the same
+  workload, >= `naive_responses` responses): per response `json.loads` of its text, then per routed part
+  one `await conn.execute(INSERT ...)` and one `await conn.commit()` through aiosqlite, into a table with
+  one row per part (stream key, observed_at, url, payload JSON). Same PRAGMAs as the store.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiosqlite
+import msgspec
+
+from eventstore.canonical import RULES, canonical_hash
+from eventstore.db import PRAGMAS, close_sync, connect_sync
+from eventstore.ingest import IngestReport, ingest_batch, torn_error
+from eventstore.migrate import migrate
+from eventstore.routing import route
+from eventstore.secrets import strip_key
+
+from .common import Sizes, Stopwatch, missing, mixed_workload, rnd
+
+_encode = msgspec.json.Encoder().encode
+CYCLE = 15  # rounds per hourly cycle of the mix (profiles and the territory map every 15 rounds)
+
+BARE_EVENTS = ("CREATE TABLE events (position INTEGER PRIMARY KEY, stream_id INTEGER, version INTEGER, "
+               "observed_at INTEGER, hash TEXT, rules TEXT, source_url TEXT, payload TEXT)")
+BARE_INSERT = ("INSERT INTO events (stream_id, version, observed_at, hash, rules, source_url, payload) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)")
+NAIVE_TABLE = ("CREATE TABLE IF NOT EXISTS snapshots (id INTEGER PRIMARY KEY AUTOINCREMENT, entity_type TEXT, "
+               "entity_id TEXT, view TEXT, observed_at INTEGER, source_url TEXT, payload TEXT)")
+NAIVE_INSERT = ("INSERT INTO snapshots (entity_type, entity_id, view, observed_at, source_url, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?)")
+
+
+def run(sizes: Sizes, ctx: dict) -> dict:
+    reason = missing("projections.handlers.registry")
+    if reason:
+        return {"skipped": reason}
+    from projections.runner import project_inline
+
+    workdir: Path = ctx["workdir"]
+    workload = mixed_workload(sizes.ingest_factions, sizes.ingest_hours)
+    pipe_path = workdir / "ingest.db"
+    conn = connect_sync(pipe_path)
+    migrate(conn)
+
+    pipeline = Stopwatch()
+    report = IngestReport()
+    stream_ids: dict[tuple, int] = {}
+    versions: dict[tuple, int] = {}
+    limit_rows: list[tuple] = []
+    naive_texts: list[tuple[str, int, str]] = []
+    naive_open = True
+    pending = []
+    responses = 0
+    generate_t0 = time.perf_counter()
+    try:
+        for rounds_seen, batch_round in enumerate(workload.rounds(), start=1):
+            responses += len(batch_round)
+            for response in batch_round:
+                url = strip_key(response.url)
+                body = response.body
+                if naive_open:
+                    naive_texts.append((url, response.observed_at, json.dumps(body)))
+                if torn_error(body) is not None:
+                    continue  # an error body is a gap, not an event, for every approach
+                for part in route(url, body):
+                    key = (part.entity_type, part.entity_id, part.view)
+                    sid = stream_ids.get(key)
+                    if sid is None:
+                        sid = stream_ids[key] = len(stream_ids) + 1
+                    version = versions[key] = versions.get(key, 0) + 1
+                    limit_rows.append((sid, version, response.observed_at, canonical_hash(part.view, part.payload),
+                                       RULES, url, _encode(part.payload).decode()))
+            if naive_open and len(naive_texts) >= sizes.naive_responses and rounds_seen % CYCLE == 0:
+                naive_open = False
+            for response in batch_round:
+                pending.append(response)
+                if len(pending) >= sizes.ingest_batch:
+                    with pipeline:
+                        report.merge(ingest_batch(conn, pending, project_inline))
+                    pending = []
+        if pending:
+            with pipeline:
+                report.merge(ingest_batch(conn, pending, project_inline))
+    finally:
+        close_sync(conn)
+    wall = time.perf_counter() - generate_t0
+    ctx.setdefault("fixtures", {})["mix"] = pipe_path
+
+    limit_s = _limit(workdir / "ingest-limit.db", limit_rows)
+    n_limit_rows = len(limit_rows)
+    del limit_rows
+    naive_s, naive_parts = asyncio.run(_naive(workdir / "ingest-naive.db", naive_texts))
+
+    per_s = responses / pipeline.seconds
+    limit_per_s = responses / limit_s
+    naive_per_s = len(naive_texts) / naive_s
+    return {
+        "per_s": rnd(per_s, 1),
+        "limit_per_s": rnd(limit_per_s, 1),
+        "naive_per_s": rnd(naive_per_s, 1),
+        "responses": responses,
+        "seconds": rnd(pipeline.seconds),
+        "limit_seconds": rnd(limit_s),
+        "limit_rows": n_limit_rows,
+        "naive_responses": len(naive_texts),
+        "naive_rows": naive_parts,
+        "naive_seconds": rnd(naive_s),
+        "appended_events": report.appended,
+        "unchanged_parts": report.unchanged,
+        "errors": len(report.errors),
+        "rejected": len(report.rejected),
+        "batch": sizes.ingest_batch,
+        "ratio_vs_limit": rnd(per_s / limit_per_s),
+        "ratio_vs_naive": rnd(per_s / naive_per_s, 2),
+        "goal": "per_s >= 0.5 * limit_per_s and per_s >= 10 * naive_per_s",
+        "goal_met": bool(per_s >= 0.5 * limit_per_s and per_s >= 10 * naive_per_s),
+        "workload": (f"{responses} responses: {workload.description}; pipeline in batches of "
+                     f"{sizes.ingest_batch}; limit = {n_limit_rows} rows (every routed part) in one executemany; "
+                     f"naive = first {len(naive_texts)} responses ({naive_parts} parts, one commit each)"),
+        "generate_and_ingest_wall_seconds": rnd(wall, 1),
+    }
+
+
+def _limit(path: Path, rows: list[tuple]) -> float:
+    """One executemany of prepared rows into a bare table, one transaction; seconds for insert + commit."""
+    conn = connect_sync(path)
+    try:
+        conn.execute(BARE_EVENTS)
+        t0 = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany(BARE_INSERT, rows)
+        conn.execute("COMMIT")
+        return time.perf_counter() - t0
+    finally:
+        conn.close()
+
+
+async def _naive(path: Path, texts: list[tuple[str, int, str]]) -> tuple[float, int]:
+    """The plan's pattern: decode, then one awaited INSERT and one awaited commit per row."""
+    conn = await aiosqlite.connect(str(path))
+    try:
+        for pragma in PRAGMAS:
+            await conn.execute(pragma)
+        await conn.execute(NAIVE_TABLE)
+        await conn.commit()
+        parts_written = 0
+        t0 = time.perf_counter()
+        for url, observed_at, text in texts:
+            body = json.loads(text)
+            if torn_error(body) is not None:
+                continue
+            for part in route(url, body):
+                await conn.execute(NAIVE_INSERT, (part.entity_type, part.entity_id, part.view, observed_at, url,
+                                                  json.dumps(part.payload)))
+                await conn.commit()
+                parts_written += 1
+        return time.perf_counter() - t0, parts_written
+    finally:
+        await conn.close()
