@@ -21,15 +21,15 @@ from .common import UserError, emit_table
 DEMO_KEY = "DEMOdemoDEMOdemo"  # the simulator accepts any 16-character key
 
 
-def _month_starts(start: int, end: int) -> list[int]:
+def _month_starts(start: int, months: int) -> list[int]:
+    """The first second of each of the `months` UTC months after the one `start` is in."""
     day = dt.datetime.fromtimestamp(start, dt.timezone.utc)
     first = dt.datetime(day.year, day.month, 1, tzinfo=dt.timezone.utc)
     out = []
-    while True:
+    for _ in range(months):
         first = (first + dt.timedelta(days=32)).replace(day=1)
-        if first.timestamp() > end:
-            return out
         out.append(int(first.timestamp()))
+    return out
 
 
 async def _drive(world, start: int, end: int, interval: int, profile_every: int, boundaries: list[int],
@@ -64,8 +64,8 @@ async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval:
     world = World(seed=seed, factions=max(factions, 2), territories=400)
     faction_ids = sorted(world.factions)[:factions]
     start = world.now
-    end = start + int(months * 31 * 86400)
-    boundaries = _month_starts(start, end)
+    boundaries = _month_starts(start, months)
+    end = boundaries[-1] + 6 * 3600  # a few hours into the next month: the last one is folded too
     sim = await start_simulator(world, rate_limit=None)
 
     def config(with_members: bool):
