@@ -42,6 +42,8 @@ def run_async(coro):
         raise
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None
+    except OverflowError:
+        raise UserError("a number is out of range (SQLite integers are 64-bit)") from None
     except sqlite3.DatabaseError as exc:
         raise UserError(f"database error: {exc}") from None
 
@@ -56,6 +58,8 @@ def friendly_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except MigrationError as exc:
             raise UserError(str(exc)) from None
+        except OverflowError:
+            raise UserError("a number is out of range (SQLite integers are 64-bit)") from None
         except sqlite3.DatabaseError as exc:
             raise UserError(f"database error: {exc}") from None
     return wrapper

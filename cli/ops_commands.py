@@ -21,7 +21,8 @@ def _open(ctx: click.Context):
 @click.command()
 @click.option("--projection", "name", metavar="NAME",
               help="Rebuild only this projection (players, factions, player_stats, faction_history, wars, territories).")
-@click.option("--batch", default=5000, show_default=True, help="Events per transaction.")
+@click.option("--batch", default=5000, show_default=True, type=click.IntRange(min=1),
+              help="Events per transaction.")
 @click.pass_context
 @friendly_errors
 def replay(ctx: click.Context, name: str | None, batch: int) -> None:

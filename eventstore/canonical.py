@@ -110,6 +110,28 @@ def canonical_bytes(view: str, payload: Any) -> bytes:
     return msgspec.json.encode(_without(payload, tree), order="sorted")
 
 
+MAX_DEPTH = 64  # Torn payloads nest a handful of levels; deeper is hostile, and unreadable by replay later
+
+
+def depth(obj: Any) -> int:
+    """How many containers deep `obj` nests (iterative, so a hostile body cannot exhaust the stack)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                return level
+            stack.extend((child, level + 1) for child in item if isinstance(child, (dict, list)))
+    return deepest
+
+
 def canonical_hash(view: str, payload: Any) -> str:
-    """Hex of the 128-bit BLAKE2b of the canonical form."""
-    return hashlib.blake2b(canonical_bytes(view, payload), digest_size=16).hexdigest()
+    """Hex of the 128-bit BLAKE2b of the canonical form. Refuses payloads nested deeper than MAX_DEPTH."""
+    data = canonical_bytes(view, payload)
+    # Counting brackets is cheap; only a payload with many of them is walked for its real depth.
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and depth(payload) > MAX_DEPTH:
+        raise ValueError(f"payload nests deeper than {MAX_DEPTH} levels")
+    return hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -26,7 +26,7 @@ def parse_line(line: str | bytes, where: str = "capture") -> Response | None:
         return None
     try:
         obj = _decoder.decode(line)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         return _unreadable(line, where, f"not JSON ({exc})")
     if not isinstance(obj, dict) or "url" not in obj or "body" not in obj:
         return _unreadable(line, where, "not a capture object with url, observed_at and body")

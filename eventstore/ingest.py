@@ -236,6 +236,22 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                                        for _, _, parts in routed for p, _ in parts))
         events: list[Event] = []
         heartbeats: list[Heartbeat] = []
+
+        def append(key: StreamKey, state: _StreamState, observed_at: int, digest: str, url: str,
+                   stored: bytes) -> None:
+            state.version += 1
+            position = conn.execute(
+                "INSERT INTO events (stream_id, version, observed_at, hash, rules, source_url, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (state.stream_id, state.version, observed_at, digest, RULES, url, stored.decode()),
+            ).lastrowid
+            # Projections get the payload as stored (NaN became null, ...), exactly what replay reads.
+            events.append(Event(position, key, state.version, observed_at, _decode(stored), url))
+            if state.head_observed_at is None or observed_at >= state.head_observed_at:
+                state.hash, state.rules, state.head_observed_at = digest, RULES, observed_at
+            state.last_checked = max(state.last_checked or observed_at, observed_at)
+            state.dirty = True
+
         for response, url, parts in routed:
             observed_at = response.observed_at
             for part, digest in parts:
@@ -261,19 +277,17 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                     report.unchanged += 1
                     heartbeats.append(Heartbeat(key, observed_at, part.payload))
                     continue
-                state.version += 1
-                stored = _encode(part.payload)
-                position = conn.execute(
-                    "INSERT INTO events (stream_id, version, observed_at, hash, rules, source_url, payload) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (state.stream_id, state.version, observed_at, digest, RULES, url, stored.decode()),
-                ).lastrowid
-                # Projections get the payload as stored (NaN became null, ...), exactly what replay reads.
-                events.append(Event(position, key, state.version, observed_at, _decode(stored), url))
-                if state.head_observed_at is None or observed_at >= state.head_observed_at:
-                    state.hash, state.rules, state.head_observed_at = digest, RULES, observed_at
-                state.last_checked = max(state.last_checked or observed_at, observed_at)
-                state.dirty = True
+                # A change observed before a later poll that confirmed the head (another writer, an old
+                # capture): the head is appended again at the time it was last confirmed, so the log and
+                # current state still end on what was seen last.
+                reconfirm, head_hash = None, state.hash
+                if not late and state.head_observed_at is not None and observed_at < (state.last_checked or 0):
+                    reconfirm = conn.execute(
+                        "SELECT source_url, payload FROM events WHERE stream_id = ? "
+                        "ORDER BY observed_at DESC, version DESC LIMIT 1", (state.stream_id,)).fetchone()
+                append(key, state, observed_at, digest, url, _encode(part.payload))
+                if reconfirm is not None:
+                    append(key, state, state.last_checked, head_hash, reconfirm[0], reconfirm[1].encode())
         dirty = [s for s in states.values() if s.dirty]
         conn.executemany(
             "UPDATE streams SET version = ?, hash = ?, rules = ?, head_observed_at = ?, last_checked = ?, "

@@ -202,6 +202,8 @@ def replay(conn: sqlite3.Connection, projection: str | None = None, batch: int =
 
     Interrupted, it can simply be run again: it starts over from a reset.
     """
+    if batch < 1:
+        raise ValueError("replay batch must be at least 1 event")
     names = [projection] if projection else [h.name for h in handlers()]
     reset(conn, names)
     return catch_up(conn, batch=batch, progress=progress)

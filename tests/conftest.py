@@ -68,3 +68,18 @@ def capture_file(tmp_path: Path) -> Path:
     path = tmp_path / "fixtures.ndjson"
     path.write_text("\n".join(fixture_capture_lines()) + "\n")
     return path
+
+
+# ------------------------------------------------------------------------------------------ --runslow
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run the heavier variants marked @pytest.mark.slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow variant: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)

@@ -216,3 +216,21 @@ def test_bars_alone_is_one_stream_part(conn):
     first = ingest_batch(conn, [Response(url=url, observed_at=100, body=body)])
     again = ingest_batch(conn, [Response(url=url, observed_at=340, body=body)])
     assert (first.appended, again.appended) == (1, 0)
+
+
+def test_a_change_seen_before_a_later_confirmation_does_not_become_current(conn):
+    """Alpha at t0, Alpha again at t2 (unchanged), then Beta observed at t1 arrives (a second writer):
+    Beta is kept at t1, and Alpha is appended again at t2, so the log still ends on what was seen last."""
+    url = "https://api.torn.com/user/8?selections=basic"
+    def body(name):
+        return {"level": 3, "gender": "Male", "player_id": 8, "name": name, "status": {"state": "Okay"}}
+    ingest_batch(conn, [Response(url=url, observed_at=1000, body=body("Alpha"))])
+    ingest_batch(conn, [Response(url=url, observed_at=3000, body=body("Alpha"))])
+    late = ingest_batch(conn, [Response(url=url, observed_at=2000, body=body("Beta"))])
+    assert late.appended == 2
+    rows = conn.execute("SELECT version, observed_at, json_extract(payload, '$.name') FROM events "
+                        "ORDER BY version").fetchall()
+    assert rows == [(1, 1000, "Alpha"), (2, 2000, "Beta"), (3, 3000, "Alpha")]
+    assert conn.execute("SELECT head_observed_at, last_checked FROM streams").fetchone() == (3000, 3000)
+    # the next poll of Alpha is unchanged
+    assert ingest_batch(conn, [Response(url=url, observed_at=3240, body=body("Alpha"))]).appended == 0
