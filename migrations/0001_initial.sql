@@ -193,6 +193,7 @@ CREATE TABLE war_status_history (
 CREATE INDEX idx_war_status_war_time ON war_status_history(war_id, recorded_at DESC);
 CREATE INDEX idx_war_status_territory ON war_status_history(territory_id, recorded_at);
 CREATE INDEX idx_war_status_timestamp ON war_status_history(recorded_at);
+CREATE INDEX idx_war_status_territory_start ON war_status_history(territory_id, started_at);  -- id-less v1 wars
 
 CREATE TABLE territory_ownership_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

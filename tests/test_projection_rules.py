@@ -375,3 +375,24 @@ def test_a_late_profile_still_names_a_player_known_only_from_bars(db):
     assert db.execute("SELECT name, level, life_maximum, last_updated FROM players WHERE player_id = 88").fetchone() \
         == ("Named", 7, 250, T0 + HOUR)
     assert_replay_gives_the_same_tables(db)
+
+
+def test_territory_war_status_looks_past_an_ended_war_to_an_older_open_one(db):
+    wars = "https://api.torn.com/v2/faction/{}/wars"
+
+    def body(*territory):
+        return {"pacts": [], "wars": {"ranked": None, "raids": [], "territory": list(territory)}}
+
+    feed(db, "https://api.torn.com/torn/AAC?selections=territory", T0 - HOUR, {"territory": {"AAC": v1_territory(200)}})
+    feed(db, wars.format(300), T0, body(v2_territory_war(555, "AAC", 300, 200, 0, T0 - 60)))
+    feed(db, wars.format(310), T0 + 10, body(v2_territory_war(556, "AAC", 310, 200, 50, T0 - 30)))
+    feed(db, wars.format(310), T0 + HOUR, body())          # 556 has ended; 555 (not in 310's list) is still on
+    feed(db, wars.format(300), T0 + 2 * HOUR, body())      # and now 555 too, with no wall taken
+    assert db.execute("SELECT war_id, attacking_score, status, recorded_at FROM war_status_history "
+                      "ORDER BY war_id, id").fetchall() == [
+        (555, 0, "ongoing", T0), (555, 0, "cancelled", T0 + 2 * HOUR),
+        (556, 50, "ongoing", T0 + 10), (556, 50, "completed", T0 + HOUR)]
+    assert db.execute("SELECT recorded_at, war_status FROM territory_ownership_history ORDER BY id").fetchall() == [
+        (T0 - HOUR, "none"), (T0, "defending"), (T0 + 10, "under_attack"), (T0 + HOUR, "defending"),
+        (T0 + 2 * HOUR, "none")]
+    assert_replay_gives_the_same_tables(db)

@@ -122,19 +122,30 @@ def territory_values(view: str, payload: Any) -> dict[str, Any]:
     return out
 
 
+# The ongoing war of a territory known at an event: each war's latest row of the territory (rows recorded and
+# logged by then), the newest such row that is ongoing. The latest row is one seek on idx_war_status_war_time
+# (`+territory_id` keeps the planner off the territory index there), so only one row per war reaches Python and
+# is checked, instead of every row of every war of the territory (the old newest-first loop). The DISTINCT
+# still reads the territory's index entries in SQL.
+WAR_STATUS_SQL = """
+SELECT h.status, h.attacking_score FROM (
+    SELECT DISTINCT war_id FROM war_status_history
+    WHERE territory_id = :code AND war_type = 'territory' AND recorded_at <= :t AND event_position <= :pos) w
+JOIN war_status_history h ON h.id = (
+    SELECT id FROM war_status_history
+    WHERE war_id = w.war_id AND +territory_id = :code AND war_type = 'territory' AND recorded_at <= :t
+      AND event_position <= :pos
+    ORDER BY recorded_at DESC, id DESC LIMIT 1)
+WHERE h.status = 'ongoing'
+ORDER BY h.recorded_at DESC, h.id DESC LIMIT 1"""
+
+
 def war_status_at(conn: sqlite3.Connection, code: str, event: Event) -> str:
     """'none', 'under_attack' or 'defending' from the wars rows of `code` known at this event."""
-    seen = set()
-    for war_id, status, score in conn.execute(
-            "SELECT war_id, status, attacking_score FROM war_status_history WHERE territory_id = ? "
-            "AND war_type = 'territory' AND recorded_at <= ? AND event_position <= ? "
-            "ORDER BY recorded_at DESC, id DESC", (code, event.observed_at, event.position)):
-        if war_id in seen:
-            continue
-        seen.add(war_id)
-        if status == "ongoing":
-            return "defending" if score == 0 else "under_attack"
-    return "none"
+    row = conn.execute(WAR_STATUS_SQL, {"code": code, "t": event.observed_at, "pos": event.position}).fetchone()
+    if row is None:
+        return "none"
+    return "defending" if row[1] == 0 else "under_attack"
 
 
 def _war_territory(view: str, payload: Any) -> str | None:

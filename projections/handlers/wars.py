@@ -53,6 +53,23 @@ FIELDS = ("war_type", "territory_id", "attacking_faction_id", "defending_faction
 HISTORY = History("war_status_history", "war_id", "recorded_at", FIELDS)
 ENDED = ("completed", "cancelled")
 
+# The territory wars whose latest row at :t is ongoing. Shaped for idx_war_status_war_time(war_id, recorded_at):
+# the recursive CTE walks the distinct war ids one index seek at a time and each war's latest row is one more
+# seek, so a list event costs a seek per war, not a sort of every history row (the cost grew with history).
+# A war id's latest row of any type is its state (HISTORY is keyed by war_id alone), hence war_type outside.
+OPEN_TERRITORY_WARS_SQL = """
+WITH RECURSIVE ids(war_id) AS (
+    SELECT MIN(war_id) FROM war_status_history
+    UNION ALL
+    SELECT (SELECT MIN(war_id) FROM war_status_history WHERE war_id > ids.war_id) FROM ids
+    WHERE ids.war_id IS NOT NULL)
+SELECT h.war_id, h.territory_id, h.started_at, h.attacking_faction_id, h.defending_faction_id
+FROM ids JOIN war_status_history h ON h.id = (
+    SELECT id FROM war_status_history WHERE war_id = ids.war_id AND recorded_at <= :t
+    ORDER BY recorded_at DESC, id DESC LIMIT 1)
+WHERE h.war_type = 'territory' AND h.status = 'ongoing'
+ORDER BY h.war_id"""
+
 
 # ------------------------------------------------------------------------------------------ ids
 def code_number(code: str) -> int:
@@ -262,11 +279,7 @@ class WarsHandler(Handler):
                 ids.add(real_id)
             elif code and start is not None:
                 keys.add((code, start))
-        rows = conn.execute(
-            "SELECT war_id, territory_id, started_at, attacking_faction_id, defending_faction_id FROM ("
-            "  SELECT *, ROW_NUMBER() OVER (PARTITION BY war_id ORDER BY recorded_at DESC, id DESC) AS rn"
-            "  FROM war_status_history WHERE war_type = 'territory' AND recorded_at <= ?"
-            ") WHERE rn = 1 AND status = 'ongoing' ORDER BY war_id", (t,)).fetchall()
+        rows = conn.execute(OPEN_TERRITORY_WARS_SQL, {"t": t}).fetchall()
         for war_id, territory, started, attacking, defending in rows:
             if faction_id is not None and faction_id not in (attacking, defending):
                 continue
