@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .db import joined_transaction
+
 _STAMP = "%Y%m%dT%H%M%SZ"
 _DATED = re.compile(r"\.backup-(\d{8}T\d{6}Z)$")
 
@@ -78,19 +80,10 @@ def record_backup(conn: sqlite3.Connection, dest: str | Path, created_at: int, s
                   reason: str | None) -> None:
     """A row in `backups` for a backup file (one row per path: recording it again updates the row)."""
     path = str(dest)
-    owns = not conn.in_transaction
-    if owns:
-        conn.execute("BEGIN IMMEDIATE")
-    try:
+    with joined_transaction(conn):
         conn.execute("DELETE FROM backups WHERE path = ?", (path,))
         conn.execute("INSERT INTO backups (path, created_at, bytes, reason) VALUES (?, ?, ?, ?)",
                      (path, created_at, size, reason))
-        if owns:
-            conn.execute("COMMIT")
-    except BaseException:
-        if owns:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def list_backups(db_path: str | Path) -> list[Path]:
@@ -121,17 +114,8 @@ def forget_backups(conn: sqlite3.Connection, paths: list[str]) -> None:
     """Drop the `backups` rows of files that rotation deleted."""
     if not paths:
         return
-    owns = not conn.in_transaction
-    if owns:
-        conn.execute("BEGIN IMMEDIATE")
-    try:
+    with joined_transaction(conn):
         conn.executemany("DELETE FROM backups WHERE path = ?", [(p,) for p in paths])
-        if owns:
-            conn.execute("COMMIT")
-    except BaseException:
-        if owns:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _fsync(path: Path) -> None:

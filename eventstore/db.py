@@ -87,6 +87,24 @@ async def run_in_connection(conn: aiosqlite.Connection, fn: Callable[..., T], *a
     return await conn._execute(fn, conn._conn, *args)  # noqa: SLF001
 
 
+class joined_transaction:
+    """Like Transaction, but joins the caller's transaction when one is open (then the caller commits)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.owns = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.owns = not self.conn.in_transaction
+        if self.owns:
+            self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.owns:
+            self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
 class Transaction:
     """`with Transaction(conn):` runs the block in BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error.
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventstore.db import close_sync, connect_sync
 from eventstore.ingest import ingest_batch
-from eventstore.migrate import migrate
 from eventstore.records import Response
 from projections import runner
 from projections.runner import project_inline
@@ -30,11 +28,9 @@ TABLES = {
 
 
 @pytest.fixture
-def db(tmp_path):
-    conn = connect_sync(tmp_path / "torn.db")
-    migrate(conn)
-    yield conn
-    close_sync(conn)
+def db(conn):
+    """A migrated database on disk (conftest's `conn`), by the name these tests use."""
+    return conn
 
 
 def feed(conn, url: str, observed_at: int, body: dict) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventstore.db import close_sync, connect_sync
 from eventstore.ingest import ingest_batch
-from eventstore.migrate import migrate
 from eventstore.records import Response
 from projections import runner
 from projections.runner import project_inline
@@ -73,11 +71,9 @@ def picture(conn) -> dict:
 
 
 @pytest.fixture
-def db(tmp_path):
-    conn = connect_sync(tmp_path / "torn.db")
-    migrate(conn)
-    yield conn
-    close_sync(conn)
+def db(conn):
+    """A migrated database on disk (conftest's `conn`), by the name these tests use."""
+    return conn
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURE_URLS))
