@@ -182,30 +182,27 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
     quarantine_rows: list[tuple] = []
     gap_rows: list[tuple] = []
 
+    def reject(url: str, observed_at: int | None, reason: str, body_text: str) -> None:
+        report.rejected.append(Rejected(url, observed_at, reason))
+        quarantine_rows.append((observed_at, url, reason, body_text))
+
     # 1. Route and classify outside the write lock's critical part (pure CPU).
     for response in responses:
         url = _storable(strip_key(response.url))
         observed_at = response.observed_at
         body = response.body
         if response.fault:
-            report.rejected.append(Rejected(url, None, response.fault))
-            quarantine_rows.append((None, url, response.fault, _as_text(body)))
+            reject(url, None, response.fault, _as_text(body))
             continue
         if not isinstance(observed_at, int) or isinstance(observed_at, bool) or not 0 <= observed_at < _INT64:
-            reason = f"{url}: observed_at {observed_at!r} is not Unix seconds"
-            report.rejected.append(Rejected(url, None, reason))
-            quarantine_rows.append((None, url, reason, _as_text(body)))
+            reject(url, None, f"{url}: observed_at {observed_at!r} is not Unix seconds", _as_text(body))
             continue
         if isinstance(body, str):
-            reason = f"{url}: body is not valid JSON"
-            report.rejected.append(Rejected(url, observed_at, reason))
-            quarantine_rows.append((observed_at, url, reason, _storable(body)))
+            reject(url, observed_at, f"{url}: body is not valid JSON", _storable(body))
             continue
         err = torn_error(body)
         if err is not None and not -_INT64 <= err[0] < _INT64:
-            reason = f"{url}: Torn error code {err[0]} is out of range"
-            report.rejected.append(Rejected(url, observed_at, reason))
-            quarantine_rows.append((observed_at, url, reason, _as_text(body)))
+            reject(url, observed_at, f"{url}: Torn error code {err[0]} is out of range", _as_text(body))
             continue
         if err is not None:
             code, text = err[0], _storable(err[1])
@@ -223,9 +220,7 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                 parts = route(url, body)
             hashes = [canonical_hash(p.view, p.payload) for p in parts]
         except (RoutingError, TypeError, ValueError, OverflowError, RecursionError) as exc:
-            reason = f"{url}: {exc}" if not str(exc).startswith(url) else str(exc)
-            report.rejected.append(Rejected(url, observed_at, reason))
-            quarantine_rows.append((observed_at, url, reason, _as_text(body)))
+            reject(url, observed_at, str(exc) if str(exc).startswith(url) else f"{url}: {exc}", _as_text(body))
             continue
         routed.append((response, url, list(zip(parts, hashes))))
 
