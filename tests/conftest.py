@@ -9,9 +9,8 @@ import pytest
 from eventstore.db import close_sync, connect_sync
 from eventstore.migrate import migrate
 
+# shared/ lies beside the repository, for the developers and for CI alike.
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "torn-api" / "fixtures"
-if not FIXTURES.exists():  # CI lays shared/ beside the clone
-    FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "torn-api" / "fixtures"
 
 # Each fixture with a plausible URL it could have come from.
 FIXTURE_URLS = {
