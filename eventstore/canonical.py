@@ -3,7 +3,8 @@
 The canonical form is the payload with its noise fields removed and its keys sorted, encoded as compact
 JSON, hashed with 128-bit BLAKE2b. Noise fields are text or counters that only restate the clock
 (`last_action.relative`, countdowns, tick timers, `days_in_faction`: fact 4 of the Torn API notes); they
-change on every poll without any change of state, so hashing them would store every poll.
+change on every poll without any change of state, so hashing them would store every poll. A context
+field that says where a part came from rather than what it is counts as noise too.
 
 The rule set has a tag (RULES). A stream remembers the tag its hash was made with; when the rules change,
 ingest re-hashes the stream's head event under the new rules before comparing, so a rule change never
@@ -16,7 +17,10 @@ from typing import Any
 
 import msgspec
 
-RULES = "r1"
+RULES = "r2"
+# r1 -> r2: `_faction_id` left the canonical form of v1.faction_territorywar. It names the faction whose
+# response carried the war, not the war's state: two factions at war with each other, both polled, made
+# the war's stream flip between two "states" and store an event per poll.
 
 # Per view (see routing.py): dotted paths removed before hashing. '*' matches any key or list item.
 _PLAYER = (
@@ -51,6 +55,7 @@ NOISE: dict[str, tuple[str, ...]] = {
     "v1.personalstats": ("personalstats.useractivity", "personalstats.activestreak"),
     "v2.personalstats": ("other.activity",),
     "v1.faction": ("age",),
+    "v1.faction_territorywar": ("_faction_id",),   # stored by r1 routing; now the source URL says it
     "v2.faction": ("days_old",),
     "v1.chain": ("chain.timeout", "chain.cooldown"),
     "v2.chain": ("timeout", "cooldown"),
@@ -59,11 +64,24 @@ NOISE: dict[str, tuple[str, ...]] = {
 _ALWAYS = ("_metadata",)
 
 
-def _tree(paths: tuple[str, ...]) -> dict:
-    """Noise paths as a tree: {'status': {'description': None}, 'age': None}. None marks a removed leaf."""
-    tree: dict = {}
+class _Node:
+    """One level of a view's noise paths: the keys dropped here, the keys to descend into, and what '*'
+    (any other key or list item) means. Built once per view; `_without` runs for every part of every poll."""
+    __slots__ = ("names", "drop", "sub", "star", "star_drops")
+
+    def __init__(self) -> None:
+        self.names: frozenset = frozenset()   # every key named at this level ('*' excluded)
+        self.drop: frozenset = frozenset()    # keys removed here
+        self.sub: dict[str, _Node] = {}       # keys whose value has removals below
+        self.star: _Node | None = None        # '*.x': descend into every other key / list item
+        self.star_drops = False               # a '*' leaf: every other key is removed
+
+
+def _tree(paths: tuple[str, ...]) -> _Node:
+    """Noise paths ('status.description', 'age', '*.timer') as a tree of _Node."""
+    nested: dict = {}
     for path in paths + _ALWAYS:
-        node = tree
+        node = nested
         *parents, leaf = path.split(".")
         for key in parents:
             child = node.get(key)
@@ -71,34 +89,47 @@ def _tree(paths: tuple[str, ...]) -> dict:
                 child = node[key] = {}
             node = child
         node[leaf] = None
-    return tree
+
+    def build(level: dict) -> _Node:
+        node = _Node()
+        node.names = frozenset(k for k in level if k != "*")
+        node.drop = frozenset(k for k, v in level.items() if v is None and k != "*")
+        node.sub = {k: build(v) for k, v in level.items() if v is not None and k != "*"}
+        if "*" in level:
+            node.star_drops = level["*"] is None
+            node.star = None if node.star_drops else build(level["*"])
+        return node
+
+    return build(nested)
 
 
-_TREES: dict[str, dict] = {}
+_TREES: dict[str, _Node] = {}
 
 
-def _without(obj: Any, tree: dict) -> Any:
+def _without(obj: Any, node: _Node) -> Any:
     """A copy of `obj` without the tree's leaves; only the dicts on a removed path are copied."""
     if isinstance(obj, dict):
-        if "*" not in tree and not any(key in obj for key in tree):
-            return obj  # nothing to remove at this level or below: no copy
+        if node.star is None and not node.star_drops:
+            if obj.keys().isdisjoint(node.names):
+                return obj  # nothing to remove at this level or below: no copy
+            out = {k: v for k, v in obj.items() if k not in node.drop}
+            for key, sub in node.sub.items():
+                if key in out:
+                    out[key] = _without(out[key], sub)
+            return out
         out = {}
         for key, value in obj.items():
-            if key in tree:
-                sub = tree[key]
-                if sub is None:
-                    continue
-                out[key] = _without(value, sub)
-            elif "*" in tree:
-                sub = tree["*"]
-                if sub is None:
-                    continue
-                out[key] = _without(value, sub)
+            if key in node.drop:
+                continue
+            if key in node.sub:
+                out[key] = _without(value, node.sub[key])
+            elif node.star_drops:
+                continue
             else:
-                out[key] = value
+                out[key] = _without(value, node.star)
         return out
-    if isinstance(obj, list) and "*" in tree and tree["*"] is not None:
-        return [_without(item, tree["*"]) for item in obj]
+    if isinstance(obj, list) and node.star is not None:
+        return [_without(item, node.star) for item in obj]
     return obj
 
 
@@ -135,3 +166,28 @@ def canonical_hash(view: str, payload: Any) -> str:
     if data.count(b"[") + data.count(b"{") > MAX_DEPTH and depth(payload) > MAX_DEPTH:
         raise ValueError(f"payload nests deeper than {MAX_DEPTH} levels")
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class HashMemo:
+    """Each stream's last payload as plain JSON bytes, with its canonical hash.
+
+    Most polls of an entity repeat the last one byte for byte; encoding without sorting and comparing
+    bytes costs a fraction of noise removal, sorting and hashing. The memo is a cache of a pure function
+    (same view and bytes, same hash), so it can never make a change look unchanged: any difference in
+    the bytes (a value, a key order, 1 against 1.0) takes the full path."""
+    LIMIT = 250_000
+
+    def __init__(self) -> None:
+        self._last: dict[Any, tuple[bytes, str]] = {}
+
+    def hash(self, stream: Any, view: str, payload: Any) -> str:
+        raw = msgspec.json.encode(payload)
+        seen = self._last.get(stream)
+        if seen is not None and seen[0] == raw:
+            return seen[1]
+        digest = canonical_hash(view, payload)
+        if len(self._last) >= self.LIMIT:
+            self._last.clear()
+        self._last[stream] = (raw, digest)
+        return digest
+

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 
 import msgspec
 
-from .canonical import RULES, canonical_hash
+from .canonical import RULES, HashMemo, canonical_hash
 from .records import Event, Heartbeat, Rejected, Response, StreamKey, TornError
 from .routing import Part, RoutingError, parse_stream_name, route
 from .secrets import strip_key
@@ -36,6 +36,7 @@ Projector = Callable[[sqlite3.Connection, list[Event], list[Heartbeat]], None]
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _INT64 = 2 ** 63  # SQLite integers are signed 64-bit
+_MEMO = HashMemo()  # a cache of a pure function: shared by every connection of the process
 
 
 @dataclass
@@ -178,7 +179,7 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                  projector: Projector | None = None) -> IngestReport:
     """Ingest a batch in one transaction. See the module docstring."""
     report = IngestReport(responses=len(responses))
-    routed: list[tuple[Response, str, list[Part]]] = []
+    routed: list[tuple[Response, str, list[tuple[StreamKey, Part, str]]]] = []
     quarantine_rows: list[tuple] = []
     gap_rows: list[tuple] = []
 
@@ -218,17 +219,19 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                 parts = [Part(entity_type, entity_id, view, body)]
             else:
                 parts = route(url, body)
-            hashes = [canonical_hash(p.view, p.payload) for p in parts]
+            keyed = []
+            for p in parts:
+                key = StreamKey(p.entity_type, p.entity_id, p.view)
+                keyed.append((key, p, _MEMO.hash(key, p.view, p.payload)))
         except (RoutingError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             reject(url, observed_at, str(exc) if str(exc).startswith(url) else f"{url}: {exc}", _as_text(body))
             continue
-        routed.append((response, url, list(zip(parts, hashes))))
+        routed.append((response, url, keyed))
 
     # 2. Compare and append inside one IMMEDIATE transaction.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        states = _cached_states(conn, (StreamKey(p.entity_type, p.entity_id, p.view)
-                                       for _, _, parts in routed for p, _ in parts))
+        states = _cached_states(conn, (key for _, _, parts in routed for key, _, _ in parts))
         events: list[Event] = []
         heartbeats: list[Heartbeat] = []
 
@@ -249,8 +252,7 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
 
         for response, url, parts in routed:
             observed_at = response.observed_at
-            for part, digest in parts:
-                key = StreamKey(part.entity_type, part.entity_id, part.view)
+            for key, part, digest in parts:
                 state = states[key]
                 if state.new:
                     state.stream_id = conn.execute(

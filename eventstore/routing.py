@@ -165,11 +165,12 @@ def _v1_keyed(body: dict, key: str, where: str, id_kind: str, entity_type: str, 
               **context: Any) -> tuple[list[Part], list[str]]:
     """Split a v1 dict keyed by id into one part per entry."""
     parts, ids = [], []
+    extra = {"_" + name: value for name, value in context.items()}  # the same for every entry
     for raw_id, item in _dict_field(body, key, where).items():
         entity_id = _code(raw_id, where) if id_kind == "code" else _numeric_id(raw_id, "id", where)
         if not isinstance(item, dict):
             raise RoutingError(f"{where}: entry {raw_id!r} of '{key}' is {type(item).__name__}, expected an object")
-        parts.append(Part(entity_type, entity_id, view, _with_context(item, id=entity_id, **context)))
+        parts.append(Part(entity_type, entity_id, view, {**item, "_id": entity_id, **extra}))
         ids.append(entity_id)
     return parts, sorted(ids, key=_sort_key)
 
@@ -256,8 +257,8 @@ def _v1_faction(ep: Endpoint, body: dict) -> list[Part]:
             # Without a war id, the territory code and the start time name the war (as in torn/territorywars).
             entity_id = (_numeric_id(war_id, "territory_war_id", where) if war_id is not None
                          else f"{code}@{_numeric_id(item.get('start_time'), 'start_time', where)}")
-            wars.append(Part("territorywar", entity_id, "v1.faction_territorywar",
-                             _with_context(item, faction_id=fid)))
+            # No `_faction_id`: the war reads the same in both sides' responses (the source URL says whose).
+            wars.append(Part("territorywar", entity_id, "v1.faction_territorywar", item))
         parts += wars
         rest.pop("territory_wars")
         rest["territory_war_ids"] = sorted((p.entity_id for p in wars), key=_sort_key)

@@ -405,7 +405,7 @@ class V1FactionTerritoryWar(Struct, kw_only=True):
     start_time: Loose = None
     end_time: Loose = None
     territory_war_id: Loose = None
-    faction_id: Loose = field(default=None, name="_faction_id")
+    faction_id: Loose = field(default=None, name="_faction_id")  # in events routed before rules r2 only
 
 
 class V2TerritoryWar(Struct, kw_only=True):

@@ -8,7 +8,7 @@ import json
 import msgspec
 from hypothesis import given, settings, strategies as st
 
-from eventstore.canonical import canonical_hash
+from eventstore.canonical import RULES, HashMemo, canonical_hash
 from eventstore.capture import export_events, read_capture
 from eventstore.db import close_sync, connect_sync
 from eventstore.ingest import ingest_batch
@@ -118,7 +118,7 @@ def test_rule_change_does_not_make_streams_look_new(conn, db_path):
     report = ingest_batch(conn, fixture_responses(OBSERVED_AT + 60))
     assert report.appended == 0
     assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == count
-    assert {r[0] for r in conn.execute("SELECT rules FROM streams")} == {"r1"}
+    assert {r[0] for r in conn.execute("SELECT rules FROM streams")} == {RULES}
 
 
 def test_export_then_import_reproduces_the_log(conn, tmp_path):
@@ -234,3 +234,55 @@ def test_a_change_seen_before_a_later_confirmation_does_not_become_current(conn)
     assert conn.execute("SELECT head_observed_at, last_checked FROM streams").fetchone() == (3000, 3000)
     # the next poll of Alpha is unchanged
     assert ingest_batch(conn, [Response(url=url, observed_at=3240, body=body("Alpha"))]).appended == 0
+
+
+def test_the_hash_memo_gives_the_canonical_hash_and_never_hides_a_change():
+    """The memo skips hashing when a stream's payload repeats byte for byte; anything else, even a value
+    Python calls equal (1, 1.0, True), takes the full path."""
+    memo, view, stream = HashMemo(), "v1.profile", ("user", "1", "v1.profile")
+    first = {"level": 1, "name": "a", "last_action": {"relative": "1 minute ago"}}
+    variants = [first, msgspec.json.decode(msgspec.json.encode(first)), {**first, "level": True},
+                {**first, "level": 1.0}, {**first, "level": 2}, first,
+                {**first, "last_action": {"relative": "2 minutes ago"}}, {"name": "a", "level": 1,
+                                                                           "last_action": {"relative": "x"}}]
+    got = [memo.hash(stream, view, payload) for payload in variants]
+    assert got == [canonical_hash(view, payload) for payload in variants]
+    assert len({got[0], got[2], got[3], got[4]}) == 4          # 1, true, 1.0 and 2 are four states
+    assert got[0] == got[1] == got[5] == got[6] == got[7]      # noise and key order are not changes
+
+
+def _faction_at_war(fid: int, score: int) -> dict:
+    war = {"territory": "CDA", "assaulting_faction": 11, "defending_faction": 22, "score": score,
+           "required_score": 600000, "start_time": 1_772_657_214, "end_time": 1_772_916_414}
+    return {"ID": fid, "name": f"F{fid}", "respect": 1000, "territory_wars": [war]}
+
+
+def test_both_sides_of_a_territory_war_polled_store_one_event_per_change(conn):
+    """Faction 11 assaults faction 22; both are polled each round and both responses carry the war. The
+    war's stream changes when the score does, not every time the other side's response arrives."""
+    for i, score in enumerate([0, 0, 0, 150, 150, 150]):
+        ingest_batch(conn, [Response(url=f"https://api.torn.com/faction/{fid}?selections=basic",
+                                     observed_at=OBSERVED_AT + 240 * i, body=_faction_at_war(fid, score))
+                            for fid in (11, 22)])
+    scores = [json.loads(p)["score"] for (p,) in conn.execute(
+        "SELECT payload FROM events JOIN streams USING (stream_id) WHERE view = 'v1.faction_territorywar' "
+        "ORDER BY position")]
+    assert scores == [0, 150]
+
+
+def test_war_heads_stored_with_a_faction_id_under_rules_r1_are_not_new_under_r2(conn):
+    ingest_batch(conn, [Response(url=f"https://api.torn.com/faction/{fid}?selections=basic", observed_at=OBSERVED_AT,
+                                 body=_faction_at_war(fid, 0)) for fid in (11, 22)])
+    # As tornstore stored it before r2: the war's payload carried the faction it came from.
+    row = conn.execute("SELECT stream_id, payload FROM events JOIN streams USING (stream_id) "
+                       "WHERE view = 'v1.faction_territorywar'").fetchone()
+    old = {**json.loads(row[1]), "_faction_id": 11}
+    conn.execute("UPDATE events SET payload = ?, rules = 'r1', hash = 'r1-hash' WHERE stream_id = ?",
+                 (json.dumps(old), row[0]))
+    conn.execute("UPDATE streams SET rules = 'r1', hash = 'r1-hash' WHERE stream_id = ?", (row[0],))
+    conn.stream_cache = None
+    report = ingest_batch(conn, [Response(url=f"https://api.torn.com/faction/{fid}?selections=basic",
+                                          observed_at=OBSERVED_AT + 240, body=_faction_at_war(fid, 0))
+                                 for fid in (11, 22)])
+    assert report.appended == 0
+    assert conn.execute("SELECT rules FROM streams WHERE stream_id = ?", (row[0],)).fetchone() == (RULES,)
