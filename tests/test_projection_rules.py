@@ -192,6 +192,22 @@ def test_life_maximum_zero_is_an_error_and_the_next_event_projects(db):
     assert [(r[0], r[7]) for r in stats_rows(db, 99)] == [(T0 + HOUR, 1500)]
 
 
+def test_a_bad_event_inside_a_batch_is_recorded_and_the_events_around_it_project(db):
+    """Handlers apply a batch under one savepoint; a failure undoes the batch and redoes it event by
+    event, so the result is the same as one savepoint per event."""
+    batch = [Response(url=f"https://api.torn.com/v2/user/{pid}/profile", observed_at=T0 + i,
+                      body=v2_profile(pid, life_max=0 if pid == 72 else 1000 + pid))
+             for i, pid in enumerate((71, 72, 73))]
+    ingest_batch(db, batch, project_inline)
+    assert {(p, stream) for p, stream, _ in errors(db)} == {("players", "user:72:v2.profile"),
+                                                            ("player_stats", "user:72:v2.profile")}
+    assert db.execute("SELECT player_id, life_maximum FROM players ORDER BY player_id").fetchall() == [
+        (71, 1071), (73, 1073)]
+    assert [r[0] for r in db.execute("SELECT player_id FROM player_stats_history ORDER BY id")] == [71, 73]
+    assert db.execute("SELECT MIN(position) FROM projection_checkpoints").fetchone()[0] == \
+        db.execute("SELECT MAX(position) FROM events").fetchone()[0]
+
+
 def test_no_history_before_the_horizon_but_values_carry_forward(db):
     db.execute("INSERT INTO store_meta (key, value) VALUES ('prune_horizon', ?)", (T0 + DAY,))
     feed(db, "https://api.torn.com/v2/user/31/battlestats", T0, v2_battlestats(10, 20, 30, 40))
