@@ -545,3 +545,62 @@ async def test_the_cli_runs_the_compactor_when_a_utc_month_ends(db_path):
         assert hook.runs == 1
     finally:
         await store.close()
+
+
+# ------------------------------------------------------------------------------------------ batching rounds
+async def test_rounds_without_flush_wait_for_flush_every_and_lose_nothing(sim, db_path):
+    """run_once(flush=False) leaves a round's responses pending until flush_every (simulated) has passed,
+    so a caller driving rounds stores several per transaction; close() stores the rest."""
+    fa = sim.faction_a
+    cfg = config_for(sim, batch=1000, flush_every="10m",
+                     factions=[{"id": fa.id, "fetch": ["v1:basic"], "members": False}])
+    clock = SimClock(sim)
+    store = await Store.open(db_path)
+    batches = []
+
+    async def counting_sink(responses):
+        batches.append(len(responses))
+        return await store.ingest_many(responses)
+
+    try:
+        collector = Collector(cfg, counting_sink, run=store.run, clock=clock, sleep=clock.sleep)
+        async with collector:
+            for _ in range(7):                      # 7 rounds, 4 simulated minutes apart
+                await collector.run_once(flush=False)
+                sim.advance(240)
+            stored_before_close = sum(batches)
+        report = collector.report
+    finally:
+        await store.close()
+    assert stored_before_close < 7 and len(batches) >= 2 and max(batches) >= 3   # several rounds per batch
+    assert sum(batches) == 7 == report.responses                                 # and every one stored
+    assert query(db_path, "SELECT count(*) FROM streams WHERE last_checked = ?", clock() - 240)[0][0] > 0
+
+
+async def test_key_use_counts_are_saved_on_a_cadence_and_state_changes_at_once(sim, db_path):
+    fa = sim.faction_a
+    cfg = config_for(sim, keys=("A",), factions=[{"id": fa.id, "fetch": ["v1:basic"], "members": False}])
+    clock = SimClock(sim)
+    store = await Store.open(db_path)
+    fp = fingerprint(KEY_A)
+
+    def saved():
+        return query(db_path, "SELECT requests, last_error_code FROM api_keys WHERE fingerprint = ?", fp)
+
+    try:
+        collector = Collector(cfg, store.ingest_many, run=store.run, clock=clock, sleep=clock.sleep,
+                              usage_every=3600)
+        async with collector:
+            await collector.run_once()
+            assert saved() == [(1, None)]           # the first save
+            for _ in range(3):
+                sim.advance(240)
+                await collector.run_once()
+            assert saved() == [(1, None)]           # use counts wait for usage_every...
+            sim.inject_fault("error", code=17, count=1)
+            sim.advance(240)
+            await collector.run_once()
+            assert saved()[0][1] == 17              # ...an error code does not
+        assert saved()[0][0] == collector.pool.keys[0].requests == 6   # close() saves the counts
+    finally:
+        await store.close()

@@ -15,6 +15,7 @@ from aiohttp reaches the caller unscrubbed, because for v1 it holds the URL with
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -53,8 +54,13 @@ class ApiRequest:
 
     def url(self, base: str) -> str:
         """The URL without the key (as stored and logged)."""
-        query = urlencode(self.params, safe=",:") if self.params else ""
-        return f"{base.rstrip('/')}/{self.path.lstrip('/')}" + (f"?{query}" if query else "")
+        return _url(base, self.path, self.params)
+
+
+@functools.lru_cache(maxsize=8192)  # the same few hundred requests, every few minutes
+def _url(base: str, path: str, params: tuple[tuple[str, str], ...]) -> str:
+    query = urlencode(params, safe=",:") if params else ""
+    return f"{base.rstrip('/')}/{path.lstrip('/')}" + (f"?{query}" if query else "")
 
 
 @dataclass
@@ -105,6 +111,7 @@ class TornClient:
                 timeout=aiohttp.ClientTimeout(total=self.timeout, connect=min(self.timeout, 10.0)),
                 headers={"User-Agent": self.user_agent, "Accept": "application/json"},
                 raise_for_status=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # the API sets none; no jar to consult per request
             )
         return self._session
 
@@ -159,8 +166,9 @@ class TornClient:
                     result.body = data.decode("utf-8", errors="replace")
         result.observed_at = int(self.clock())
         result.elapsed = time.monotonic() - started
-        log.debug("GET %s -> %s in %.0f ms (key %s)", url, result.failure or result.status,
-                  result.elapsed * 1000, fingerprint(key))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("GET %s -> %s in %.0f ms (key %s)", url, result.failure or result.status,
+                      result.elapsed * 1000, fingerprint(key))
         return result
 
     async def _read(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
@@ -169,6 +177,8 @@ class TornClient:
         if length is not None and length > self.max_body:
             resp.close()
             return b"", True
+        if length is not None:
+            return await resp.read(), False  # the declared length is within the limit: one read
         data = bytearray()
         async for chunk in resp.content.iter_chunked(64 * 1024):
             data += chunk

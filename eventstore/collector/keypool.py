@@ -106,7 +106,8 @@ class ApiKey:
     uses: deque = field(default_factory=deque, repr=False)
     blocked: dict = field(default_factory=dict, repr=False)   # category -> until (error 14)
     trial_inflight: bool = False
-    dirty: bool = True
+    dirty: bool = True                 # state changed: saved at the next flush
+    used: bool = False                 # only last_used_at/requests changed: saved now and then
     use_seq: int = 0                   # order of last use (ties in last_used_at under a stopped clock)
 
     def __post_init__(self) -> None:
@@ -183,12 +184,15 @@ class KeyPool:
             key.last_used_at = float(used_at or 0)
             key.requests = int(requests or 0)
             key.reason = reason
-            key.dirty = False
+            key.dirty = key.used = False
 
-    def dirty_rows(self) -> list[tuple]:
-        rows = [k.row() for k in self.keys if k.dirty]
+    def dirty_rows(self, usage: bool = True) -> list[tuple]:
+        """Rows of keys whose state changed; with `usage`, also of keys that were only used (their
+        last_used_at and request count), which the collector saves on a slower cadence."""
+        rows = [k.row() for k in self.keys if k.dirty or (usage and k.used)]
         for k in self.keys:
-            k.dirty = False
+            if k.dirty or usage:
+                k.dirty = k.used = False
         return rows
 
     # ------------------------------------------------------------------ choosing
@@ -283,7 +287,7 @@ class KeyPool:
             self.owner_probe[key.owner] = "inflight"
         if self.global_probe == "needed":
             self.global_probe = "inflight"
-        key.dirty = True
+        key.used = True
 
     def _answered(self, key: ApiKey, rate_limited: bool = False, paused_all: bool = False) -> None:
         """A request with this key got an answer: a probe in flight is over (or needed again)."""

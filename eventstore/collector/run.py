@@ -14,6 +14,10 @@ collector stops. Torn error bodies never reach the sink: the collector records e
 target it was for) and acts on its code (see keypool). `run(fn, *args)` (EventLog.run) is used to load and
 save key state, gaps and target problems; without it they are kept in memory only (`collector.gaps`).
 
+Key state is saved at the first flush after it changes (a pause, an error code); a key's use count and
+last use are saved at most every `usage_every` seconds and when the collector closes, so a busy poller
+does not rewrite its key rows with every batch.
+
 `on_tick(now)` (sync or async) is called after each flush and at least every `tick_every` seconds while
 running; the CLI uses it to run the compactor after a UTC month boundary.
 
@@ -95,7 +99,8 @@ class Collector:
                  on_tick: Callable[[float], Any] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None,
                  tick_every: float = 60.0, max_wait: float = 90.0, backoff_base: float = 2.0,
-                 backoff_cap: float = 60.0, stop_grace: float = 5.0, client: TornClient | None = None):
+                 backoff_cap: float = 60.0, stop_grace: float = 5.0, usage_every: float = 60.0,
+                 client: TornClient | None = None):
         self.config = config
         self.sink = sink
         self.run_db = run
@@ -108,6 +113,7 @@ class Collector:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.stop_grace = stop_grace
+        self.usage_every = usage_every
         self.secrets = tuple(config.secrets())
         self.pool = KeyPool(
             [ApiKey(k.secret, k.owner, ACCESS_LEVELS[k.access], k.budget) for k in config.keys],
@@ -127,6 +133,7 @@ class Collector:
         self._ready: list[_OnDemand] = []
         self._flush_lock = asyncio.Lock()
         self._last_flush = 0.0
+        self._usage_saved = float("-inf")
         self._last_tick: float | None = None
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -164,7 +171,7 @@ class Collector:
 
     async def close(self) -> None:
         try:
-            await self.flush()
+            await self.flush(final=True)
         finally:
             await self.client.close()
 
@@ -180,10 +187,14 @@ class Collector:
         return self._stopping
 
     # ------------------------------------------------------------------ public entry points
-    async def run_once(self) -> CollectReport:
-        """One round: poll every target once (members learned on the way included), flush, return."""
+    async def run_once(self, *, flush: bool = True) -> CollectReport:
+        """One round: poll every target once (members learned on the way included), flush, return.
+
+        With `flush=False` the round's responses stay pending until the config's `batch` or `flush_every`
+        says to store them (or `flush()`/`close()`), so a caller driving rounds itself can store several
+        rounds per transaction."""
         await self.start()
-        await self._loop(once=True)
+        await self._loop(once=True, flush_at_end=flush)
         return self._final_report()
 
     async def run_forever(self) -> CollectReport:
@@ -205,7 +216,7 @@ class Collector:
         return future
 
     # ------------------------------------------------------------------ the loop
-    async def _loop(self, once: bool) -> None:
+    async def _loop(self, once: bool, flush_at_end: bool = True) -> None:
         if self._running:
             raise RuntimeError("the collector is already running")
         self._running = True
@@ -257,7 +268,10 @@ class Collector:
                 for task, job in tasks.items():
                     self._finish(job, task, requeue=False)
             try:
-                await self.flush()
+                if flush_at_end:
+                    await self.flush(final=not once)
+                else:
+                    await self._maybe_flush()
             finally:
                 for waiter in self._ondemand + self._ready:
                     if not waiter.future.done():
@@ -442,8 +456,11 @@ class Collector:
         elif self.on_tick is not None and (self._last_tick is None or now - self._last_tick >= self.tick_every):
             await self._tick(now)
 
-    async def flush(self) -> None:
-        """Hand pending responses to the sink, save gaps, key state and target problems; then tick."""
+    async def flush(self, final: bool = False) -> None:
+        """Hand pending responses to the sink, save gaps, key state and target problems; then tick.
+
+        Key use counts are saved when `final` or when `usage_every` seconds have passed since they
+        last were."""
         async with self._flush_lock:
             batch, self._pending = self._pending, []
             gaps, self._pending_gaps = self._pending_gaps, []
@@ -462,13 +479,18 @@ class Collector:
                         self.report.appended += result.appended
                         self.report.unchanged += result.unchanged
                         self.report.rejected += len(result.rejected)
-                key_rows = self.pool.dirty_rows()
+                now = self.clock()
+                usage = final or now - self._usage_saved >= self.usage_every
+                key_rows = self.pool.dirty_rows(usage=usage)
+                if usage:
+                    self._usage_saved = now
                 if self.run_db is not None and (gaps or key_rows or problems):
                     try:
                         await self.run_db(gapstore.persist, gaps, key_rows, problems)
                     except BaseException:
                         for key in self.pool.keys:  # saved next time
                             key.dirty = True
+                        self._usage_saved = float("-inf")
                         raise
             except BaseException as exc:
                 # Keep what was not stored for the next flush (the final one runs when the loop ends).
