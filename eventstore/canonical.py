@@ -20,7 +20,8 @@ import msgspec
 RULES = "r2"
 # r1 -> r2: `_faction_id` left the canonical form of v1.faction_territorywar. It names the faction whose
 # response carried the war, not the war's state: two factions at war with each other, both polled, made
-# the war's stream flip between two "states" and store an event per poll.
+# the war's stream flip between two "states" and store an event per poll. (With r2, routing also files a
+# v1 faction's territory selection under v1.faction_territory, not torn territory's v1.territory.)
 
 # Per view (see routing.py): dotted paths removed before hashing. '*' matches any key or list item.
 _PLAYER = (

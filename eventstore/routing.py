@@ -263,7 +263,9 @@ def _v1_faction(ep: Endpoint, body: dict) -> list[Part]:
         rest.pop("territory_wars")
         rest["territory_war_ids"] = sorted((p.entity_id for p in wars), key=_sort_key)
     if "territory" in body:
-        terr, ids = _v1_keyed(body, "territory", where, "code", "territory", "v1.territory", faction_id=fid)
+        # A view of its own (as in v2): the faction's listing and torn territory differ in shape, and one
+        # stream fed both would flip between them at every poll of each.
+        terr, ids = _v1_keyed(body, "territory", where, "code", "territory", "v1.faction_territory", faction_id=fid)
         parts += terr
         rest.pop("territory")
         parts.append(Part("faction", faction_id, "v1.territory", {"territory_ids": ids}))

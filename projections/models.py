@@ -431,7 +431,8 @@ class V1Racket(Struct, kw_only=True):
 
 class V1Territory(Struct, kw_only=True):
     """territory:<code>:v1.territory: torn territory (owner in `faction`, 0 when unowned, optional
-    `racket` and `war`) or a faction's territory selection (`_faction_id`)."""
+    `racket` and `war`); territory:<code>:v1.faction_territory: a faction's territory selection
+    (`_faction_id`)."""
     id: str | None = field(default=None, name="_id")
     faction_id: Loose = field(default=None, name="_faction_id")
     sector: Loose = None

@@ -286,3 +286,20 @@ def test_war_heads_stored_with_a_faction_id_under_rules_r1_are_not_new_under_r2(
                                  for fid in (11, 22)])
     assert report.appended == 0
     assert conn.execute("SELECT rules FROM streams WHERE stream_id = ?", (row[0],)).fetchone() == (RULES,)
+
+
+def test_torn_territory_and_a_factions_territory_polled_alike_do_not_flip_a_stream(conn):
+    """The two v1 listings of a territory differ in shape (the faction's has no neighbors and names the
+    listing faction); each has a stream of its own, so polling both stores nothing new."""
+    torn = {"territory": {"CDA": {"sector": 3, "size": 10, "density": 2, "slots": 1, "daily_respect": 50,
+                                  "faction": 11, "coordinate_x": "1.5", "coordinate_y": 2.5, "neighbors": ["CDB"]}}}
+    mine = {"territory": {"CDA": {k: v for k, v in torn["territory"]["CDA"].items() if k != "neighbors"}}}
+    for i in range(4):
+        report = ingest_batch(conn, [
+            Response(url="https://api.torn.com/torn/CDA?selections=territory", observed_at=OBSERVED_AT + 240 * i,
+                     body=torn),
+            Response(url="https://api.torn.com/faction/11?selections=territory", observed_at=OBSERVED_AT + 240 * i,
+                     body=mine)])
+        assert report.appended == (3 if i == 0 else 0)   # two territory views and the faction's list
+    views = [v for (v,) in conn.execute("SELECT view FROM streams WHERE entity_id = 'CDA' ORDER BY view")]
+    assert views == ["v1.faction_territory", "v1.territory"]

@@ -4,9 +4,10 @@ One history per territory code, whichever view the news came from. Tracked: owne
 coordinates, racket level and type, war_status.
 
 Sources (territory:<code>:<view>; a payload changes only the fields it carries):
-  * v1.territory (torn territory, or a faction's territory selection): owner `faction` (0 -> NULL; the
-    listing faction `_faction_id` when `faction` is absent), sector, coordinate_x / coordinate_y (strings or
-    numbers), `racket` (absent = the territory has no racket);
+  * v1.territory (torn territory) and v1.faction_territory (a faction's territory selection; streams of
+    v1.territory made before rules r2 hold these too): owner `faction` (0 -> NULL; the listing faction
+    `_faction_id` when `faction` is absent), sector, coordinate_x / coordinate_y (strings or numbers),
+    `racket` (absent = the territory has no racket);
   * v2.territory (/v2/torn/territory): sector and coordinates only;
   * v2.faction_territory (/v2/faction/<id>/territory): owner = the listing faction, sector, coordinates,
     racket (null = none);
@@ -55,7 +56,7 @@ FIELDS = ("faction_id", "sector", "coordinates", "coordinate_x", "coordinate_y",
 HISTORY = History("territory_ownership_history", "territory_id", "recorded_at", FIELDS)
 BLANK = {f: None for f in FIELDS} | {"war_status": "none"}
 
-TERRITORY_VIEWS = frozenset({"v1.territory", "v2.territory", "v2.faction_territory", "v2.ownership",
+TERRITORY_VIEWS = frozenset({"v1.territory", "v1.faction_territory", "v2.territory", "v2.faction_territory", "v2.ownership",
                              "v1.racket", "v2.racket"})
 WAR_VIEWS = frozenset({"v1.territorywar", "v1.faction_territorywar", "v2.war"})
 WAR_LISTS = frozenset({"v1.territorywars", "v1.faction", "v2.wars"})
@@ -85,7 +86,7 @@ NO_RACKET = {"racket_level": None, "racket_type": None}
 def territory_values(view: str, payload: Any) -> dict[str, Any]:
     """The tracked fields a territory payload carries; the owner (if any) under _OWNER."""
     out: dict[str, Any] = {}
-    if view == "v1.territory":
+    if view in ("v1.territory", "v1.faction_territory"):
         t = decode(payload, V1Territory)
         if is_set(t.faction):
             out[_OWNER] = opt_id(t.faction)

@@ -150,7 +150,7 @@ def _check_scores(war: str, values: dict[str, Any]) -> None:
 class WarsHandler(Handler):
     name = "wars"
     views = frozenset({"v1.rankedwar", "v2.war", "v2.rankedwar", "v1.territorywar", "v1.faction_territorywar",
-                       "v1.territorywars", "v1.faction", "v2.wars", "v1.territory"})
+                       "v1.territorywars", "v1.faction", "v2.wars", "v1.territory", "v1.faction_territory"})
     history_tables = ("war_status_history",)
     state_tables = ()
 
@@ -176,7 +176,7 @@ class WarsHandler(Handler):
                                 opt_id(f.defending_faction), f.score, UNSET, f.required_score, UNSET, {})
             elif view == "v2.war":
                 self._v2_territory(conn, event, ctx, real_id)
-        elif et == "territory" and view == "v1.territory":
+        elif et == "territory" and view in ("v1.territory", "v1.faction_territory"):
             t = decode(event.payload, V1Territory)
             if t.war is not None:
                 self._v1_territory(conn, event, ctx, t.war, opt_id(t.war.territory_war_id), eid)
