@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -597,3 +598,29 @@ def test_forced_events_show_up():
     status = render(Ctx(world, owner), 2, ["user", str(pid), "basic"])["profile"]["status"]
     assert status["state"] == "Hospital" and status["until"] == world.now + 1800
     assert status["description"] == "In hospital for 30 mins"
+
+
+async def test_a_simulator_process_serves_the_same_bodies_on_a_shared_clock():
+    """The demo's simulator runs in a process of its own; moving the shared clock is all it takes, and it
+    answers byte for byte what the in-process simulator answers at the same time."""
+    from eventstore.simulator.process import SimulatorProcess
+
+    kw = {"seed": 11, "factions": 2, "members_per_faction": (5, 8), "territories": 100}
+    world = World(**kw)
+    fid = sorted(world.factions)[0]
+    paths = [f"/v2/faction/{fid}/members", f"/faction/{fid}?selections=basic", "/torn/?selections=territory"]
+    async with await start_simulator(world, rate_limit=None) as handle:
+        handle.advance(3 * DAY + 123)
+        async with aiohttp.ClientSession() as session:
+            expected = [await (await session.get(f"{handle.url}{p}", params={"key": KEY})).read() for p in paths]
+    with SimulatorProcess(**kw) as proc:
+        assert proc.faction_ids == sorted(world.factions) and proc.start == World(**kw).now
+        async with aiohttp.ClientSession() as session:
+            before = await (await session.get(f"{proc.url}{paths[0]}", params={"key": KEY})).read()
+            assert proc.set_clock(proc.start + 3 * DAY + 123) == proc.start + 3 * DAY + 123
+            assert proc.set_clock(proc.start) == proc.start + 3 * DAY + 123  # never back
+            got = [await (await session.get(f"{proc.url}{p}", params={"key": KEY})).read() for p in paths]
+        pid = proc.pid
+    assert got == expected and before != expected[0]
+    with pytest.raises(ProcessLookupError):  # closed: the child has exited and was reaped
+        os.kill(pid, 0)

@@ -88,6 +88,8 @@ class Simulator:
         self.rate_window = rate_window
         self.rate_clock = rate_clock
         self.speed = speed  # > 0: the simulated clock follows the wall clock at this speed
+        # Or the clock follows a value another process sets (process.SimulatorProcess):
+        self.clock_source: Callable[[], int] | None = None
         self._anchor = (time.monotonic(), world.now)
         self.faults: list[Fault] = []
         self._fault_ids = 0
@@ -113,7 +115,11 @@ class Simulator:
 
     # ---- clock ---------------------------------------------------------------------------------
     def sync_clock(self) -> None:
-        if self.speed > 0:
+        if self.clock_source is not None:
+            target = int(self.clock_source())
+            if target > self.world.now:
+                self.world.advance_to(target)
+        elif self.speed > 0:
             wall0, sim0 = self._anchor
             target = sim0 + int((time.monotonic() - wall0) * self.speed)
             if target > self.world.now:
