@@ -141,6 +141,8 @@ def _item_id(item: Any, field: str, where: str) -> str:
 
 
 def _numeric_id(value: Any, what: str, where: str) -> str:
+    if type(value) is str and value.isascii() and value.isdigit() and value[0] != "0" and len(value) <= 18:
+        return value  # already canonical: the common case, a v1 dict key
     text = str(value)
     if isinstance(value, bool) or not text.isdigit() or int(text) <= 0 or len(text) > 18:
         raise RoutingError(f"{where}: {what} {value!r} is not a positive numeric id")
@@ -172,7 +174,8 @@ def _v1_keyed(body: dict, key: str, where: str, id_kind: str, entity_type: str, 
             raise RoutingError(f"{where}: entry {raw_id!r} of '{key}' is {type(item).__name__}, expected an object")
         parts.append(Part(entity_type, entity_id, view, {**item, "_id": entity_id, **extra}))
         ids.append(entity_id)
-    return parts, sorted(ids, key=_sort_key)
+    # All numeric ids or all territory codes: the plain orders _sort_key would give.
+    return parts, sorted(ids, key=int) if id_kind == "num" else sorted(ids)
 
 
 def _sort_key(entity_id: str) -> tuple:
