@@ -39,9 +39,15 @@ class _WriteBehind:
 
     async def drain(self) -> None:
         pending, self.pending = self.pending, []
-        for report in await asyncio.gather(*pending):
-            self.appended += report.appended
-            self.unchanged += report.unchanged
+        failures = []
+        for result in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(result, BaseException):
+                failures.append(result)
+            else:
+                self.appended += result.appended
+                self.unchanged += result.unchanged
+        if failures:
+            raise failures[0]
 
 
 def _month_starts(start: int, months: int) -> list[int]:
