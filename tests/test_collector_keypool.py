@@ -408,3 +408,24 @@ def test_the_example_config_and_the_docstring_example_parse():
     data = tomllib.loads("\n".join(line[4:] for line in text.splitlines()))
     parsed = parse_config(data, env=env)
     assert parsed.wars.interval == 120 and parsed.territories[0].ids == ["AAC", "CAA"]
+
+
+def test_collectors_sharing_a_key_add_up_its_request_count(db_path):
+    """Two pools with the same key (two collectors, or a bot and a collector) each save what they used:
+    the saved count is the sum, not whichever saved last; a failed save is added next time."""
+    conn = connect_sync(db_path)
+    migrate(conn)
+    first, _ = pool_of(ApiKey(K1, "1"))
+    second, _ = pool_of(ApiKey(K1, "1"))
+    for _ in range(3):
+        first.use(first.keys[0])
+    for _ in range(5):
+        second.use(second.keys[0])
+    gapstore.persist(conn, [], first.dirty_rows(), [])
+    lost = second.dirty_rows()
+    second.save_failed(lost)              # as if the database had refused the write
+    second.use(second.keys[0])
+    gapstore.persist(conn, [], second.dirty_rows(), [])
+    gapstore.persist(conn, [], first.dirty_rows(), [])   # nothing new: adds nothing
+    assert [s["requests"] for s in gapstore.key_states(conn)] == [9]
+    close_sync(conn)

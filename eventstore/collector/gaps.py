@@ -5,6 +5,7 @@ All functions take a plain `sqlite3.Connection` (run them through `EventLog.run`
   * `gaps`: one row per poll that brought no data (Torn error code, HTTP status, timeout, too large,
     no usable key), so "no data between" can be told from "unchanged since" (streams.last_checked);
   * `api_keys`: each key's state by fingerprint (never the key), loaded at start, saved as it changes;
+    its request count grows by each writer's increment, so collectors sharing a key count together;
   * `target_problems`: targets the API said do not exist (6) or are not visible to our keys (7, 16), one
     row per (target, code) with a count.
 """
@@ -48,7 +49,9 @@ def persist(conn: sqlite3.Connection, gaps: Iterable[Gap] = (), key_rows: Iterab
                 "ON CONFLICT (fingerprint) DO UPDATE SET owner = excluded.owner, state = excluded.state, "
                 "paused_until = excluded.paused_until, recheck_at = excluded.recheck_at, "
                 "last_error_code = excluded.last_error_code, last_error_at = excluded.last_error_at, "
-                "last_used_at = excluded.last_used_at, requests = excluded.requests, reason = excluded.reason",
+                "last_used_at = max(COALESCE(last_used_at, excluded.last_used_at), "
+                "COALESCE(excluded.last_used_at, last_used_at)), "
+                "requests = requests + excluded.requests, reason = excluded.reason",
                 key_rows)
         if problems:
             conn.executemany(

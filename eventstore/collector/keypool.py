@@ -101,7 +101,8 @@ class ApiKey:
     last_error_code: int | None = None
     last_error_at: float | None = None
     last_used_at: float = 0.0
-    requests: int = 0
+    requests: int = 0                  # as loaded, plus this pool's own since
+    unsaved: int = 0                   # this pool's requests not yet added to the saved count
     reason: str | None = None
     uses: deque = field(default_factory=deque, repr=False)
     blocked: dict = field(default_factory=dict, repr=False)   # category -> until (error 14)
@@ -115,10 +116,11 @@ class ApiKey:
             self.fp = fingerprint(self.secret)
 
     def row(self) -> tuple:
-        """The api_keys row (no secret)."""
+        """The api_keys row (no secret). Its request count is the increment since the last save: saving
+        adds it, so collectors sharing a key (two processes, a bot and a collector) count together."""
         return (self.fp, self.owner, self.state, _int(self.paused_until or None), _int(self.recheck_at),
                 self.last_error_code, _int(self.last_error_at), _int(self.last_used_at or None),
-                self.requests, self.reason)
+                self.unsaved, self.reason)
 
 
 def _int(value: float | None) -> int | None:
@@ -183,6 +185,7 @@ class KeyPool:
             key.last_error_at = code_at
             key.last_used_at = float(used_at or 0)
             key.requests = int(requests or 0)
+            key.unsaved = 0
             key.reason = reason
             key.dirty = key.used = False
 
@@ -193,7 +196,17 @@ class KeyPool:
         for k in self.keys:
             if k.dirty or usage:
                 k.dirty = k.used = False
+                k.unsaved = 0
         return rows
+
+    def save_failed(self, rows: list[tuple]) -> None:
+        """The rows from dirty_rows were not saved: keep their increments and save them next time."""
+        by_fp = {k.fp: k for k in self.keys}
+        for row in rows:
+            key = by_fp.get(row[0])
+            if key is not None:
+                key.unsaved += row[8]
+                key.dirty = True
 
     # ------------------------------------------------------------------ choosing
     def _serves(self, key: ApiKey, access: int, own_id: str | None) -> bool:
@@ -280,6 +293,7 @@ class KeyPool:
         self._seq += 1
         key.use_seq = self._seq
         key.requests += 1
+        key.unsaved += 1
         if key.state == "paused":
             key.trial_inflight = True
             log.info("key %s: trial request after pause (%s)", key.fp, key.reason)

@@ -488,8 +488,7 @@ class Collector:
                     try:
                         await self.run_db(gapstore.persist, gaps, key_rows, problems)
                     except BaseException:
-                        for key in self.pool.keys:  # saved next time
-                            key.dirty = True
+                        self.pool.save_failed(key_rows)  # saved next time
                         self._usage_saved = float("-inf")
                         raise
             except BaseException as exc:
