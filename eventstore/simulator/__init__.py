@@ -3,6 +3,9 @@
 - world.py: a seeded world (factions, players, territories, wars, rackets) that changes as its clock moves.
 - bodies.py: that world as v1 and v2 response bodies, with each version's quirks.
 - server.py: HTTP around the bodies: keys, the per-user rate limit, fault injection, clock control.
+- process.py: the server in a child process on a clock shared through a mapped file (the demo uses it,
+  so the client and the server do not share one core).
+- workload.py: polls of the world without HTTP, for tests and benchmarks.
 
     handle = await start_simulator(World(seed=1), rate_limit=None)
     ... GET f"{handle.url}/v2/faction/{fid}/members?key=<16 alphanumerics>" ...
