@@ -624,3 +624,11 @@ async def test_a_simulator_process_serves_the_same_bodies_on_a_shared_clock():
     assert got == expected and before != expected[0]
     with pytest.raises(ProcessLookupError):  # closed: the child has exited and was reaped
         os.kill(pid, 0)
+
+
+def test_a_simulator_process_that_cannot_start_says_so(capfd):
+    from eventstore.simulator.process import SimulatorProcess
+
+    with pytest.raises(RuntimeError, match="did not start"):
+        SimulatorProcess(seed=1, no_such_option=True).start_process()
+    assert "no_such_option" in capfd.readouterr().err   # the child's own error reaches stderr

@@ -23,6 +23,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 from typing import Any
 
 _CLOCK = struct.Struct("<q")
@@ -129,14 +130,13 @@ class SimulatorProcess:
 
 
 def _read_line(process: subprocess.Popen, timeout: float) -> str:
-    """The child's first line, or '' when it says nothing within `timeout` seconds."""
-    import selectors
-
-    with selectors.DefaultSelector() as sel:
-        sel.register(process.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout):
-            return ""
-    return process.stdout.readline().strip()
+    """The child's first line, or '' when it says nothing within `timeout` seconds (a thread reads it:
+    select() on a pipe does not work everywhere)."""
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return line[0].strip() if line else ""
 
 
 async def _serve(spec: dict) -> None:
