@@ -114,13 +114,23 @@ async def _collect_and_back_up(tmp_path: Path, seconds: float, backups: int) -> 
         clock = DrivenClock(handle)
         collector = Collector(cfg, store.ingest_many, run=store.run, clock=clock, sleep=clock.sleep)
 
+        async def committed_past(count: int) -> None:
+            """Wait (without blocking the collector) until it has committed events beyond `count`."""
+            for _ in range(1200):
+                if _events(db) > count:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"the collector committed nothing past {count} events in 60 s")
+
         async def back_up_while_running() -> None:
             for i in range(backups):
                 await asyncio.sleep(seconds / (backups + 1))
+                await committed_past(taken[-1][1] if taken else 0)   # a backup of something new
                 target = tmp_path / f"collector-backup-{i}.db"
                 done = await asyncio.to_thread(cli, db, "backup", "-o", str(target))
                 assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
                 taken.append((target, _events(target)))
+            await committed_past(taken[-1][1])   # and the collector wrote on after the last one
             collector.stop()
 
         async with collector:
