@@ -175,8 +175,9 @@ class HashMemo:
     Most polls of an entity repeat the last one byte for byte; encoding without sorting and comparing
     bytes costs a fraction of noise removal, sorting and hashing. The memo is a cache of a pure function
     (same view and bytes, same hash), so it can never make a change look unchanged: any difference in
-    the bytes (a value, a key order, 1 against 1.0) takes the full path."""
-    LIMIT = 250_000
+    the bytes (a value, a key order, 1 against 1.0) takes the full path. At most LIMIT streams are
+    remembered (a few hundred bytes each); past that the memo starts over."""
+    LIMIT = 100_000
 
     def __init__(self) -> None:
         self._last: dict[Any, tuple[bytes, str]] = {}
