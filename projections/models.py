@@ -429,6 +429,10 @@ class V1Racket(Struct, kw_only=True):
     id: str | None = field(default=None, name="_id")
 
 
+# The views whose payloads decode as V1Territory (rules r2 gave a faction's listing its own view).
+V1_TERRITORY_VIEWS = frozenset({"v1.territory", "v1.faction_territory"})
+
+
 class V1Territory(Struct, kw_only=True):
     """territory:<code>:v1.territory: torn territory (owner in `faction`, 0 when unowned, optional
     `racket` and `war`); territory:<code>:v1.faction_territory: a faction's territory selection

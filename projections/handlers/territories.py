@@ -45,9 +45,9 @@ from typing import Any
 
 from eventstore.records import Event
 
-from ..models import (TerritoryIds, V1Faction, V1FactionTerritoryWar, V1Racket, V1Territory, V1TerritoryWar,
-                      V2FactionTerritory, V2Ownership, V2Racket, V2Territory, V2TerritoryWar, as_float, decode,
-                      is_set, opt_id, opt_int, racket_type)
+from ..models import (V1_TERRITORY_VIEWS, TerritoryIds, V1Faction, V1FactionTerritoryWar, V1Racket, V1Territory,
+                      V1TerritoryWar, V2FactionTerritory, V2Ownership, V2Racket, V2Territory, V2TerritoryWar,
+                      as_float, decode, is_set, opt_id, opt_int, racket_type)
 from .base import Context, Handler, ProjectionError
 from .common import History, ensure_faction, json_ids
 
@@ -56,8 +56,8 @@ FIELDS = ("faction_id", "sector", "coordinates", "coordinate_x", "coordinate_y",
 HISTORY = History("territory_ownership_history", "territory_id", "recorded_at", FIELDS)
 BLANK = {f: None for f in FIELDS} | {"war_status": "none"}
 
-TERRITORY_VIEWS = frozenset({"v1.territory", "v1.faction_territory", "v2.territory", "v2.faction_territory", "v2.ownership",
-                             "v1.racket", "v2.racket"})
+TERRITORY_VIEWS = V1_TERRITORY_VIEWS | {"v2.territory", "v2.faction_territory", "v2.ownership", "v1.racket",
+                                       "v2.racket"}
 WAR_VIEWS = frozenset({"v1.territorywar", "v1.faction_territorywar", "v2.war"})
 WAR_LISTS = frozenset({"v1.territorywars", "v1.faction", "v2.wars"})
 
@@ -86,7 +86,7 @@ NO_RACKET = {"racket_level": None, "racket_type": None}
 def territory_values(view: str, payload: Any) -> dict[str, Any]:
     """The tracked fields a territory payload carries; the owner (if any) under _OWNER."""
     out: dict[str, Any] = {}
-    if view in ("v1.territory", "v1.faction_territory"):
+    if view in V1_TERRITORY_VIEWS:
         t = decode(payload, V1Territory)
         if is_set(t.faction):
             out[_OWNER] = opt_id(t.faction)

@@ -42,9 +42,9 @@ from typing import Any
 
 from eventstore.records import Event
 
-from ..models import (UNSET, TerritoryWarIds, V1Faction, V1FactionTerritoryWar, V1RankedWar, V1Territory,
-                      V1TerritoryWar, V2FactionWars, V2RankedWar, V2TerritoryWar, decode, is_set, opt_id,
-                      opt_int, opt_text)
+from ..models import (UNSET, V1_TERRITORY_VIEWS, TerritoryWarIds, V1Faction, V1FactionTerritoryWar, V1RankedWar,
+                      V1Territory, V1TerritoryWar, V2FactionWars, V2RankedWar, V2TerritoryWar, decode, is_set,
+                      opt_id, opt_int, opt_text)
 from .base import Context, Handler, ProjectionError
 from .common import History, ensure_faction
 
@@ -150,7 +150,7 @@ def _check_scores(war: str, values: dict[str, Any]) -> None:
 class WarsHandler(Handler):
     name = "wars"
     views = frozenset({"v1.rankedwar", "v2.war", "v2.rankedwar", "v1.territorywar", "v1.faction_territorywar",
-                       "v1.territorywars", "v1.faction", "v2.wars", "v1.territory", "v1.faction_territory"})
+                       "v1.territorywars", "v1.faction", "v2.wars"}) | V1_TERRITORY_VIEWS
     history_tables = ("war_status_history",)
     state_tables = ()
 
@@ -176,7 +176,7 @@ class WarsHandler(Handler):
                                 opt_id(f.defending_faction), f.score, UNSET, f.required_score, UNSET, {})
             elif view == "v2.war":
                 self._v2_territory(conn, event, ctx, real_id)
-        elif et == "territory" and view in ("v1.territory", "v1.faction_territory"):
+        elif et == "territory" and view in V1_TERRITORY_VIEWS:
             t = decode(event.payload, V1Territory)
             if t.war is not None:
                 self._v1_territory(conn, event, ctx, t.war, opt_id(t.war.territory_war_id), eid)
