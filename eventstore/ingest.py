@@ -175,6 +175,14 @@ def _hash_in_force(conn: sqlite3.Connection, key: StreamKey, stream_id: int, obs
     return digest if rules == RULES else canonical_hash(key.view, msgspec.json.decode(payload))
 
 
+def _decode_raw(raw: msgspec.Raw) -> Any:
+    """The decoded body, or its text when it is not JSON (then quarantined like any text body)."""
+    try:
+        return _decode(raw)
+    except msgspec.DecodeError:
+        return bytes(raw).decode("utf-8", errors="replace")
+
+
 def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                  projector: Projector | None = None) -> IngestReport:
     """Ingest a batch in one transaction. See the module docstring."""
@@ -192,6 +200,8 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
         url = _storable(strip_key(response.url))
         observed_at = response.observed_at
         body = response.body
+        if isinstance(body, msgspec.Raw):  # undecoded JSON, as a collector with raw_bodies hands it on
+            body = _decode_raw(body)
         if response.fault:
             reject(url, None, response.fault, _as_text(body))
             continue

@@ -8,7 +8,9 @@ the key only on the wire, the way each API version wants it:
 
 It returns a `FetchResult` whose `url` is the URL without the key. The body is read in full (every response
 is released), decoded as JSON with msgspec, or kept as the raw text when it is not JSON (ingest then
-quarantines it). Bodies over `max_body` are not decoded. HTTP errors, timeouts and connection failures are
+quarantines it). With `raw_bodies=True` an ordinary answer (a JSON object with no `error` and no
+`_metadata`) is checked but not decoded: it is handed on as `msgspec.Raw`, and ingest decodes it (in
+another process, with `projections.ingest_process`). Bodies over `max_body` are not decoded. HTTP errors, timeouts and connection failures are
 results too (`failure` says what happened, `retryable` whether trying again can help); no exception text
 from aiohttp reaches the caller unscrubbed, because for v1 it holds the URL with the key.
 """
@@ -31,6 +33,15 @@ log = logging.getLogger("eventstore.collector")
 
 _decode = msgspec.json.Decoder().decode
 MAX_PAGES = 200
+
+
+class _Envelope(msgspec.Struct):
+    """The top-level members the collector acts on (an error, v2 paging); the rest is skipped unread."""
+    error: Any = None
+    metadata: Any = msgspec.field(default=None, name="_metadata")
+
+
+_probe = msgspec.json.Decoder(_Envelope).decode
 
 
 @dataclass(frozen=True)
@@ -84,8 +95,10 @@ class TornClient:
 
     def __init__(self, base: str, *, timeout: float = 15.0, max_body: int = 8 * 1024 * 1024,
                  clock: Callable[[], float] = time.time, secrets: tuple[str, ...] | list[str] = (),
-                 user_agent: str = "tornstore-collector", session: aiohttp.ClientSession | None = None):
+                 user_agent: str = "tornstore-collector", session: aiohttp.ClientSession | None = None,
+                 raw_bodies: bool = False):
         self.base = base.rstrip("/")
+        self.raw_bodies = raw_bodies
         self.timeout = timeout
         self.max_body = max_body
         self.clock = clock
@@ -158,18 +171,31 @@ class TornClient:
                 result.failure = f"HTTP {resp.status}"
                 result.retryable = resp.status >= 500 or resp.status in (408, 429)
             else:
-                try:
-                    result.body = _decode(data)
-                    if isinstance(result.body, str):  # a JSON string is no API answer either
-                        result.body = data.decode("utf-8", errors="replace")
-                except msgspec.DecodeError:
-                    result.body = data.decode("utf-8", errors="replace")
+                result.body = self._body(data)
         result.observed_at = int(self.clock())
         result.elapsed = time.monotonic() - started
         if log.isEnabledFor(logging.DEBUG):
             log.debug("GET %s -> %s in %.0f ms (key %s)", url, result.failure or result.status,
                       result.elapsed * 1000, fingerprint(key))
         return result
+
+    def _body(self, data: bytes) -> Any:
+        """The decoded JSON, msgspec.Raw (see raw_bodies), or the text when it is not JSON."""
+        if self.raw_bodies:
+            try:
+                envelope = _probe(data)
+            except msgspec.DecodeError:
+                pass  # not JSON, or not an object: the full decode below says which
+            else:
+                if envelope.error is None and envelope.metadata is None:
+                    return msgspec.Raw(data)
+        try:
+            body = _decode(data)
+        except msgspec.DecodeError:
+            return data.decode("utf-8", errors="replace")
+        if isinstance(body, str):  # a JSON string is no API answer either
+            return data.decode("utf-8", errors="replace")
+        return body
 
     async def _read(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         """The whole body, or (partial, True) once it passes max_body (the connection is then dropped)."""

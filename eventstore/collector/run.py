@@ -23,6 +23,9 @@ running; the CLI uses it to run the compactor after a UTC month boundary.
 
 `request_now(target)` queues a target ahead of every background poll and returns a future that resolves,
 once its responses are committed through the sink, to the list of those responses (for a bot command).
+
+`raw_bodies=True` hands ordinary bodies to the sink undecoded (`msgspec.Raw`; ingest decodes them): with
+`projections.ingest_process.IngestProcess` as the sink, the collector's process then never decodes them.
 """
 from __future__ import annotations
 
@@ -100,7 +103,7 @@ class Collector:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None,
                  tick_every: float = 60.0, max_wait: float = 90.0, backoff_base: float = 2.0,
                  backoff_cap: float = 60.0, stop_grace: float = 5.0, usage_every: float = 60.0,
-                 client: TornClient | None = None):
+                 client: TornClient | None = None, raw_bodies: bool = False):
         self.config = config
         self.sink = sink
         self.run_db = run
@@ -122,7 +125,7 @@ class Collector:
                         for f in config.factions if f.members}
         self.scheduler = Scheduler(build_jobs(config), jitter=config.jitter, rng=self.rng, member_fetch=member_fetch)
         self.client = client or TornClient(config.api_base, timeout=config.timeout, max_body=config.max_body,
-                                           clock=clock, secrets=self.secrets)
+                                           clock=clock, secrets=self.secrets, raw_bodies=raw_bodies)
         self.report = CollectReport()
         self.gaps: deque[Gap] = deque(maxlen=1000)  # the latest gaps (kept in memory even without a database)
         self._pending: list[Response] = []

@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import msgspec
+
 from .client import ApiRequest
 from .config import CollectConfig, FetchSpec
 from .keypool import ACCESS_LEVELS
@@ -333,7 +335,12 @@ class Scheduler:
 
 
 def member_ids(body) -> list[int]:
-    """Member ids from a v2 members list or a v1 faction body (members keyed by id)."""
+    """Member ids from a v2 members list or a v1 faction body (members keyed by id; msgspec.Raw is decoded)."""
+    if isinstance(body, msgspec.Raw):
+        try:
+            body = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return []
     if not isinstance(body, dict):
         return []
     members = body.get("members")
