@@ -344,10 +344,17 @@ def v1_faction_basic(ctx: Ctx, f: Faction) -> dict:
     world, t = ctx.world, ctx.now
     war = world.current_ranked_war(f.id)
     members = {}
-    for pid in f.members:
-        p = world.player(pid)
-        members[str(pid)] = {"name": p.name, "level": p.level, "days_in_faction": (t - p.faction_joined) // DAY,
-                             "last_action": _last_action(p, t), "status": _status(p, t, 1), "position": p.position}
+    players = world.players
+    for pid in f.members:  # the hot loop of the demo's polls: one sync per member, plain dicts
+        p = players[pid]
+        la = p.last_action(t)
+        s = p.status(t)
+        members[str(pid)] = {
+            "name": p.name, "level": p.level, "days_in_faction": (t - p.faction_joined) // DAY,
+            "last_action": {"status": la.status, "timestamp": la.timestamp, "relative": la.relative},
+            "status": {"description": s.description, "details": s.details or "", "state": s.state,
+                       "color": s.color, "until": s.until if s.until is not None else 0},
+            "position": p.position}
     tws = [{"territory": w.territory, "assaulting_faction": w.assaulting, "defending_faction": w.defending,
             "score": w.score, "required_score": w.required, "start_time": w.start, "end_time": w.end}
            for w in world.active_territory_wars(f.id)]
