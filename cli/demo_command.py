@@ -21,35 +21,6 @@ from .common import UserError, emit_table
 DEMO_KEY = "DEMOdemoDEMOdemo"  # the simulator accepts any 16-character key
 
 
-class _WriteBehind:
-    """A sink that queues each batch on the store's worker thread and returns at once.
-
-    With the simulator in its own process, the collector mostly waits for answers; ingesting while it
-    waits keeps both cores busy. Batches still run in the order given (one worker thread, first in,
-    first out). `drain()` waits for all of them, adds up their reports and raises the first error."""
-
-    def __init__(self, store):
-        self.store = store
-        self.pending: list[asyncio.Task] = []
-        self.appended = self.unchanged = 0
-
-    async def __call__(self, batch: list) -> None:
-        self.pending.append(asyncio.ensure_future(self.store.ingest_many(batch)))
-        return None  # counted in drain()
-
-    async def drain(self) -> None:
-        pending, self.pending = self.pending, []
-        failures = []
-        for result in await asyncio.gather(*pending, return_exceptions=True):
-            if isinstance(result, BaseException):
-                failures.append(result)
-            else:
-                self.appended += result.appended
-                self.unchanged += result.unchanged
-        if failures:
-            raise failures[0]
-
-
 def _month_starts(start: int, months: int) -> list[int]:
     """The first second of each of the `months` UTC months after the one `start` is in."""
     day = dt.datetime.fromtimestamp(start, dt.timezone.utc)
@@ -62,7 +33,7 @@ def _month_starts(start: int, months: int) -> list[int]:
 
 
 async def _drive(sim, start: int, end: int, interval: int, profile_every: int, boundaries: list[int],
-                 polls, full, sink, store, compact, compactions: list) -> int:
+                 polls, full, writer, ingested, store, compact, compactions: list) -> int:
     """Move simulated time in poll-sized steps; one collector round per step; compact after each month."""
     rounds = 0
     next_boundary = 0
@@ -82,7 +53,7 @@ async def _drive(sim, start: int, end: int, interval: int, profile_every: int, b
             bar.update(interval)
             if next_boundary < len(boundaries) and sim.now >= boundaries[next_boundary]:
                 await polls.flush()
-                await sink.drain()
+                ingested.merge(await writer.drain())
                 fold = functools.partial(compact, now=boundaries[next_boundary], backup=False)
                 compactions.append((boundaries[next_boundary], await store.run(fold)))
                 next_boundary += 1
@@ -94,7 +65,9 @@ async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval:
     from eventstore.collector import Collector
     from eventstore.collector.config import parse_config
     from eventstore.simulator.process import SimulatorProcess
+    from eventstore.ingest import IngestReport
     from projections.compactor import compact
+    from projections.ingest_process import IngestProcess
     from projections.store import Store
 
     # The simulator serves from a process of its own (the second core), on a clock we move.
@@ -125,24 +98,31 @@ async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval:
     clock = sim.clock
     compactions: list = []
     started = time.perf_counter()
+    ingested = IngestReport()
     try:
-        async with await Store.open(db) as store:
-            sink = _WriteBehind(store)
-            polls = Collector(config(False), sink, run=store.run, clock=clock, sleep=advance)
-            full = Collector(config(True), sink, run=store.run, clock=clock, sleep=advance)
+        # Ingest runs in a process of its own too (a third process on two cores): the collector hands it
+        # bodies undecoded and goes on polling while it stores; its reports are added up at each drain.
+        async with await Store.open(db) as store, IngestProcess(db) as writer:
+            async def sink(batch: list) -> None:
+                await writer.submit(batch)
+
+            # Key use is saved once a simulated day (the collector's clock is the simulated one).
+            collectors = dict(clock=clock, sleep=advance, run=store.run, raw_bodies=True, usage_every=86400)
+            polls = Collector(config(False), sink, **collectors)
+            full = Collector(config(True), sink, **collectors)
             try:
                 rounds = await _drive(sim, start, end, interval, profile_every, boundaries, polls, full,
-                                      sink, store, compact, compactions)
+                                      writer, ingested, store, compact, compactions)
             finally:
                 await polls.close()
                 await full.close()
-                await sink.drain()
+                ingested.merge(await writer.drain())
             stats = {
                 "rounds": rounds,
                 "requests": polls.report.requests + full.report.requests,
                 "responses": polls.report.responses + full.report.responses,
-                "appended": sink.appended,
-                "unchanged": sink.unchanged,
+                "appended": ingested.appended,
+                "unchanged": ingested.unchanged,
                 "seconds": time.perf_counter() - started,
                 "faction_ids": faction_ids,
                 "compactions": compactions,
