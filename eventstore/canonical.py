@@ -134,12 +134,16 @@ def _without(obj: Any, node: _Node) -> Any:
     return obj
 
 
-def canonical_bytes(view: str, payload: Any) -> bytes:
-    """Sorted-key compact JSON of `payload` without the view's noise fields."""
+def _tree_of(view: str) -> _Node:
     tree = _TREES.get(view)
     if tree is None:
         tree = _TREES[view] = _tree(NOISE.get(view, ()))
-    return msgspec.json.encode(_without(payload, tree), order="sorted")
+    return tree
+
+
+def canonical_bytes(view: str, payload: Any) -> bytes:
+    """Sorted-key compact JSON of `payload` without the view's noise fields."""
+    return msgspec.json.encode(_without(payload, _tree_of(view)), order="sorted")
 
 
 MAX_DEPTH = 64  # Torn payloads nest a handful of levels; deeper is hostile, and unreadable by replay later
@@ -172,18 +176,24 @@ def canonical_hash(view: str, payload: Any) -> str:
 class HashMemo:
     """Each stream's last payload as plain JSON bytes, with its canonical hash.
 
-    Most polls of an entity repeat the last one byte for byte; encoding without sorting and comparing
-    bytes costs a fraction of noise removal, sorting and hashing. The memo is a cache of a pure function
-    (same view and bytes, same hash), so it can never make a change look unchanged: any difference in
-    the bytes (a value, a key order, 1 against 1.0) takes the full path. At most LIMIT streams are
-    remembered (a few hundred bytes each); past that the memo starts over."""
+    Most polls of an entity repeat the last one byte for byte once the view's top-level noise fields are
+    left out (a member's `last_action` and `days_in_faction` move at every poll; the rest rarely does):
+    dropping a few keys, encoding without sorting and comparing bytes costs a fraction of full noise
+    removal, sorting and hashing. The memo is a cache of a pure function: the canonical form drops those
+    keys too, so equal bytes mean an equal canonical form, and any other difference (a value, a key order,
+    1 against 1.0, a nested noise field) takes the full path. At most LIMIT streams are remembered (a few
+    hundred bytes each); past that the memo starts over."""
     LIMIT = 100_000
 
     def __init__(self) -> None:
         self._last: dict[Any, tuple[bytes, str]] = {}
 
     def hash(self, stream: Any, view: str, payload: Any) -> str:
-        raw = msgspec.json.encode(payload)
+        drop = _tree_of(view).drop
+        if type(payload) is dict and not drop.isdisjoint(payload):
+            raw = msgspec.json.encode({k: v for k, v in payload.items() if k not in drop})
+        else:
+            raw = msgspec.json.encode(payload)
         seen = self._last.get(stream)
         if seen is not None and seen[0] == raw:
             return seen[1]

@@ -251,6 +251,23 @@ def test_the_hash_memo_gives_the_canonical_hash_and_never_hides_a_change():
     assert got[0] == got[1] == got[5] == got[6] == got[7]      # noise and key order are not changes
 
 
+def test_the_hash_memo_leaves_out_top_level_noise_and_still_sees_nested_changes():
+    """The memo compares a payload without the view's top-level noise keys; a nested noise field is
+    still told apart from a nested state change."""
+    memo, view, stream = HashMemo(), "v1.member", ("user", "7", "v1.member")
+    base = {"name": "a", "level": 3, "days_in_faction": 10, "last_action": {"timestamp": 1},
+            "status": {"state": "Okay", "description": "Okay", "until": 0}}
+    variants = [base,
+                {**base, "days_in_faction": 11, "last_action": {"timestamp": 2}},            # top-level noise
+                {**base, "status": {**base["status"], "description": "In hospital for 3 mins"}},  # nested noise
+                {**base, "status": {**base["status"], "state": "Hospital"}},                 # nested change
+                {**base, "level": 4, "last_action": {"timestamp": 3}},                       # change + noise
+                {**base, "level": 4}]
+    got = [memo.hash(stream, view, payload) for payload in variants]
+    assert got == [canonical_hash(view, payload) for payload in variants]
+    assert got[0] == got[1] == got[2] and len({got[0], got[3], got[4]}) == 3 and got[4] == got[5]
+
+
 def _faction_at_war(fid: int, score: int) -> dict:
     war = {"territory": "CDA", "assaulting_faction": 11, "defending_faction": 22, "score": score,
            "required_score": 600000, "start_time": 1_772_657_214, "end_time": 1_772_916_414}
