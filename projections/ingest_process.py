@@ -160,6 +160,7 @@ def _read_frame(stream) -> bytes | None:
 def main(argv: list[str] | None = None) -> None:
     """Serve batches from stdin until it closes; one reply per batch on stdout."""
     from eventstore.db import close_sync, connect_sync
+    from eventstore.gctuning import fewer_collections
     from eventstore.ingest import ingest_batch
     from eventstore.migrate import MigrationError, check
 
@@ -181,14 +182,15 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"{args[0]}: the schema is not current ({len(pending)} migration(s) to apply); "
                      "open it with the store first")
         requests = sys.stdin.buffer
-        while (frame := _read_frame(requests)) is not None:
-            try:
-                reply = ("ok", ingest_batch(conn, decode(frame), project_inline))
-            except Exception as exc:  # the parent raises it for this batch; the next one may work
-                reply = ("error", f"ingest failed: {type(exc).__name__}: {exc}")
-            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-            replies.write(_LENGTH.pack(len(data)) + data)
-            replies.flush()
+        with fewer_collections():
+            while (frame := _read_frame(requests)) is not None:
+                try:
+                    reply = ("ok", ingest_batch(conn, decode(frame), project_inline))
+                except Exception as exc:  # the parent raises it for this batch; the next one may work
+                    reply = ("error", f"ingest failed: {type(exc).__name__}: {exc}")
+                data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+                replies.write(_LENGTH.pack(len(data)) + data)
+                replies.flush()
     finally:
         close_sync(conn)
 

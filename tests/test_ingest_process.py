@@ -135,3 +135,14 @@ def test_ingest_decodes_raw_bodies_and_quarantines_raw_text(conn):
     report = ingest_batch(conn, [good, bad])
     assert report.appended == 1 and [r.reason for r in report.rejected] == [f"{URL}: body is not valid JSON"]
     assert conn.execute("SELECT body FROM quarantine").fetchone()[0] == '{"ID": 9, "name": '
+
+
+def test_fewer_collections_restores_the_collector_settings():
+    import gc
+
+    from eventstore.gctuning import fewer_collections
+
+    before = gc.get_threshold()
+    with fewer_collections(threshold=12_345):
+        assert gc.get_threshold()[0] == 12_345 and gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

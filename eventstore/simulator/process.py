@@ -26,6 +26,8 @@ import tempfile
 import threading
 from typing import Any
 
+from ..gctuning import fewer_collections
+
 _CLOCK = struct.Struct("<q")
 
 
@@ -159,7 +161,9 @@ async def _serve(spec: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The Torn API simulator as a child process (see the module).")
     parser.add_argument("spec", help="JSON: {world: {...}, rate_limit, clock: path}")
-    asyncio.run(_serve(json.loads(parser.parse_args(argv).spec)))
+    spec = json.loads(parser.parse_args(argv).spec)
+    with fewer_collections():  # a server of short-lived dicts around one long-lived world
+        asyncio.run(_serve(spec))
 
 
 if __name__ == "__main__":
