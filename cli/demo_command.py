@@ -40,8 +40,8 @@ async def _drive(sim, start: int, end: int, interval: int, profile_every: int, b
     rounds = 0
     next_boundary = 0
     t = start
-    with click.progressbar(length=end - start, label="simulated time", file=sys.stderr,
-                           show_eta=False) as bar:
+    with click.progressbar(length=end - start, label="simulated time", file=sys.stderr, show_eta=False,
+                           update_min_steps=3600) as bar:  # redrawn once a simulated hour, not every round
         while t < end:
             sim.set_clock(t)
             if rounds % profile_every:

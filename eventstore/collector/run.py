@@ -228,6 +228,7 @@ class Collector:
         now = self.clock()
         self.scheduler.start(now, spread=not once)
         tasks: dict[asyncio.Task, Job] = {}
+        wake: asyncio.Future | None = None  # waits for stop() or request_now(); kept until it fires
         try:
             while True:
                 now = self.clock()
@@ -241,7 +242,8 @@ class Collector:
                     break
                 await self._maybe_flush()
                 waiters: set[asyncio.Future] = set(tasks)
-                wake = asyncio.ensure_future(self._wake.wait())
+                if wake is None:
+                    wake = asyncio.ensure_future(self._wake.wait())
                 waiters.add(wake)
                 timer = None
                 delay = self._timer_delay(once, len(tasks))
@@ -251,10 +253,11 @@ class Collector:
                 try:
                     done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    for extra in (wake, timer):
-                        if extra is not None and not extra.done():
-                            extra.cancel()
-                self._wake.clear()
+                    if timer is not None and not timer.done():
+                        timer.cancel()
+                if wake.done():
+                    wake = None
+                    self._wake.clear()
                 for task in done:
                     job = tasks.pop(task, None)
                     if job is not None:
@@ -262,6 +265,8 @@ class Collector:
                 if self._ready:
                     await self.flush()
         finally:
+            if wake is not None and not wake.done():
+                wake.cancel()
             if tasks:
                 done, still = await asyncio.wait(set(tasks), timeout=self.stop_grace)
                 for task in still:
