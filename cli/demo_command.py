@@ -84,7 +84,7 @@ async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval:
         polls each member's profile and the war lists too."""
         data = {
             "api_base": sim.url, "interval": f"{interval}s", "jitter": 0, "concurrency": 4,
-            "batch": 2000, "flush_every": "1h",
+            "batch": 2000, "flush_every": "4h",
             "keys": [{"key": DEMO_KEY, "owner": "demo", "access": "limited", "budget": 100}],
             "factions": [{"id": fid, "fetch": ["v1:basic"], "members": with_members,
                           "member_fetch": ["v1:profile"]} for fid in faction_ids],
