@@ -153,7 +153,7 @@ def demo(out_db: str, chart: str, months: int, factions: int, seed: int, interva
     Starts the simulator on loopback, collects from it while simulated time runs through months of
     4-minute polls of a few factions and their members, lets the compactor fold and prune at each month
     boundary, then prints what happened and writes the database and a chart. The default run makes about
-    69,000 real HTTP requests and takes about 2.5 minutes on 2 cores; one month of one faction about 30 s.
+    69,000 real HTTP requests and takes about a minute on 2 cores; one month of one faction about 15 s.
 
     \b
     Examples:
