@@ -10,9 +10,10 @@ It returns a `FetchResult` whose `url` is the URL without the key. The body is r
 is released), decoded as JSON with msgspec, or kept as the raw text when it is not JSON (ingest then
 quarantines it). With `raw_bodies=True` an ordinary answer (a JSON object with no `error` and no
 `_metadata`) is checked but not decoded: it is handed on as `msgspec.Raw`, and ingest decodes it (in
-another process, with `projections.ingest_process`). Bodies over `max_body` are not decoded. HTTP errors, timeouts and connection failures are
-results too (`failure` says what happened, `retryable` whether trying again can help); no exception text
-from aiohttp reaches the caller unscrubbed, because for v1 it holds the URL with the key.
+another process, with `projections.ingest_process`). Bodies over `max_body` are not decoded. HTTP errors,
+timeouts and connection failures are results too (`failure` says what happened, `retryable` whether
+trying again can help); no exception text from aiohttp reaches the caller unscrubbed, because for v1 it
+holds the URL with the key.
 """
 from __future__ import annotations
 
