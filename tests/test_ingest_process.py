@@ -146,3 +146,12 @@ def test_fewer_collections_restores_the_collector_settings():
     with fewer_collections(threshold=12_345):
         assert gc.get_threshold()[0] == 12_345 and gc.get_freeze_count() > 0
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+async def test_a_database_without_the_schema_stops_the_child_with_a_clear_message(tmp_path, capfd):
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()  # a SQLite file, but tornstore never opened it
+    async with IngestProcess(path) as writer:
+        with pytest.raises(IngestProcessError, match=r"exited \(code 1\)"):
+            await writer.ingest([Response(url=URL, observed_at=1_700_000_000, body={"ID": 9})])
+    assert "the schema is not current" in capfd.readouterr().err
