@@ -16,6 +16,7 @@ RoutingError with the reason; ingest then quarantines it.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
@@ -56,7 +57,13 @@ _V1_BASIC = {"level", "gender", "player_id", "name", "status"}
 
 def parse_url(url: str) -> Endpoint:
     """Section, entity id and selections of a Torn API URL (key stripped first)."""
-    parts = urlsplit(strip_key(url))
+    return _parse_url(strip_key(url))
+
+
+@functools.lru_cache(maxsize=4096)  # a poller asks the same few hundred URLs again and again
+def _parse_url(url: str) -> Endpoint:
+    """parse_url without the key; the Endpoint (a tuple of strings) is shared by every caller."""
+    parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     version = "v1"
@@ -64,7 +71,7 @@ def parse_url(url: str) -> Endpoint:
         version = "v2"
         segments = segments[1:]
     if not segments:
-        raise RoutingError(f"URL names no API section: {strip_key(url)}")
+        raise RoutingError(f"URL names no API section: {url}")
     section = segments[0].lower()
     rest = segments[1:]
     entity_id: str | None = None
