@@ -18,7 +18,7 @@ import click
 
 from eventstore.gctuning import fewer_collections
 
-from .common import UserError, emit_table
+from .common import emit_table
 
 DEMO_KEY = "DEMOdemoDEMOdemo"  # the simulator accepts any 16-character key
 

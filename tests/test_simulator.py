@@ -632,3 +632,15 @@ def test_a_simulator_process_that_cannot_start_says_so(capfd):
     with pytest.raises(RuntimeError, match="did not start"):
         SimulatorProcess(seed=1, no_such_option=True).start_process()
     assert "no_such_option" in capfd.readouterr().err   # the child's own error reaches stderr
+
+
+async def test_the_simulator_dispatches_by_itself_control_api_and_get_only(server):
+    """start_simulator serves without an application router: /__sim/<what> is the control API, any other
+    path the Torn API, which answers GET only."""
+    status, clock = await control(server, "GET", "clock")
+    assert status == 200 and clock["now"] == server.world.now and clock["iso"].endswith("Z")
+    status, body = await control(server, "GET", "nothing-here")
+    assert status == 404 and "unknown control endpoint GET /__sim/nothing-here" in body["error"]
+    async with server.session.post(f"{server.url}/faction/1?selections=basic", params={"key": KEY}) as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "GET"
+    assert "level" in await call(server, f"/user/{some_member(server.world)}?selections=basic")
