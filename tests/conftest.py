@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.db import close_sync, connect_sync
-from eventstore.migrate import migrate
+from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.migrate import migrate
 
-# shared/ lies beside the repository, for the developers and for CI alike.
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "torn-api" / "fixtures"
+# The Torn API's own facts, kept in the repository: the official v2 spec, the error notes, and response
+# fixtures with their provenance (fixtures/PROVENANCE.md). A clean clone needs nothing beside it.
+TORN_API = Path(__file__).resolve().parent / "fixtures" / "torn-api"
+FIXTURES = TORN_API / "fixtures"
+OPENAPI_SPEC = TORN_API / "openapi-v2-6.6.1.json"
 
 # Each fixture with a plausible URL it could have come from.
 FIXTURE_URLS = {
