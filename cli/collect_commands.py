@@ -12,7 +12,7 @@ import click
 
 from .common import UserError, db_path, emit_json
 
-log = logging.getLogger("eventstore.collector")
+log = logging.getLogger("tornstore.collector")
 
 
 class _MonthlyCompaction:
@@ -33,7 +33,7 @@ class _MonthlyCompaction:
             return
         self.month = month
         try:
-            from projections.compactor import compact
+            from tornstore.projections.compactor import compact
         except ImportError:  # pragma: no cover - the compactor ships with tornstore
             log.warning("month boundary passed but projections.compactor is not available")
             return
@@ -51,7 +51,7 @@ def _logging_to_stderr(verbose: int, quiet: bool):
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     handler.setLevel(level)
-    collector_log = logging.getLogger("eventstore.collector")
+    collector_log = logging.getLogger("tornstore.collector")
     old_level = collector_log.level
     collector_log.addHandler(handler)
     collector_log.setLevel(min(level, old_level) if old_level else level)
@@ -63,10 +63,10 @@ def _logging_to_stderr(verbose: int, quiet: bool):
 
 
 async def _collect(path: str, config, once: bool, compact: bool):
-    from eventstore.collector import Collector
-    from projections.store import Store
+    from tornstore.eventstore.collector import Collector
+    from tornstore.projections.store import Store
 
-    store = await Store.open(path)
+    store = await Store.open(path, create=True)
     try:
         hook = _MonthlyCompaction(store) if compact else None
         collector = Collector(config, store.ingest_many, run=store.run, on_tick=hook)
@@ -143,7 +143,7 @@ def collect(ctx: click.Context, config_file: str, once: bool, api_base: str | No
       tornstore simulate-api --port 8080 &      # no real key needed:
       tornstore --db demo.db collect -c collect.toml --api-base http://127.0.0.1:8080 --once
     """
-    from eventstore.collector import ConfigError, load_config
+    from tornstore.eventstore.collector import ConfigError, load_config
 
     path = db_path(ctx)
     try:
@@ -189,7 +189,7 @@ def simulate_api(port: int, host: str, seed: int, keys: str | None, speed: float
       curl 'http://127.0.0.1:8080/v2/faction/1234/members' -H 'Authorization: ApiKey AAAAAAAAAAAAAAAA'
       curl -X POST http://127.0.0.1:8080/__sim/fault -d '{"kind": "http", "status": 503, "count": 2}'
     """
-    from eventstore.simulator import run_simulator
+    from tornstore.eventstore.simulator import run_simulator
 
     key_list = None
     if keys:

@@ -50,7 +50,7 @@ def run_async(coro):
 
 def friendly_errors(fn: Callable) -> Callable:
     """Turn the library's own error types into one-line messages for the user."""
-    from eventstore.migrate import MigrationError
+    from tornstore.eventstore.migrate import MigrationError
 
     @wraps(fn)
     def wrapper(*args, **kwargs):

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import click
 
-from eventstore import db
-from eventstore.backup import (backup_database, dated_backup_path, forget_backups, rotate_backups)
-from eventstore.migrate import check
+from tornstore.eventstore import db
+from tornstore.eventstore.backup import (backup_database, dated_backup_path, forget_backups, rotate_backups)
+from tornstore.eventstore.migrate import check
 
 from .common import UserError, emit_json, emit_table, existing_db, friendly_errors
 
 
 def _clock(text: str | None) -> int:
     """The run's clock, read once here at the edge and passed down."""
-    from projections.compactor.periods import parse_time
+    from tornstore.projections.compactor.periods import parse_time
 
     if text is None:
         return int(time.time())
@@ -94,8 +94,8 @@ def compact(ctx: click.Context, now_text: str | None, month: str | None, dry_run
       tornstore --db torn.db compact --now 2027-02-01T00:00:00Z --json
       tornstore --db torn.db compact --month 2026-12 --no-backup
     """
-    from projections.compactor import CompactionError, Period
-    from projections.compactor import compact as run_compact
+    from tornstore.projections.compactor import CompactionError, Period
+    from tornstore.projections.compactor import compact as run_compact
 
     path = existing_db(ctx)
     now = _clock(now_text)
@@ -124,7 +124,7 @@ def compact(ctx: click.Context, now_text: str | None, month: str | None, dry_run
 
 
 def _print_report(report) -> None:
-    from projections.compactor.periods import iso
+    from tornstore.projections.compactor.periods import iso
 
     head = "dry run at" if report.dry_run else "compacted at"
     click.echo(f"{head} {iso(report.now)}; keeping detail from {iso(report.window_start)} "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from eventstore.gctuning import fewer_collections
+from tornstore.eventstore.gctuning import fewer_collections
 
 from .common import emit_table
 
@@ -64,13 +64,13 @@ async def _drive(sim, start: int, end: int, interval: int, profile_every: int, b
 
 async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval: int,
                    profile_every: int) -> dict:
-    from eventstore.collector import Collector
-    from eventstore.collector.config import parse_config
-    from eventstore.simulator.process import SimulatorProcess
-    from eventstore.ingest import IngestReport
-    from projections.compactor import compact
-    from projections.ingest_process import IngestProcess
-    from projections.store import Store
+    from tornstore.eventstore.collector import Collector
+    from tornstore.eventstore.collector.config import parse_config
+    from tornstore.eventstore.simulator.process import SimulatorProcess
+    from tornstore.eventstore.ingest import IngestReport
+    from tornstore.projections.compactor import compact
+    from tornstore.projections.ingest_process import IngestProcess
+    from tornstore.projections.store import Store
 
     # The simulator serves from a process of its own (the second core), on a clock we move.
     sim = SimulatorProcess(seed=seed, factions=max(factions, 2), territories=400).start_process()
@@ -104,7 +104,7 @@ async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval:
     try:
         # Ingest runs in a process of its own too (a third process on two cores): the collector hands it
         # bodies undecoded and goes on polling while it stores; its reports are added up at each drain.
-        async with await Store.open(db) as store, IngestProcess(db) as writer:
+        async with Store.open(db, create=True) as store, IngestProcess(db) as writer:
             async def sink(batch: list) -> None:
                 await writer.submit(batch)
 
@@ -224,9 +224,9 @@ def _report(db: Path, stats: dict, chart: str) -> None:
     finally:
         conn.close()
     try:
-        from projections.charts import ChartsUnavailable, plot_series
-        from projections.queries import history
-        from eventstore.db import connect_sync
+        from tornstore.projections.charts import ChartsUnavailable, plot_series
+        from tornstore.projections.queries import history
+        from tornstore.eventstore.db import connect_sync
         conn = connect_sync(db)
         try:
             series = history(conn, "faction", stats["faction_ids"][0], "respect")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from eventstore import db
-from eventstore.capture import export_events, read_capture
-from eventstore.migrate import check, current_version, migrate
+from tornstore.eventstore import db
+from tornstore.eventstore.capture import export_events, read_capture
+from tornstore.eventstore.migrate import check, current_version, migrate
 
 from .common import UserError, db_path, emit_json, existing_db, friendly_errors
 
@@ -81,7 +81,7 @@ def ingest(ctx: click.Context, files: tuple[str, ...], batch: int, as_json: bool
       tornstore --db torn.db ingest captures/*.ndjson
       cat capture.ndjson | tornstore --db torn.db ingest - --json
     """
-    from projections.store import ingest_files  # the projections run inline with ingest
+    from tornstore.projections.store import ingest_files  # the projections run inline with ingest
 
     path = db_path(ctx)
     for name in files:

@@ -28,13 +28,13 @@ def cli(ctx: click.Context, db: str | None) -> None:
 
 # Command modules, each defining click commands registered on `cli` through `register(cli)`.
 COMMAND_MODULES = [
-    "cli.log_commands",
-    "cli.ops_commands",
-    "cli.query_commands",
-    "cli.plot_commands",
-    "cli.compact_commands",
-    "cli.collect_commands",
-    "cli.demo_command",
+    "tornstore.cli.log_commands",
+    "tornstore.cli.ops_commands",
+    "tornstore.cli.query_commands",
+    "tornstore.cli.plot_commands",
+    "tornstore.cli.compact_commands",
+    "tornstore.cli.collect_commands",
+    "tornstore.cli.demo_command",
 ]
 
 

@@ -5,14 +5,14 @@ import sys
 
 import click
 
-from eventstore import db
-from projections import health, runner
+from tornstore.eventstore import db
+from tornstore.projections import health, runner
 
 from .common import UserError, emit_json, emit_record, emit_table, existing_db, friendly_errors
 
 
 def _open(ctx: click.Context):
-    from eventstore.migrate import migrate
+    from tornstore.eventstore.migrate import migrate
     conn = db.connect_sync(existing_db(ctx))
     migrate(conn)
     return conn

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from projections import queries
+from tornstore.projections import queries
 
 from .common import UserError, friendly_errors
 from .query_commands import series_for
@@ -25,7 +25,7 @@ def plot() -> None:
 
 def _draw(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str | None, until: str | None,
           output: str, title: str | None) -> None:
-    from projections import charts
+    from tornstore.projections import charts
 
     try:
         charts.require_matplotlib()

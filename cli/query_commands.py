@@ -8,10 +8,10 @@ from typing import Any
 import click
 import msgspec
 
-from eventstore import db
-from eventstore.migrate import migrate
-from projections import queries
-from projections.queries import QueryError, format_time
+from tornstore.eventstore import db
+from tornstore.eventstore.migrate import migrate
+from tornstore.projections import queries
+from tornstore.projections.queries import QueryError, format_time
 
 from .common import UserError, emit_json, emit_record, emit_table, existing_db, friendly_errors
 

@@ -59,11 +59,16 @@ def close_sync(conn: sqlite3.Connection) -> None:
     conn.close()
 
 
-async def connect(path: str | Path) -> aiosqlite.Connection:
-    """An aiosqlite connection with the store's settings, in autocommit mode."""
+async def connect(path: str | Path, *, read_only: bool = False) -> aiosqlite.Connection:
+    """An aiosqlite connection with the store's settings, in autocommit mode.
+
+    `read_only`: for queries; `PRAGMA query_only` makes any write on it an error.
+    """
     conn = await aiosqlite.connect(str(path), isolation_level=None, factory=StoreConnection)
     try:
         await run_in_connection(conn, apply_pragmas)
+        if read_only:
+            await run_in_connection(conn, lambda c: c.execute("PRAGMA query_only = ON"))
     except BaseException:
         await conn.close()  # else its worker thread keeps the process alive after the error
         raise
@@ -82,7 +87,8 @@ async def run_in_connection(conn: aiosqlite.Connection, fn: Callable[..., T], *a
     """Run `fn(sqlite3_connection, *args)` in the connection's worker thread: one round trip.
 
     aiosqlite has no public call for this; `_execute` is the method its own cursor calls use, and
-    `_conn` the raw connection. Keeping both uses here means a change in aiosqlite touches one place.
+    `_conn` the raw connection. Keeping both uses here means a change in aiosqlite touches one place;
+    pyproject pins the versions where they exist, and tests/test_store_open.py checks them.
     """
     return await conn._execute(fn, conn._conn, *args)  # noqa: SLF001
 

@@ -33,7 +33,7 @@ class Migration:
 def available_migrations() -> list[Migration]:
     """Every migration file shipped with the package, in version order."""
     found = []
-    for entry in resources.files("migrations").iterdir():
+    for entry in resources.files("tornstore.migrations").iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2].replace("_", " "), entry.read_text("utf-8")))

@@ -1,11 +1,14 @@
 """The async face of the log: open a database, ingest batches, close. Safe inside a bot's event loop.
 
-Every call is one aiosqlite round trip; the work itself runs in aiosqlite's worker thread.
+Every call is one aiosqlite round trip; the work itself runs in aiosqlite's worker thread. Writes go
+through one connection, reads through another (`read`), so a query never queues behind an ingest that
+waits for another process's write lock.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import aiosqlite
 
@@ -14,41 +17,93 @@ from .ingest import IngestReport, Projector, ingest_batch
 from .migrate import migrate
 from .records import Response
 
+T = TypeVar("T")
+L = TypeVar("L", bound="EventLog")
+
+
+class Opening(Generic[L]):
+    """What `open` returns: `await` it for an open log, or use it in `async with` to close it on exit.
+
+        log = await EventLog.open("torn.db")            # close it yourself: await log.close()
+        async with EventLog.open("torn.db") as log:     # closed when the block ends
+            ...
+    """
+
+    def __init__(self, opener: Callable[[], Coroutine[Any, Any, L]]):
+        self._opener = opener
+        self._log: L | None = None
+
+    def __await__(self) -> Generator[Any, None, L]:
+        return self._opener().__await__()
+
+    async def __aenter__(self) -> L:
+        self._log = await self._opener()
+        return self._log
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._log is not None:
+            await self._log.close()
+
 
 class EventLog:
     """The event log of one SQLite file. `async with EventLog.open(path) as log: await log.ingest(...)`."""
+
+    default_projector: ClassVar[Projector | None] = None  # what `open` uses when given no projector
 
     def __init__(self, conn: aiosqlite.Connection, path: str, projector: Projector | None = None):
         self.conn = conn
         self.path = path
         self.projector = projector
+        self._reader: aiosqlite.Connection | None = None
 
     @classmethod
-    async def open(cls, path: str | Path, *, projector: Projector | None = None,
-                   create: bool = True) -> "EventLog":
-        path = str(path)
+    def open(cls, path: str | Path, *, create: bool = False, projector: Projector | None = None) -> Opening[Self]:
+        """Open the database at `path`, applying pending migrations.
+
+        A missing file is an error (a mistyped path must not become a new, empty database) unless
+        `create=True`.
+        """
+        async def opener() -> Self:
+            return await cls._open(str(path), create=create, projector=projector)
+        return Opening(opener)
+
+    @classmethod
+    async def _open(cls, path: str, *, create: bool, projector: Projector | None) -> Self:
         if not create and not Path(path).exists():
-            raise FileNotFoundError(f"no database at {path} (run `tornstore --db {path} init` first)")
+            raise FileNotFoundError(f"no database at {path} (run `tornstore --db {path} init` first, "
+                                    f"or open it with create=True)")
         conn = await db.connect(path)
         try:
             await db.run_in_connection(conn, migrate)
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, path, projector)
+        return cls(conn, path, projector if projector is not None else cls.default_projector)
 
-    async def __aenter__(self) -> "EventLog":
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await db.close(reader)
         await db.close(self.conn)
 
-    async def run(self, fn, *args: Any):
-        """Run `fn(sqlite3_connection, *args)` in the worker thread (one round trip)."""
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(sqlite3_connection, *args)` in the writer's worker thread (one round trip)."""
         return await db.run_in_connection(self.conn, fn, *args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the read-only `fn(sqlite3_connection, *args)` on the read connection (opened on first use).
+
+        WAL lets it read the last committed state while a write is under way or waiting for its lock.
+        """
+        if self._reader is None:
+            self._reader = await db.connect(self.path, read_only=True)
+        return await db.run_in_connection(self._reader, fn, *args)
 
     async def ingest(self, url: str, body: Any, observed_at: int) -> IngestReport:
         """Ingest one response (the hook for a bot that has its own API client)."""

@@ -19,8 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from projections.queries import PLAYER_STATS, QueryError, STATS, format_time
-from projections.store import Store
+from tornstore.projections.queries import PLAYER_STATS, QueryError, STATS, format_time
+from tornstore.projections.store import Store
 
 DISCORD_LIMIT = 2000  # characters per message
 
@@ -92,7 +92,7 @@ async def handle_history(store: Store, kind: str, entity_id: int, stat: str, sin
     text = (f"**{who}** {stat.replace('_', ' ')}: {_n(first.value)} ({format_time(first.at)}) -> "
             f"{_n(last.value)} ({format_time(last.at)}), change {change:+,} over {len(series.points)} points")
     try:
-        from projections.charts import ChartsUnavailable, plot_series
+        from tornstore.projections.charts import ChartsUnavailable, plot_series
     except ImportError:  # pragma: no cover - the module itself has no hard dependency
         return Reply(text)
     out_dir = Path(chart_dir) if chart_dir else Path(tempfile.gettempdir())

@@ -1,6 +1,6 @@
 """PNG line charts of a history series (matplotlib, an optional extra: `pip install 'tornstore[plot]'`).
 
-    from projections.charts import plot_series
+    from tornstore.projections.charts import plot_series
     plot_series(await store.history("player", 2491575, "strength"), "strength.png")
 
 Drawn on matplotlib's Agg canvas directly (no pyplot, no global backend switch), so it is safe inside a

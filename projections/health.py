@@ -10,8 +10,8 @@ from typing import Callable
 
 import msgspec
 
-from eventstore.canonical import RULES, canonical_hash
-from eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.canonical import RULES, canonical_hash
+from tornstore.eventstore.db import close_sync, connect_sync
 
 from . import runner
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import msgspec
 
-from eventstore.ingest import IngestReport
-from eventstore.records import Response
+from tornstore.eventstore.ingest import IngestReport
+from tornstore.eventstore.records import Response
 
 _LENGTH = struct.Struct(">I")
 _encode = msgspec.json.Encoder().encode
@@ -53,7 +53,7 @@ class IngestProcess:
         if not Path(self.path).exists():
             raise FileNotFoundError(f"no database at {self.path}")
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "projections.ingest_process", self.path,
+            sys.executable, "-m", "tornstore.projections.ingest_process", self.path,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         self._reader = asyncio.create_task(self._read_replies(self._process))
         return self
@@ -159,16 +159,16 @@ def _read_frame(stream) -> bytes | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve batches from stdin until it closes; one reply per batch on stdout."""
-    from eventstore.db import close_sync, connect_sync
-    from eventstore.gctuning import fewer_collections
-    from eventstore.ingest import ingest_batch
-    from eventstore.migrate import MigrationError, check
+    from tornstore.eventstore.db import close_sync, connect_sync
+    from tornstore.eventstore.gctuning import fewer_collections
+    from tornstore.eventstore.ingest import ingest_batch
+    from tornstore.eventstore.migrate import MigrationError, check
 
     from .runner import project_inline
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        sys.exit("usage: python -m projections.ingest_process DATABASE")
+        sys.exit("usage: python -m tornstore.projections.ingest_process DATABASE")
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed by mistake goes to stderr, not into the replies
     decode = msgspec.json.Decoder(list[Response]).decode

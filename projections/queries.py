@@ -3,7 +3,7 @@
 Every query is a plain synchronous function `fn(conn, ...)` over a `sqlite3.Connection`; `Store` exposes
 each as an async method that runs it in aiosqlite's worker thread in one round trip:
 
-    async with await Store.open("torn.db") as store:
+    async with Store.open("torn.db") as store:
         me = await store.player(2491575)                    # PlayerView | None
         series = await store.history("faction", 9420, "respect", since=1767225600)
         feed = await store.changes_since(last_position)     # ChangeFeed; keep feed.next_position
@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from eventstore.routing import RoutingError, parse_url
+from tornstore.eventstore.routing import RoutingError, parse_url
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 
 import msgspec
 
-from eventstore.records import Event, Heartbeat, StreamKey
+from tornstore.eventstore.records import Event, Heartbeat, StreamKey
 
 from .handlers.base import Context, Handler, ProjectionError
 

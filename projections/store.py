@@ -1,6 +1,6 @@
 """The store a bot embeds: the event log with the projections running inline.
 
-    async with await Store.open("torn.db") as store:
+    async with Store.open("torn.db") as store:       # or: store = await Store.open(...); await store.close()
         await store.ingest(url, body, observed_at)     # from the bot's own API client
 
 Query helpers (current player, history series, change feed) live in `projections.queries` and are
@@ -12,41 +12,38 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from eventstore import db
-from eventstore.capture import read_capture
-from eventstore.ingest import IngestReport, ingest_batch
-from eventstore.migrate import migrate
-from eventstore.records import Response
-from eventstore.store import EventLog
+from tornstore.eventstore import db
+from tornstore.eventstore.capture import read_capture
+from tornstore.eventstore.ingest import IngestReport, ingest_batch
+from tornstore.eventstore.migrate import migrate
+from tornstore.eventstore.records import Response
+from tornstore.eventstore.store import EventLog
 
 from . import queries
 from .runner import project_inline
 
 
 class Store(EventLog):
-    """EventLog + inline projections."""
+    """EventLog + inline projections, and the queries a bot asks."""
 
-    @classmethod
-    async def open(cls, path: str | Path, *, create: bool = True, projector=project_inline) -> "Store":
-        log = await EventLog.open(path, projector=projector, create=create)
-        return cls(log.conn, log.path, projector)
+    default_projector = project_inline
 
-    # Queries (projections.queries): each one aiosqlite round trip, one consistent snapshot.
+    # Queries (projections.queries): each one round trip on the read connection, one consistent snapshot.
     async def player(self, player_id: int, *, now: int | None = None) -> "queries.PlayerView | None":
         """The current row of a player with faction name, newest stats and freshness (None if unknown)."""
-        return await self.run(queries.player, player_id, now)
+        return await self.read(queries.player, player_id, now)
 
     async def faction(self, faction_id: int, *, now: int | None = None) -> "queries.FactionView | None":
         """The current row of a faction with its members and territories (None if unknown)."""
-        return await self.run(queries.faction, faction_id, now)
+        return await self.read(queries.faction, faction_id, now)
 
     async def war(self, war_id: int, war_type: str | None = None) -> "queries.WarView | None":
         """The newest snapshot of a ranked or territory war and its snapshot count (None if unknown)."""
-        return await self.run(queries.war, war_id, war_type)
+        return await self.read(queries.war, war_id, war_type)
 
     async def territory(self, code: str, *, now: int | None = None) -> "queries.TerritoryView | None":
         """The current state of a territory by code, e.g. 'AAC' (None if unknown)."""
-        return await self.run(queries.territory, code, now)
+        return await self.read(queries.territory, code, now)
 
     async def history(self, kind: str, entity_id: int, stat: str, since: int | str | None = None,
                       until: int | str | None = None) -> "queries.Series":
@@ -56,21 +53,21 @@ class Store(EventLog):
         """
         since = queries.parse_when(since) if since is not None else None
         until = queries.parse_when(until, end_of_day=True) if until is not None else None
-        return await self.run(queries.history, kind, entity_id, stat, since, until)
+        return await self.read(queries.history, kind, entity_id, stat, since, until)
 
     async def changes_since(self, position: int, limit: int = 100, *,
                             respect_threshold: int = queries.DEFAULT_RESPECT_JUMP,
                             scan: int = 10_000) -> "queries.ChangeFeed":
         """Alert-worthy changes after an event position; ask again from `feed.next_position`."""
-        return await self.run(queries.changes_since, position, limit, respect_threshold, scan)
+        return await self.read(queries.changes_since, position, limit, respect_threshold, scan)
 
     async def head_position(self) -> int:
         """The newest event position: a change feed started here reports only what comes next."""
-        return await self.run(queries.head_position)
+        return await self.read(queries.head_position)
 
     async def freshness(self, entity_type: str, entity_id, *, now: int | None = None) -> "queries.Freshness":
         """'Unchanged since' and 'no data between' for one entity (player, faction, territory, war)."""
-        return await self.run(queries.freshness, entity_type, entity_id, now)
+        return await self.read(queries.freshness, entity_type, entity_id, now)
 
 
 def _open_lines(name: str):

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from eventstore.simulator import World
-from eventstore.simulator.workload import PollPlan, poll_rounds
+from tornstore.eventstore.simulator import World
+from tornstore.eventstore.simulator.workload import PollPlan, poll_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,12 +34,12 @@ def write_capture(path: Path, *, seed: int = 3, days: float = 2, factions: int =
 
 
 def cli(db: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", "--db", str(db), *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "tornstore", "--db", str(db), *args], cwd=ROOT,
                           capture_output=True, text=True, **kw)
 
 
 def start_cli(db: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "--db", str(db), *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "tornstore", "--db", str(db), *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
 
@@ -88,7 +88,7 @@ def log_rows(db: Path) -> list[tuple]:
 
 
 def projected_rows(db: Path) -> dict[str, list[tuple]]:
-    from projections.health import COMPARED_TABLES, table_rows
+    from tornstore.projections.health import COMPARED_TABLES, table_rows
     conn = sqlite3.connect(db)
     try:
         return {table: table_rows(conn, table) for table in COMPARED_TABLES}

@@ -144,8 +144,8 @@ def _sql_reader(db: str, stop: Path, tally: _Tally, names: list[str], rng: rando
 
 def _status_reader(db: str, stop: Path, tally: _Tally, names: list[str], rng: random.Random) -> None:
     """What `tornstore status` reads, through the library connection, in one read transaction."""
-    from eventstore.db import connect_sync
-    from projections import health
+    from tornstore.eventstore.db import connect_sync
+    from tornstore.projections import health
 
     conn = connect_sync(db)
     try:
@@ -177,7 +177,7 @@ def _status_reader(db: str, stop: Path, tally: _Tally, names: list[str], rng: ra
 
 async def _store_reader(db: str, stop: Path, tally: _Tally, names: list[str], rng: random.Random) -> None:
     """The library a bot embeds: Store queries (player, faction, history, change feed)."""
-    from projections.store import Store
+    from tornstore.projections.store import Store
 
     store = await Store.open(db, create=False)
     known_players: set[int] = set()
@@ -209,7 +209,7 @@ async def _store_reader(db: str, stop: Path, tally: _Tally, names: list[str], rn
 
 
 def reader_main(db: str, stop_file: str, kind: str, out: str) -> None:
-    from projections.runner import handlers
+    from tornstore.projections.runner import handlers
 
     names = [h.name for h in handlers()]
     tally = _Tally(kind)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.collector import Collector, parse_config
-from eventstore.simulator import World, start_simulator
-from projections.store import Store
+from tornstore.eventstore.collector import Collector, parse_config
+from tornstore.eventstore.simulator import World, start_simulator
+from tornstore.projections.store import Store
 
 from .crashkit import cli, invariants, log_rows, projected_rows, start_cli, wait_for, write_capture
 from .loadkit import DrivenClock
@@ -108,7 +108,7 @@ async def _collect_and_back_up(tmp_path: Path, seconds: float, backups: int) -> 
         "territories": [{"all": True, "api": "v1"}],
         "wars": {"ranked": True, "territory": True},
     }, env=KEYS)
-    store = await Store.open(db)
+    store = await Store.open(db, create=True)
     taken: list[tuple[Path, int]] = []
     try:
         clock = DrivenClock(handle)

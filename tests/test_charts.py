@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from projections import charts
-from projections.queries import Point, Series
+from tornstore.cli.main import cli
+from tornstore.projections import charts
+from tornstore.projections.queries import Point, Series
 
 from .test_queries import build_world, month_end, ts
 

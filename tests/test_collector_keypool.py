@@ -6,15 +6,15 @@ import asyncio
 import aiohttp
 import pytest
 
-from eventstore.collector import (ApiKey, ApiRequest, ConfigError, KeyPool, KeysBusy, NoUsableKey, TornClient,
+from tornstore.eventstore.collector import (ApiKey, ApiRequest, ConfigError, KeyPool, KeysBusy, NoUsableKey, TornClient,
                                   build_jobs, parse_config, parse_duration, policy)
-from eventstore.collector import gaps as gapstore
-from eventstore.collector.keypool import (BUG, PAUSE_ALL, RETRY, RETRY_OTHER_KEY, TARGET, UNKNOWN, next_utc_day)
-from eventstore.collector.scheduler import (BUG as OUT_BUG, NOT_FOUND, OK, RARE_DENIED, RARE_NOT_FOUND,
+from tornstore.eventstore.collector import gaps as gapstore
+from tornstore.eventstore.collector.keypool import (BUG, PAUSE_ALL, RETRY, RETRY_OTHER_KEY, TARGET, UNKNOWN, next_utc_day)
+from tornstore.eventstore.collector.scheduler import (BUG as OUT_BUG, NOT_FOUND, OK, RARE_DENIED, RARE_NOT_FOUND,
                                             Scheduler, member_ids)
-from eventstore.db import close_sync, connect_sync
-from eventstore.migrate import migrate
-from eventstore.secrets import fingerprint
+from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.migrate import migrate
+from tornstore.eventstore.secrets import fingerprint
 
 K1, K2, K3 = "AAAAAAAAAAAAAAA1", "BBBBBBBBBBBBBBB2", "CCCCCCCCCCCCCCC3"
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
@@ -397,8 +397,8 @@ def test_the_example_config_and_the_docstring_example_parse():
     import tomllib
     from pathlib import Path
 
-    from eventstore.collector import config as config_module
-    from eventstore.collector import load_config
+    from tornstore.eventstore.collector import config as config_module
+    from tornstore.eventstore.collector import load_config
 
     env = {"TORN_KEY_1": K1, "TORN_KEY_2": K2}
     example = load_config(Path(__file__).resolve().parents[1] / "examples" / "collect.toml", env=env)

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from eventstore.collector import Collector, parse_config
-from eventstore.secrets import fingerprint
-from eventstore.simulator import World, start_simulator
-from projections.store import Store
+from tornstore.eventstore.collector import Collector, parse_config
+from tornstore.eventstore.secrets import fingerprint
+from tornstore.eventstore.simulator import World, start_simulator
+from tornstore.projections.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_A = "AAAAAAAAAAAAAAA1"
@@ -84,7 +84,7 @@ def config_for(sim, keys=("A", "B"), **extra):
 async def collect_once(sim, db_path, cfg, clock=None, **kw):
     """Open the store, run one round, close; returns (report, collector)."""
     clock = clock or SimClock(sim)
-    store = await Store.open(db_path)
+    store = await Store.open(db_path, create=True)
     try:
         collector = Collector(cfg, store.ingest_many, run=store.run, clock=clock, sleep=clock.sleep, **kw)
         async with collector:
@@ -222,7 +222,7 @@ async def test_http_errors_timeouts_and_bad_bodies_are_gaps_and_retried(sim, db_
 async def run_for(sim, db_path, cfg, seconds):
     clock = SimClock(sim)
     clock.stop_at = sim.world.now + seconds
-    store = await Store.open(db_path)
+    store = await Store.open(db_path, create=True)
     try:
         collector = Collector(cfg, store.ingest_many, run=store.run, clock=clock, sleep=clock.sleep)
         clock.collector = collector
@@ -292,7 +292,7 @@ async def test_a_paused_key_comes_back_when_it_works(sim, db_path, code):
 
 async def test_request_now_goes_first_and_resolves_after_commit(sim, db_path):
     cfg = config_for(sim, interval="1h", players=[{"id": sim.owner_a, "fetch": ["profile"]}])
-    store = await Store.open(db_path)
+    store = await Store.open(db_path, create=True)
     try:
         collector = Collector(cfg, store.ingest_many, run=store.run)   # the real clock: it idles for 1 h
         async with collector:
@@ -325,7 +325,7 @@ async def test_keys_never_reach_the_database_wal_or_logs(sim, db_path, caplog, c
     sim.inject_fault("error", code=7, count=1, path="/user/")
 
     clock = SimClock(sim)
-    store = await Store.open(db_path)
+    store = await Store.open(db_path, create=True)
     collector = Collector(cfg, store.ingest_many, run=store.run, clock=clock, sleep=clock.sleep)
     async with collector:
         report = await collector.run_once()
@@ -401,7 +401,7 @@ def write_config(path: Path, sim: ThreadedSimulator, **extra) -> Path:
 
 
 def test_collect_once_via_click(threaded_sim, tmp_path):
-    from cli.main import cli
+    from tornstore.cli.main import cli
 
     cfg = write_config(tmp_path / "collect.toml", threaded_sim)
     db = str(tmp_path / "cli.db")
@@ -435,7 +435,7 @@ def _env() -> dict:
 def test_collect_once_as_a_real_process(threaded_sim, tmp_path):
     cfg = write_config(tmp_path / "collect.toml", threaded_sim)
     db = tmp_path / "proc.db"
-    cmd = [sys.executable, "-m", "cli.main", "--db", str(db), "collect", "-c", str(cfg),
+    cmd = [sys.executable, "-m", "tornstore", "--db", str(db), "collect", "-c", str(cfg),
            "--api-base", threaded_sim.handle.url, "--once", "--json"]
     first = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
@@ -451,7 +451,7 @@ def test_collect_once_as_a_real_process(threaded_sim, tmp_path):
 def test_sigint_stops_collect_cleanly(threaded_sim, tmp_path):
     cfg = write_config(tmp_path / "collect.toml", threaded_sim)
     db = tmp_path / "sig.db"
-    cmd = [sys.executable, "-m", "cli.main", "--db", str(db), "collect", "-c", str(cfg),
+    cmd = [sys.executable, "-m", "tornstore", "--db", str(db), "collect", "-c", str(cfg),
            "--api-base", threaded_sim.handle.url, "-v"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -482,7 +482,7 @@ def test_sigint_stops_collect_cleanly(threaded_sim, tmp_path):
 
 async def test_a_failing_sink_keeps_the_batch_for_the_final_flush(sim, db_path):
     cfg = config_for(sim, batch=1, players=[{"id": sim.owner_a, "fetch": ["profile", "personalstats"]}])
-    store = await Store.open(db_path)
+    store = await Store.open(db_path, create=True)
     calls = []
 
     async def flaky_sink(responses):
@@ -503,7 +503,7 @@ async def test_a_failing_sink_keeps_the_batch_for_the_final_flush(sim, db_path):
 
 
 def test_simulate_api_serves_until_interrupted(tmp_path):
-    cmd = [sys.executable, "-m", "cli.main", "simulate-api", "--port", "0", "--seed", "3", "--factions", "2",
+    cmd = [sys.executable, "-m", "tornstore", "simulate-api", "--port", "0", "--seed", "3", "--factions", "2",
            "--territories", "50", "--keys", KEY_A]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -530,9 +530,9 @@ def test_simulate_api_serves_until_interrupted(tmp_path):
 
 
 async def test_the_cli_runs_the_compactor_when_a_utc_month_ends(db_path):
-    from cli.collect_commands import _MonthlyCompaction
+    from tornstore.cli.collect_commands import _MonthlyCompaction
 
-    store = await Store.open(db_path)
+    store = await Store.open(db_path, create=True)
     try:
         hook = _MonthlyCompaction(store)
         jan_31 = 1769817600  # 2026-01-31T00:00:00Z
@@ -555,7 +555,7 @@ async def test_rounds_without_flush_wait_for_flush_every_and_lose_nothing(sim, d
     cfg = config_for(sim, batch=1000, flush_every="10m",
                      factions=[{"id": fa.id, "fetch": ["v1:basic"], "members": False}])
     clock = SimClock(sim)
-    store = await Store.open(db_path)
+    store = await Store.open(db_path, create=True)
     batches = []
 
     async def counting_sink(responses):
@@ -581,7 +581,7 @@ async def test_key_use_counts_are_saved_on_a_cadence_and_state_changes_at_once(s
     fa = sim.faction_a
     cfg = config_for(sim, keys=("A",), factions=[{"id": fa.id, "fetch": ["v1:basic"], "members": False}])
     clock = SimClock(sim)
-    store = await Store.open(db_path)
+    store = await Store.open(db_path, create=True)
     fp = fingerprint(KEY_A)
 
     def saved():

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from eventstore.backup import backup_database, dated_backup_path, list_backups, rotate_backups
-from eventstore.db import connect_sync
-from projections.compactor import CompactionError, compact, months_to_fold, plan
-from projections.compactor.periods import Period, months_between, parse_time, retention_start
-from projections.runner import replay
-from projections.store import ingest_files
+from tornstore.eventstore.backup import backup_database, dated_backup_path, list_backups, rotate_backups
+from tornstore.eventstore.db import connect_sync
+from tornstore.projections.compactor import CompactionError, compact, months_to_fold, plan
+from tornstore.projections.compactor.periods import Period, months_between, parse_time, retention_start
+from tornstore.projections.runner import replay
+from tornstore.projections.store import ingest_files
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -714,7 +714,7 @@ def test_late_data_refolds_its_month_or_is_kept_and_reported(compacted, world, t
 
 
 # ---------------------------------------------------------------------------------------------- crashes
-_CHILD = ("import sys; from eventstore.db import connect_sync; from projections.compactor import compact; "
+_CHILD = ("import sys; from tornstore.eventstore.db import connect_sync; from tornstore.projections.compactor import compact; "
           "conn = connect_sync(sys.argv[1]); compact(conn, int(sys.argv[2]), batch=int(sys.argv[3])); conn.close()")
 
 
@@ -942,7 +942,7 @@ def _scrub(report: dict) -> dict:
 
 
 def test_cli_compact_json(ingested, tmp_path, snapshot):
-    from cli.main import cli
+    from tornstore.cli.main import cli
 
     db = copy_db(ingested, tmp_path / "torn.db")
     runner = CliRunner()
@@ -961,7 +961,7 @@ def test_cli_compact_json(ingested, tmp_path, snapshot):
 
 
 def test_cli_backup(ingested, tmp_path):
-    from cli.main import cli
+    from tornstore.cli.main import cli
 
     db = copy_db(ingested, tmp_path / "torn.db")
     out = tmp_path / "elsewhere.db"

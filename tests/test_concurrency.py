@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.collector import Collector, parse_config
-from eventstore.db import close_sync, connect_sync
-from eventstore.ingest import ingest_batch
-from eventstore.migrate import migrate
-from eventstore.records import Response
-from eventstore.simulator import World, start_simulator
-from projections.runner import project_inline
-from projections.store import Store
+from tornstore.eventstore.collector import Collector, parse_config
+from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.ingest import ingest_batch
+from tornstore.eventstore.migrate import migrate
+from tornstore.eventstore.records import Response
+from tornstore.eventstore.simulator import World, start_simulator
+from tornstore.projections.runner import project_inline
+from tornstore.projections.store import Store
 
 from .crashkit import cli, invariants, log_rows, projected_rows, start_cli, wait_for, write_capture
 from .loadkit import (DrivenClock, capture_span, merge_captures, split_capture, start_reader, state_changes,
@@ -50,7 +50,7 @@ async def _collect_with_readers(tmp_path: Path, seconds: float) -> tuple[dict, l
     factions = list(world.factions.values())
     own = {KEYS["TK_C1"]: factions[0].members[0], KEYS["TK_C2"]: factions[1].members[0]}
     handle = await start_simulator(world, keys=list(own), own_ids=own, rate_clock="sim")
-    store = await Store.open(db)   # creates the schema before any reader opens the file
+    store = await Store.open(db, create=True)   # creates the schema before any reader opens the file
     stop = tmp_path / "stop"
     outs = [tmp_path / f"reader{i}.json" for i in range(len(READERS))]
     procs = [start_reader(db, stop, kind, out) for kind, out in zip(READERS, outs)]
@@ -98,7 +98,7 @@ async def test_readers_never_see_errors_or_torn_reads_while_the_collector_writes
 
 def test_the_snapshot_check_notices_an_event_without_its_projection(tmp_path):
     """The readers' check is not vacuous: a batch committed without projections is a torn snapshot."""
-    from projections.runner import handlers
+    from tornstore.projections.runner import handlers
 
     from .loadkit import snapshot
 

@@ -76,7 +76,7 @@ def _replay_invariants(db) -> bool:
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        from projections.runner import handlers
+        from tornstore.projections.runner import handlers
         top = conn.execute("SELECT MAX(position) FROM events").fetchone()[0]
         checkpoints = dict(conn.execute("SELECT projection, position FROM projection_checkpoints"))
         for handler in handlers():

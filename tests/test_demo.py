@@ -6,7 +6,7 @@ import sqlite3
 
 from click.testing import CliRunner
 
-from cli.main import cli
+from tornstore.cli.main import cli
 
 
 def test_demo_collects_compacts_and_reports(tmp_path):

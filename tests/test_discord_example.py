@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from projections.store import Store
+from tornstore.projections.store import Store
 
 from .test_queries import build_world
 

@@ -8,12 +8,12 @@ import json
 import msgspec
 from hypothesis import given, settings, strategies as st
 
-from eventstore.canonical import RULES, HashMemo, canonical_hash
-from eventstore.capture import export_events, read_capture
-from eventstore.db import close_sync, connect_sync
-from eventstore.ingest import ingest_batch
-from eventstore.migrate import migrate
-from eventstore.records import Response
+from tornstore.eventstore.canonical import RULES, HashMemo, canonical_hash
+from tornstore.eventstore.capture import export_events, read_capture
+from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.ingest import ingest_batch
+from tornstore.eventstore.migrate import migrate
+from tornstore.eventstore.records import Response
 
 from .conftest import FIXTURE_URLS, OBSERVED_AT, fixture_body, fixture_capture_lines
 

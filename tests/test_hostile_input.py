@@ -22,16 +22,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from eventstore.capture import read_capture
-from eventstore.db import close_sync, connect_sync
-from eventstore.ingest import ingest_batch
-from eventstore.migrate import migrate
-from eventstore.records import Response
-from eventstore.secrets import strip_key
-from eventstore.simulator import World
-from eventstore.simulator.workload import PollPlan, answer, poll_rounds
-from projections import health
-from projections.runner import handlers, project_inline
+from tornstore.eventstore.capture import read_capture
+from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.ingest import ingest_batch
+from tornstore.eventstore.migrate import migrate
+from tornstore.eventstore.records import Response
+from tornstore.eventstore.secrets import strip_key
+from tornstore.eventstore.simulator import World
+from tornstore.eventstore.simulator.workload import PollPlan, answer, poll_rounds
+from tornstore.projections import health
+from tornstore.projections.runner import handlers, project_inline
 
 from .conftest import FIXTURE_URLS, fixture_body
 from .crashkit import cli
@@ -544,10 +544,10 @@ def test_deep_nesting_as_a_capture_line(baseline, tmp_path, levels):
 async def test_the_deepest_body_ingest_accepts_stays_readable(tmp_path):
     """A bot's `store.ingest` runs in aiosqlite's worker thread, whose stack is shallow: the deepest body it
     accepts must still be readable by verify, replay and export + ingest, which decode it deeper down."""
-    from projections.store import Store
+    from tornstore.projections.store import Store
 
     db = tmp_path / "deep.db"
-    store = await Store.open(db)
+    store = await Store.open(db, create=True)
     accepted = None
     try:
         for levels in range(1000, 880, -1):

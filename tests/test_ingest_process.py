@@ -11,13 +11,13 @@ import sqlite3
 import msgspec
 import pytest
 
-from eventstore.collector import Collector, parse_config
-from eventstore.collector.client import TornClient
-from eventstore.ingest import ingest_batch
-from eventstore.records import Response
-from eventstore.simulator import World, start_simulator
-from projections.ingest_process import IngestProcess, IngestProcessError
-from projections.store import Store
+from tornstore.eventstore.collector import Collector, parse_config
+from tornstore.eventstore.collector.client import TornClient
+from tornstore.eventstore.ingest import ingest_batch
+from tornstore.eventstore.records import Response
+from tornstore.eventstore.simulator import World, start_simulator
+from tornstore.projections.ingest_process import IngestProcess, IngestProcessError
+from tornstore.projections.store import Store
 
 KEY = "RAWrawRAWrawRAW1"
 URL = "https://api.torn.com/faction/9?selections=basic"
@@ -58,7 +58,7 @@ async def test_raw_bodies_through_the_ingest_process_store_what_in_thread_ingest
     fids = sorted(world.factions)
     raw_db, plain_db = tmp_path / "raw.db", tmp_path / "plain.db"
     try:
-        async with await Store.open(raw_db) as raw_store, await Store.open(plain_db) as plain_store:
+        async with await Store.open(raw_db, create=True) as raw_store, await Store.open(plain_db, create=True) as plain_store:
             async with IngestProcess(raw_db) as writer:
                 raw = Collector(config(handle.url, fids), writer.ingest, run=raw_store.run, clock=clock,
                                 sleep=advance, raw_bodies=True)
@@ -83,7 +83,7 @@ async def test_raw_bodies_through_the_ingest_process_store_what_in_thread_ingest
 
 
 async def test_a_batch_the_child_cannot_read_fails_alone_and_the_next_one_lands(db_path):
-    async with await Store.open(db_path):
+    async with await Store.open(db_path, create=True):
         pass
     body = {"ID": 9, "name": "Nine", "respect": 10, "members": {}}
     async with IngestProcess(db_path) as writer:
@@ -97,7 +97,7 @@ async def test_a_batch_the_child_cannot_read_fails_alone_and_the_next_one_lands(
 
 
 async def test_a_child_that_dies_fails_what_waits_and_what_comes_after(db_path):
-    async with await Store.open(db_path):
+    async with await Store.open(db_path, create=True):
         pass
     writer = await IngestProcess(db_path).start()
     try:
@@ -140,7 +140,7 @@ def test_ingest_decodes_raw_bodies_and_quarantines_raw_text(conn):
 def test_fewer_collections_restores_the_collector_settings():
     import gc
 
-    from eventstore.gctuning import fewer_collections
+    from tornstore.eventstore.gctuning import fewer_collections
 
     before = gc.get_threshold()
     with fewer_collections(threshold=12_345):

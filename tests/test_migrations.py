@@ -5,9 +5,9 @@ import sqlite3
 
 import pytest
 
-from eventstore import migrate as migrate_mod
-from eventstore.db import close_sync, connect_sync
-from eventstore.migrate import MigrationError, available_migrations, current_version, migrate
+from tornstore.eventstore import migrate as migrate_mod
+from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.migrate import MigrationError, available_migrations, current_version, migrate
 
 PLAN_TABLES = {
     "schema_version": {"version", "applied_at", "description", "checksum"},

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from eventstore.ingest import ingest_batch
-from eventstore.records import Response
-from projections import runner
-from projections.runner import project_inline
+from tornstore.eventstore.ingest import ingest_batch
+from tornstore.eventstore.records import Response
+from tornstore.projections import runner
+from tornstore.projections.runner import project_inline
 
 from .conftest import FIXTURE_URLS, OBSERVED_AT, fixture_body
 

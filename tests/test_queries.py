@@ -13,13 +13,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from eventstore.db import close_sync, connect_sync
-from eventstore.ingest import ingest_batch
-from eventstore.migrate import migrate
-from eventstore.records import Response
-from projections import queries
-from projections.queries import QueryError
-from projections.store import Store
+from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.ingest import ingest_batch
+from tornstore.eventstore.migrate import migrate
+from tornstore.eventstore.records import Response
+from tornstore.projections import queries
+from tornstore.projections.queries import QueryError
+from tornstore.projections.store import Store
 
 
 def ts(year: int, month: int, day: int, hour: int = 0) -> int:
@@ -419,12 +419,12 @@ async def test_results_are_plain_json_for_programs(store):
 
 async def test_a_query_is_one_round_trip(store, monkeypatch):
     calls = []
-    original = Store.run
+    original = Store.read
 
     async def counting(self, fn, *args):
         calls.append(fn.__name__)
         return await original(self, fn, *args)
-    monkeypatch.setattr(Store, "run", counting)
+    monkeypatch.setattr(Store, "read", counting)   # queries go to the read connection
     await store.player(1)
     await store.faction(9420)
     await store.history("player", 1, "strength")
@@ -473,8 +473,8 @@ def pipeline_capture(path: Path) -> Path:
 
 
 async def test_through_ingest_and_compaction(tmp_path):
-    from projections.compactor import compact
-    from projections.store import ingest_files
+    from tornstore.projections.compactor import compact
+    from tornstore.projections.store import ingest_files
 
     db = tmp_path / "pipe.db"
     report = ingest_files(str(db), [str(pipeline_capture(tmp_path / "capture.ndjson"))])

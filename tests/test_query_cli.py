@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
+from tornstore.cli.main import cli
 
 from .test_queries import T2, T5, build_world
 
@@ -144,7 +144,7 @@ def test_help_texts_have_examples():
 def test_real_process_player_json(world_db):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("TORNSTORE_DB", None)
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "--db", world_db, "player", "1", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "tornstore", "--db", world_db, "player", "1", "--json"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from eventstore.simulator import World
-from eventstore.simulator.workload import PollPlan, poll_rounds
+from tornstore.eventstore.simulator import World
+from tornstore.eventstore.simulator.workload import PollPlan, poll_rounds
 
 from .crashkit import cli, invariants, projected_rows
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.backup import backup_database
-from eventstore.capture import export_events
-from eventstore.collector import Collector, ConfigError, parse_config
-from eventstore.db import close_sync, connect_sync
-from eventstore.secrets import fingerprint
-from eventstore.simulator import World, start_simulator
-from projections.store import Store
+from tornstore.eventstore.backup import backup_database
+from tornstore.eventstore.capture import export_events
+from tornstore.eventstore.collector import Collector, ConfigError, parse_config
+from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.secrets import fingerprint
+from tornstore.eventstore.simulator import World, start_simulator
+from tornstore.projections.store import Store
 
 from .loadkit import DrivenClock
 
@@ -136,7 +136,7 @@ async def test_keys_never_reach_the_database_files_logs_or_exceptions(tmp_path, 
         cfg = parse_config(_config_data(handle.url, world), env=KEYS)
         blobs["repr(config)"] = repr(cfg)
         clock = DrivenClock(handle)
-        store = await Store.open(db)
+        store = await Store.open(db, create=True)
         try:
             reports = []
             for round_ in range(2):                    # a restart a day later reloads key states
@@ -252,7 +252,7 @@ class _ThreadedSimulator:
 def _cli(db: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     environment.pop("TORNSTORE_DB", None)
-    return subprocess.run([sys.executable, "-m", "cli.main", "--db", str(db), *args], cwd=ROOT, env=environment,
+    return subprocess.run([sys.executable, "-m", "tornstore", "--db", str(db), *args], cwd=ROOT, env=environment,
                           capture_output=True, text=True, timeout=180)
 
 

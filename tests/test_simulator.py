@@ -12,15 +12,16 @@ import aiohttp
 import msgspec
 import pytest
 
-from eventstore.secrets import fingerprint
-from eventstore.simulator import Ctx, Rates, World, render, start_simulator
-from eventstore.simulator.world import DAY, build_territories
+from tornstore.eventstore.secrets import fingerprint
+from tornstore.eventstore.simulator import Ctx, Rates, World, render, start_simulator
+from tornstore.eventstore.simulator.world import DAY, build_territories
+
+from .conftest import FIXTURES
 
 KEY = "AbCdEfGh12345678"
 OTHER_KEY = "ZzYyXxWw98765432"
-FIXTURES = Path("/work/shared/torn-api/fixtures")
 
-# Key sets copied from the fixtures in /work/shared/torn-api/fixtures (checked against them when present).
+# Key sets copied from the fixtures in tests/fixtures/torn-api/fixtures (checked against them below).
 STATUS_KEYS = {"description", "details", "state", "color", "until"}
 V1_PROFILE_KEYS = {"rank", "level", "gender", "property", "signup", "awards", "friends", "enemies", "forum_posts",
                    "karma", "age", "role", "donator", "player_id", "name", "property_id", "revivable", "life",
@@ -50,7 +51,6 @@ def _fixture(rel: str) -> dict:
     return json.loads((FIXTURES / rel).read_text())
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared fixtures not available")
 def test_embedded_key_sets_match_the_fixtures():
     assert set(_fixture("v1/user_profile.json")) - {"competition"} == V1_PROFILE_KEYS
     assert set(_fixture("v1/user_basic.json")) == V1_BASIC_KEYS
@@ -603,7 +603,7 @@ def test_forced_events_show_up():
 async def test_a_simulator_process_serves_the_same_bodies_on_a_shared_clock():
     """The demo's simulator runs in a process of its own; moving the shared clock is all it takes, and it
     answers byte for byte what the in-process simulator answers at the same time."""
-    from eventstore.simulator.process import SimulatorProcess
+    from tornstore.eventstore.simulator.process import SimulatorProcess
 
     kw = {"seed": 11, "factions": 2, "members_per_faction": (5, 8), "territories": 100}
     world = World(**kw)
@@ -627,7 +627,7 @@ async def test_a_simulator_process_serves_the_same_bodies_on_a_shared_clock():
 
 
 def test_a_simulator_process_that_cannot_start_says_so(capfd):
-    from eventstore.simulator.process import SimulatorProcess
+    from tornstore.eventstore.simulator.process import SimulatorProcess
 
     with pytest.raises(RuntimeError, match="did not start"):
         SimulatorProcess(seed=1, no_such_option=True).start_process()

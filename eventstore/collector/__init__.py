@@ -1,7 +1,7 @@
 """The Torn API collector: an aiohttp client, a key pool that honours every rate limit and error code,
 a scheduler of polls, and the loop that hands responses to a sink (in practice `Store.ingest_many`).
 
-    from eventstore.collector import Collector, load_config
+    from tornstore.eventstore.collector import Collector, load_config
 
     config = load_config("collect.toml")            # format: see eventstore.collector.config
     async with Collector(config, store.ingest_many, run=store.run) as collector:

@@ -31,7 +31,7 @@ import yarl
 
 from ..secrets import fingerprint, scrub, strip_key
 
-log = logging.getLogger("eventstore.collector")
+log = logging.getLogger("tornstore.collector")
 
 _decode = msgspec.json.Decoder().decode
 MAX_PAGES = 200

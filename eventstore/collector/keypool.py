@@ -43,7 +43,7 @@ from typing import Awaitable, Callable, Iterable
 
 from ..secrets import fingerprint
 
-log = logging.getLogger("eventstore.collector")
+log = logging.getLogger("tornstore.collector")
 
 ACCESS_LEVELS = {"public": 0, "minimal": 1, "limited": 2, "full": 3}
 ACCESS_NAMES = {v: k for k, v in ACCESS_LEVELS.items()}

@@ -1,9 +1,9 @@
 """The collect loop: poll what the scheduler says, with keys from the pool, and hand responses to a sink.
 
-    from projections.store import Store
-    from eventstore.collector import Collector, load_config
+    from tornstore.projections.store import Store
+    from tornstore.eventstore.collector import Collector, load_config
 
-    async with await Store.open("torn.db") as store:
+    async with Store.open("torn.db") as store:
         async with Collector(load_config("collect.toml"), store.ingest_many, run=store.run) as collector:
             report = await collector.run_once()        # one round over every target
             # or: await collector.run_forever()        # until collector.stop()
@@ -50,7 +50,7 @@ from .keypool import (ACCESS_LEVELS, BUG as P_BUG, PAUSE_ALL, RETRY, RETRY_OTHER
 from .scheduler import (ABORTED, BUG, DEFERRED, DENIED, FAILED, NOT_FOUND, OK, RARE_NOT_FOUND, UNKNOWN, Job,
                         Scheduler, build_jobs, member_ids)
 
-log = logging.getLogger("eventstore.collector")
+log = logging.getLogger("tornstore.collector")
 
 Sink = Callable[[list[Response]], Awaitable[IngestReport]]
 Runner = Callable[..., Awaitable[Any]]

@@ -9,7 +9,7 @@ it before each answer, so a step of simulated time costs no control request.
         sim.set_clock(sim.start + 240)                 # the world is there at the next request
         ... GET f"{sim.url}/faction/{sim.faction_ids[0]}?selections=basic&key=<16 alphanumerics>" ...
 
-The child is `python -m eventstore.simulator.process`: it prints one JSON line (url, start, faction ids)
+The child is `python -m tornstore.eventstore.simulator.process`: it prints one JSON line (url, start, faction ids)
 and serves until its standard input closes, so it never outlives the caller.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ class SimulatorProcess:
 
     def start_process(self) -> "SimulatorProcess":
         spec = json.dumps({"world": self._world_kw, "rate_limit": self._rate_limit, "clock": self._clock.path})
-        self._process = subprocess.Popen([sys.executable, "-m", "eventstore.simulator.process", spec],
+        self._process = subprocess.Popen([sys.executable, "-m", "tornstore.eventstore.simulator.process", spec],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = _read_line(self._process, self._start_timeout)
         try:

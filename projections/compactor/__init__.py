@@ -42,10 +42,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from eventstore.backup import (backup_database, database_path, dated_backup_path, forget_backups,
+from tornstore.eventstore.backup import (backup_database, database_path, dated_backup_path, forget_backups,
                                record_backup, rotate_backups)
 
-from projections.runner import prune_horizon
+from tornstore.projections.runner import prune_horizon
 
 from . import folds, ledger, retention
 from .ledger import crash_point
@@ -156,7 +156,7 @@ def _covered_position(conn: sqlite3.Connection) -> int:
     projection that writes history is behind (its rows for later events do not exist yet)."""
     end = conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
     try:
-        from projections.runner import handlers
+        from tornstore.projections.runner import handlers
         names = [h.name for h in handlers() if h.history_tables]
     except ImportError:  # no handlers registered (yet): history rows are written by hand
         names = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from eventstore.records import Event, Heartbeat
+from tornstore.eventstore.records import Event, Heartbeat
 
 
 class ProjectionError(ValueError):

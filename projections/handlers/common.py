@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import msgspec
 
-from eventstore.records import Event
+from tornstore.eventstore.records import Event
 
 from .base import Context
 

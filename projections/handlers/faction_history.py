@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from eventstore.records import Event
+from tornstore.eventstore.records import Event
 
 from ..models import opt_id
 from .base import Context, Handler, ProjectionError

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from eventstore.records import Event, Heartbeat
+from tornstore.eventstore.records import Event, Heartbeat
 
 from ..models import MemberIds, V1Faction, V2Faction, decode, is_set, opt_id, opt_int, opt_text
 from .base import Context, Handler, ProjectionError

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from eventstore.records import Event
+from tornstore.eventstore.records import Event
 
 from ..models import (V1BattleStats, V1PersonalStats, V2BattleStats, V2PersonalStats, V2PersonalStatsBody,
                       decode, opt_id, opt_int)

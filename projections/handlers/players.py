@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from eventstore.records import Event, Heartbeat
+from tornstore.eventstore.records import Event, Heartbeat
 
 from ..models import (MemberIds, V1Bars, V1Basic, V1Faction, V1Member, V1Profile, V2Bars, V2Basic, V2Member,
                       V2Profile, decode, is_set, opt_id, opt_int, opt_text)

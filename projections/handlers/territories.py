@@ -43,7 +43,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from eventstore.records import Event
+from tornstore.eventstore.records import Event
 
 from ..models import (V1_TERRITORY_VIEWS, TerritoryIds, V1Faction, V1FactionTerritoryWar, V1Racket, V1Territory,
                       V1TerritoryWar, V2FactionTerritory, V2Ownership, V2Racket, V2Territory, V2TerritoryWar,

@@ -40,7 +40,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from eventstore.records import Event
+from tornstore.eventstore.records import Event
 
 from ..models import (UNSET, V1_TERRITORY_VIEWS, TerritoryWarIds, V1Faction, V1FactionTerritoryWar, V1RankedWar,
                       V1Territory, V1TerritoryWar, V2FactionWars, V2RankedWar, V2TerritoryWar, decode, is_set,

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from eventstore.records import Response
-from eventstore.simulator.workload import PollPlan, answer, round_urls
-from eventstore.simulator.world import DAY, DEFAULT_START, World
+from tornstore.eventstore.records import Response
+from tornstore.eventstore.simulator.workload import PollPlan, answer, round_urls
+from tornstore.eventstore.simulator.world import DAY, DEFAULT_START, World
 
 SEED = 20260101
 
@@ -227,10 +227,10 @@ def ingest_workload_into(path: Path, workload: Workload, batch: int = 50,
     written without a projector and the projections catch up from it at the end (`runner.catch_up`): the
     same events, streams and projected rows, several times faster on a month of polls; only the live
     columns of `players` (refreshed by unchanged polls) keep their last event's values."""
-    from eventstore.db import close_sync, connect_sync
-    from eventstore.ingest import IngestReport, ingest_batch
-    from eventstore.migrate import migrate
-    from projections.runner import catch_up, project_inline
+    from tornstore.eventstore.db import close_sync, connect_sync
+    from tornstore.eventstore.ingest import IngestReport, ingest_batch
+    from tornstore.eventstore.migrate import migrate
+    from tornstore.projections.runner import catch_up, project_inline
 
     projector = project_inline if inline else None
     conn = connect_sync(path)

@@ -25,8 +25,8 @@ import calendar
 import time
 from pathlib import Path
 
-from eventstore.db import close_sync, connect_sync
-from eventstore.migrate import migrate
+from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.migrate import migrate
 
 from .common import Sizes, copy_database, missing, rnd
 
@@ -191,10 +191,10 @@ def _stage_seconds(stages: dict[str, float], t0: float, t1: float) -> dict[str, 
 
 
 def run(sizes: Sizes, ctx: dict) -> dict:
-    reason = missing("projections.compactor")
+    reason = missing("tornstore.projections.compactor")
     if reason:
         return {"skipped": reason}
-    from projections.compactor import compact
+    from tornstore.projections.compactor import compact
 
     workdir: Path = ctx["workdir"]
     path = workdir / "compact.db"

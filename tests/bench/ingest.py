@@ -23,12 +23,12 @@ from pathlib import Path
 import aiosqlite
 import msgspec
 
-from eventstore.canonical import RULES, canonical_hash
-from eventstore.db import PRAGMAS, close_sync, connect_sync
-from eventstore.ingest import IngestReport, ingest_batch, torn_error
-from eventstore.migrate import migrate
-from eventstore.routing import route
-from eventstore.secrets import strip_key
+from tornstore.eventstore.canonical import RULES, canonical_hash
+from tornstore.eventstore.db import PRAGMAS, close_sync, connect_sync
+from tornstore.eventstore.ingest import IngestReport, ingest_batch, torn_error
+from tornstore.eventstore.migrate import migrate
+from tornstore.eventstore.routing import route
+from tornstore.eventstore.secrets import strip_key
 
 from .common import Sizes, Stopwatch, missing, mixed_workload, rnd
 
@@ -46,10 +46,10 @@ NAIVE_INSERT = ("INSERT INTO snapshots (entity_type, entity_id, view, observed_a
 
 
 def run(sizes: Sizes, ctx: dict) -> dict:
-    reason = missing("projections.handlers.registry")
+    reason = missing("tornstore.projections.handlers.registry")
     if reason:
         return {"skipped": reason}
-    from projections.runner import project_inline
+    from tornstore.projections.runner import project_inline
 
     workdir: Path = ctx["workdir"]
     workload = mixed_workload(sizes.ingest_factions, sizes.ingest_hours)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from eventstore.db import PRAGMAS, connect_sync
+from tornstore.eventstore.db import PRAGMAS, connect_sync
 
 from .common import Sizes, missing, percentile, rnd
 
@@ -53,10 +53,10 @@ def _record(path: Path, fn, *args) -> list[tuple[str, tuple]]:
 
 
 def run(sizes: Sizes, ctx: dict) -> dict:
-    reason = missing("projections.handlers.registry", "projections.queries")
+    reason = missing("tornstore.projections.handlers.registry", "tornstore.projections.queries")
     if reason:
         return {"skipped": reason}
-    from projections import queries
+    from tornstore.projections import queries
 
     built = ctx.get("fixtures", {}).get("storage")
     if built is None:
@@ -115,7 +115,7 @@ def run(sizes: Sizes, ctx: dict) -> dict:
 
 async def _measure(path: Path, ids: list[int], player_sql: dict, history_sql: dict, since: int, until: int,
                    calls: int, points: list[int]) -> dict:
-    from projections.store import Store
+    from tornstore.projections.store import Store
 
     store = await Store.open(path, create=False)
     bare = await aiosqlite.connect(str(path))

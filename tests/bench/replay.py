@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.db import close_sync, connect_sync
 
 from .common import Sizes, copy_database, ingest_workload_into, missing, mixed_workload, peak_rss_mb, rnd
 
@@ -86,7 +86,7 @@ def _rss_breakdown() -> dict:
 def _child(path: str, budget: float) -> None:
     """Runs in the child process: replay everything (or until `budget` seconds have passed), print seconds,
     events, peak RSS and the rate over the first and last tenth as JSON."""
-    from projections.runner import replay
+    from tornstore.projections.runner import replay
     conn = connect_sync(path)
     total = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     rss_before = peak_rss_mb()
@@ -154,10 +154,10 @@ def _limit(path: Path, bare_path: Path, tables: list[str]) -> dict:
 
 
 def run(sizes: Sizes, ctx: dict) -> dict:
-    reason = missing("projections.handlers.registry")
+    reason = missing("tornstore.projections.handlers.registry")
     if reason:
         return {"skipped": reason}
-    from projections.runner import handlers
+    from tornstore.projections.runner import handlers
 
     workdir: Path = ctx["workdir"]
     seed = ctx.get("fixtures", {}).get("mix")

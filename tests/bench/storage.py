@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.db import close_sync, connect_sync
 
 from .common import Sizes, checkpointed_size, faction_workload, ingest_workload_into, missing, rnd
 
@@ -59,7 +59,7 @@ def build(sizes: Sizes, workdir: Path, naive: bool = True) -> dict:
 
 
 def run(sizes: Sizes, ctx: dict) -> dict:
-    reason = missing("projections.handlers.registry")
+    reason = missing("tornstore.projections.handlers.registry")
     if reason:
         return {"skipped": reason}
     built = build(sizes, ctx["workdir"])

@@ -1,0 +1,36 @@
+"""tornstore: keep the history of Torn City API data in one SQLite file.
+
+The front door for bots and scripts::
+
+    from tornstore import Store
+
+    async with Store.open("torn.db") as store:
+        player = await store.player(397229)
+
+The subpackages follow the data: `tornstore.eventstore` (the log), `tornstore.projections` (the tables
+derived from it, compaction, queries), `tornstore.cli` (the `tornstore` command) and
+`tornstore.migrations` (the schema).
+"""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .projections.store import Store
+
+try:
+    __version__ = version("tornstore")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["Store", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # `Store` is imported on first use, so `python -m tornstore --help` and the CLI start light.
+    if name == "Store":
+        from .projections.store import Store
+        return Store
+    raise AttributeError(f"module 'tornstore' has no attribute {name!r}")
+
