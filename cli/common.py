@@ -5,10 +5,10 @@ import asyncio
 import json
 import os
 import sqlite3
-import sys
+from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import click
 
@@ -76,11 +76,11 @@ def emit_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
     for row in rows:
         for i, value in enumerate(row):
             widths[i] = max(widths[i], len(value))
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     click.echo(line)
     click.echo("  ".join("-" * w for w in widths))
     for row in rows:
-        click.echo("  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths)))
+        click.echo("  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
 def emit_record(record: dict[str, Any]) -> None:

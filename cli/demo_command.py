@@ -25,8 +25,8 @@ DEMO_KEY = "DEMOdemoDEMOdemo"  # the simulator accepts any 16-character key
 
 def _month_starts(start: int, months: int) -> list[int]:
     """The first second of each of the `months` UTC months after the one `start` is in."""
-    day = dt.datetime.fromtimestamp(start, dt.timezone.utc)
-    first = dt.datetime(day.year, day.month, 1, tzinfo=dt.timezone.utc)
+    day = dt.datetime.fromtimestamp(start, dt.UTC)
+    first = dt.datetime(day.year, day.month, 1, tzinfo=dt.UTC)
     out = []
     for _ in range(months):
         first = (first + dt.timedelta(days=32)).replace(day=1)
@@ -215,7 +215,7 @@ def _report(db: Path, stats: dict, chart: str) -> None:
         if player:
             cols = [d[0] for d in conn.execute("SELECT p.name, s.* FROM player_stats_summary s "
                                                "JOIN players p USING (player_id) LIMIT 0").description]
-            row = dict(zip(cols, player))
+            row = dict(zip(cols, player, strict=True))
             click.echo()
             click.echo(f"a summary row (player_stats_summary, {row['name']} [{row['player_id']}], "
                        f"{_day(row['period_start'])[:7]}): level {row['level_start']} -> {row['level_end']}, "
@@ -240,7 +240,7 @@ def _report(db: Path, stats: dict, chart: str) -> None:
 
 
 def _day(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 
 
 def register(group: click.Group) -> None:

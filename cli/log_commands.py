@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from tornstore.eventstore import db
-from tornstore.eventstore.capture import export_events, read_capture
+from tornstore.eventstore.capture import export_events
 from tornstore.eventstore.migrate import check, current_version, migrate
 
 from .common import UserError, db_path, emit_json, existing_db, friendly_errors

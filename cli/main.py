@@ -5,7 +5,6 @@ import importlib
 
 import click
 
-from .common import UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

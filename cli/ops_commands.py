@@ -20,7 +20,8 @@ def _open(ctx: click.Context):
 
 @click.command()
 @click.option("--projection", "name", metavar="NAME",
-              help="Rebuild only this projection (players, factions, player_stats, faction_history, wars, territories).")
+              help="Rebuild only this projection (players, factions, player_stats, faction_history, wars, "
+                   "territories).")
 @click.option("--batch", default=5000, show_default=True, type=click.IntRange(min=1),
               help="Events per transaction.")
 @click.pass_context
@@ -131,7 +132,7 @@ def _when(ts) -> str:
     if ts is None:
         return "-"
     import datetime as dt
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _compaction(row) -> str:
