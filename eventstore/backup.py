@@ -14,7 +14,7 @@ import os
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .db import joined_transaction
@@ -33,7 +33,7 @@ class BackupResult:
 def dated_backup_path(db_path: str | Path, when: int) -> Path:
     """The backup file for a run at `when` (Unix seconds): beside the database, named by UTC time."""
     db = Path(db_path)
-    stamp = datetime.fromtimestamp(int(when), tz=timezone.utc).strftime(_STAMP)
+    stamp = datetime.fromtimestamp(int(when), tz=UTC).strftime(_STAMP)
     return db.with_name(f"{db.name}.backup-{stamp}")
 
 
@@ -70,7 +70,7 @@ def backup_database(conn: sqlite3.Connection, dest_path: str | Path, *, created_
     os.replace(partial, dest)
     _fsync_dir(dest.parent)
     size = dest.stat().st_size
-    when = int(created_at) if created_at is not None else int(datetime.now(timezone.utc).timestamp())
+    when = int(created_at) if created_at is not None else int(datetime.now(UTC).timestamp())
     if record:
         record_backup(conn, dest, when, size, reason)
     return BackupResult(str(dest), size, when)
@@ -102,7 +102,9 @@ def rotate_backups(db_path: str | Path, keep: int) -> list[str]:
     if keep < 0:
         raise ValueError("keep must be 0 or more")
     backups = list_backups(db_path)
-    doomed = backups[:len(backups) - keep] if keep else backups
+    # Clamp at 0: with fewer than `keep` backups a negative slice end would count from the end and
+    # delete backups that should stay (two backups with keep=3 would lose the older one).
+    doomed = backups[:max(len(backups) - keep, 0)]
     removed = []
     for path in doomed:
         path.unlink(missing_ok=True)
