@@ -10,7 +10,7 @@ import time
 
 import click
 
-from .common import UserError, db_path, emit_json
+from .common import UserError, db_option, db_path, emit_json
 
 log = logging.getLogger("tornstore.collector")
 
@@ -123,6 +123,7 @@ def _print_report(report, interrupted: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
 @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-v: every request).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+@db_option
 @click.pass_context
 def collect(ctx: click.Context, config_file: str, once: bool, api_base: str | None, no_compact: bool,
             as_json: bool, verbose: int, quiet: bool) -> None:

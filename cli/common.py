@@ -20,6 +20,22 @@ class UserError(click.ClickException):
         click.echo(f"Error: {self.format_message()}", err=True)
 
 
+def _set_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["db"] = value
+
+
+def db_option(fn: Callable) -> Callable:
+    """`--db PATH` after the command name too: `tornstore status --db x.db` works as `tornstore --db x.db status`.
+
+    The group's --db (or TORNSTORE_DB) fills ctx.obj["db"]; this one, given after the command, replaces it.
+    It reads no environment variable itself, so TORNSTORE_DB never overrides a --db typed on the line.
+    """
+    return click.option("--db", metavar="PATH", expose_value=False, callback=_set_db,
+                        help="SQLite database file (may also come before the command, or from TORNSTORE_DB; "
+                             "this one wins).")(fn)
+
+
 def db_path(ctx: click.Context) -> str:
     path = ctx.obj.get("db") if ctx.obj else None
     if not path:

@@ -11,7 +11,7 @@ from tornstore.eventstore import db
 from tornstore.eventstore.backup import (backup_database, dated_backup_path, forget_backups, rotate_backups)
 from tornstore.eventstore.migrate import check
 
-from .common import UserError, emit_json, emit_table, existing_db, friendly_errors
+from .common import UserError, db_option, emit_json, emit_table, existing_db, friendly_errors
 
 
 def _clock(text: str | None) -> int:
@@ -76,6 +76,7 @@ class _Bars:
 @click.option("--keep-backups", default=3, show_default=True, type=click.IntRange(min=1),
               help="Dated backups kept beside the database.")
 @click.option("--json", "as_json", is_flag=True, help="Print the compaction report as JSON.")
+@db_option
 @click.pass_context
 @friendly_errors
 def compact(ctx: click.Context, now_text: str | None, month: str | None, dry_run: bool, no_backup: bool,
@@ -162,6 +163,7 @@ def _print_report(report) -> None:
 @click.option("--keep", default=3, show_default=True, type=click.IntRange(min=1),
               help="Dated backups kept beside the database (only without -o).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@db_option
 @click.pass_context
 @friendly_errors
 def backup_cmd(ctx: click.Context, output: str | None, keep: int, as_json: bool) -> None:

@@ -10,10 +10,11 @@ from tornstore.eventstore import db
 from tornstore.eventstore.capture import export_events
 from tornstore.eventstore.migrate import check, current_version, migrate
 
-from .common import UserError, db_path, emit_json, existing_db, friendly_errors
+from .common import UserError, db_option, db_path, emit_json, existing_db, friendly_errors
 
 
 @click.command()
+@db_option
 @click.pass_context
 @friendly_errors
 def init(ctx: click.Context) -> None:
@@ -38,6 +39,7 @@ def init(ctx: click.Context) -> None:
 
 @click.command("migrate")
 @click.option("--check", "check_only", is_flag=True, help="Only report pending migrations; change nothing.")
+@db_option
 @click.pass_context
 @friendly_errors
 def migrate_cmd(ctx: click.Context, check_only: bool) -> None:
@@ -68,6 +70,7 @@ def migrate_cmd(ctx: click.Context, check_only: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.option("--ack", is_flag=True, hidden=True,
               help="Print 'ack <responses> <last position>' after each committed batch (crash tests).")
+@db_option
 @click.pass_context
 @friendly_errors
 def ingest(ctx: click.Context, files: tuple[str, ...], batch: int, as_json: bool, ack: bool) -> None:
@@ -112,6 +115,7 @@ def ingest(ctx: click.Context, files: tuple[str, ...], batch: int, as_json: bool
 @click.option("-o", "--output", type=click.Path(allow_dash=True), default="-", show_default=True,
               help="File to write ('-' for stdout).")
 @click.option("--after", default=0, show_default=True, help="Only events after this position.")
+@db_option
 @click.pass_context
 @friendly_errors
 def export_events_cmd(ctx: click.Context, output: str, after: int) -> None:

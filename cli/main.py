@@ -8,7 +8,7 @@ import click
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--db", envvar="TORNSTORE_DB", metavar="PATH", help="SQLite database file (or set TORNSTORE_DB).")
+@click.option("--db", envvar="TORNSTORE_DB", metavar="PATH", help="SQLite database file (or set TORNSTORE_DB); may also follow the command, where it wins.")
 @click.version_option(package_name="tornstore")
 @click.pass_context
 def cli(ctx: click.Context, db: str | None) -> None:
@@ -20,6 +20,7 @@ def cli(ctx: click.Context, db: str | None) -> None:
       tornstore --db torn.db init
       tornstore --db torn.db ingest capture.ndjson
       tornstore --db torn.db status
+      tornstore status --db torn.db                   # --db may follow the command too
     """
     ctx.ensure_object(dict)
     ctx.obj["db"] = db

@@ -8,7 +8,7 @@ import click
 from tornstore.eventstore import db
 from tornstore.projections import health, runner
 
-from .common import UserError, emit_json, emit_record, emit_table, existing_db, friendly_errors
+from .common import UserError, db_option, emit_json, emit_record, emit_table, existing_db, friendly_errors
 
 
 def _open(ctx: click.Context):
@@ -24,6 +24,7 @@ def _open(ctx: click.Context):
                    "territories).")
 @click.option("--batch", default=5000, show_default=True, type=click.IntRange(min=1),
               help="Events per transaction.")
+@db_option
 @click.pass_context
 @friendly_errors
 def replay(ctx: click.Context, name: str | None, batch: int) -> None:
@@ -55,6 +56,7 @@ def replay(ctx: click.Context, name: str | None, batch: int) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@db_option
 @click.pass_context
 @friendly_errors
 def status(ctx: click.Context, as_json: bool) -> None:
@@ -96,6 +98,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@db_option
 @click.pass_context
 @friendly_errors
 def verify(ctx: click.Context, as_json: bool) -> None:

@@ -5,7 +5,7 @@ import click
 
 from tornstore.projections import queries
 
-from .common import UserError, friendly_errors
+from .common import UserError, db_option, friendly_errors
 from .query_commands import series_for
 
 
@@ -57,6 +57,7 @@ def _common(fn):
 @click.argument("player_id", type=int)
 @click.option("--stat", required=True, metavar="NAME", help="Which stat: " + ", ".join(queries.PLAYER_STATS) + ".")
 @_common
+@db_option
 @click.pass_context
 @friendly_errors
 def plot_player(ctx: click.Context, player_id: int, stat: str, since: str | None, until: str | None,
@@ -75,6 +76,7 @@ def plot_player(ctx: click.Context, player_id: int, stat: str, since: str | None
 @click.argument("faction_id", type=int)
 @click.option("--stat", required=True, metavar="NAME", help="Which stat: " + ", ".join(queries.FACTION_STATS) + ".")
 @_common
+@db_option
 @click.pass_context
 @friendly_errors
 def plot_faction(ctx: click.Context, faction_id: int, stat: str, since: str | None, until: str | None,

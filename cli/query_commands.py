@@ -13,7 +13,7 @@ from tornstore.eventstore.migrate import migrate
 from tornstore.projections import queries
 from tornstore.projections.queries import QueryError, format_time
 
-from .common import UserError, emit_json, emit_record, emit_table, existing_db, friendly_errors
+from .common import UserError, db_option, emit_json, emit_record, emit_table, existing_db, friendly_errors
 
 
 def query(ctx: click.Context, name: str, *args: Any, **kwargs: Any):
@@ -69,6 +69,7 @@ def _json(view: Any) -> None:
 @click.command()
 @click.argument("player_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@db_option
 @click.pass_context
 @friendly_errors
 def player(ctx: click.Context, player_id: int, as_json: bool) -> None:
@@ -111,6 +112,7 @@ def player(ctx: click.Context, player_id: int, as_json: bool) -> None:
 @click.command()
 @click.argument("faction_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@db_option
 @click.pass_context
 @friendly_errors
 def faction(ctx: click.Context, faction_id: int, as_json: bool) -> None:
@@ -151,6 +153,7 @@ def faction(ctx: click.Context, faction_id: int, as_json: bool) -> None:
 @click.option("--type", "war_type", type=click.Choice(["ranked", "territory"]),
               help="Which numbering the id belongs to (default: the war seen most recently with that id).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@db_option
 @click.pass_context
 @friendly_errors
 def war(ctx: click.Context, war_id: int, war_type: str | None, as_json: bool) -> None:
@@ -185,6 +188,7 @@ def war(ctx: click.Context, war_id: int, war_type: str | None, as_json: bool) ->
 @click.command()
 @click.argument("code")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@db_option
 @click.pass_context
 @friendly_errors
 def territory(ctx: click.Context, code: str, as_json: bool) -> None:
@@ -240,6 +244,7 @@ def series_for(ctx: click.Context, kind: str, entity_id: int, stat: str, since: 
 @click.option("--since", metavar="DATE", help="From this time on: YYYY-MM-DD, ISO 8601 or Unix seconds (UTC).")
 @click.option("--until", metavar="DATE", help="Up to this time, inclusive; a bare date includes that whole day.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@db_option
 @click.pass_context
 @friendly_errors
 def history(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str | None, until: str | None,
@@ -274,6 +279,7 @@ def history(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str
 @click.option("--respect-jump", default=queries.DEFAULT_RESPECT_JUMP, show_default=True,
               help="Smallest change of faction respect reported.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@db_option
 @click.pass_context
 @friendly_errors
 def changes(ctx: click.Context, position: int, limit: int, respect_jump: int, as_json: bool) -> None:
