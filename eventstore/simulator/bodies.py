@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 from .world import (CHAIN_MILESTONES, DAY, HOUR, Faction, Player, RankedWar, Racket, Territory,
@@ -122,7 +123,7 @@ def _bars(world: World, player: Player, t: int, v: int) -> dict:
 def _chain_numbers(world: World, fid: int | None, t: int) -> dict:
     faction = world.factions.get(fid) if fid else None
     chain = faction.chain if faction else None
-    if chain is None:
+    if chain is None or fid is None:  # (no faction id, no chain)
         last = faction.last_chain if faction else None
         return {"id": last.id if last else 0, "current": 0, "max": 10, "timeout": 0, "modifier": 1.0,
                 "cooldown": 0, "start": last.start if last else 0, "end": last.end if last else 0}
@@ -313,9 +314,9 @@ def _v1_ranked_war(world: World, war: RankedWar) -> dict:
 
 
 def _v1_territory(world: World, terr: Territory, with_neighbors: bool) -> dict:
-    out = {"sector": terr.sector, "size": terr.size, "density": terr.density, "slots": terr.slots,
-           "daily_respect": terr.respect, "faction": terr.owner or 0,
-           "coordinate_x": _v1_coord(terr, terr.x), "coordinate_y": _v1_coord(terr, terr.y)}
+    out: dict[str, Any] = {"sector": terr.sector, "size": terr.size, "density": terr.density, "slots": terr.slots,
+                           "daily_respect": terr.respect, "faction": terr.owner or 0,
+                           "coordinate_x": _v1_coord(terr, terr.x), "coordinate_y": _v1_coord(terr, terr.y)}
     if with_neighbors:
         out["neighbors"] = list(terr.neighbors)
     if terr.racket is not None:
@@ -509,6 +510,7 @@ def v2_faction_members(ctx: Ctx, f: Faction) -> dict:
     members = []
     for pid in f.members:
         p = world.player(pid)
+        assert p is not None  # a faction's members are players of the world
         s = p.status(t)
         members.append({
             "id": p.id, "name": p.name, "position": p.position, "level": p.level,

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Any
+from typing import IO, Any
 
 from ..gctuning import fewer_collections
 
@@ -39,7 +39,7 @@ class SharedClock:
         if create:
             with open(path, "wb") as fh:
                 fh.write(_CLOCK.pack(0))
-        self._file = open(path, "r+b")
+        self._file = open(path, "r+b")  # noqa: SIM115  # open as long as the map: close() closes both
         self._map = mmap.mmap(self._file.fileno(), _CLOCK.size)
 
     def read(self) -> int:
@@ -65,24 +65,27 @@ class SimulatorProcess:
         self._rate_limit = rate_limit
         self._start_timeout = start_timeout
         self._dir = tempfile.mkdtemp(prefix="tornstore-sim-")
-        self._clock = SharedClock(os.path.join(self._dir, "clock"), create=True)
-        self._process: subprocess.Popen | None = None
+        self._clock: SharedClock | None = SharedClock(os.path.join(self._dir, "clock"), create=True)
+        self._process: subprocess.Popen[str] | None = None
         self._now = 0  # our copy of what we last wrote (we are the only writer)
         self.url = ""
         self.start = 0
         self.faction_ids: list[int] = []
 
-    def start_process(self) -> "SimulatorProcess":
-        spec = json.dumps({"world": self._world_kw, "rate_limit": self._rate_limit, "clock": self._clock.path})
-        self._process = subprocess.Popen([sys.executable, "-m", "tornstore.eventstore.simulator.process", spec],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = _read_line(self._process, self._start_timeout)
+    def start_process(self) -> SimulatorProcess:
+        clock = self._live_clock()
+        spec = json.dumps({"world": self._world_kw, "rate_limit": self._rate_limit, "clock": clock.path})
+        process = subprocess.Popen([sys.executable, "-m", "tornstore.eventstore.simulator.process", spec],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._process = process
+        assert process.stdout is not None  # stdout=PIPE
+        line = _read_line(process.stdout, self._start_timeout)
         try:
             hello = json.loads(line)
             self.url, self.start, self.faction_ids = hello["url"], hello["start"], hello["faction_ids"]
-            self._now = self._clock.read()  # the child wrote the world's start
+            self._now = clock.read()  # the child wrote the world's start
         except (ValueError, KeyError, TypeError):
-            code = self._process.poll()
+            code = process.poll()
             self.close()
             raise RuntimeError(f"the simulator process did not start (exit code {code}; it said {line!r})") from None
         return self
@@ -103,19 +106,27 @@ class SimulatorProcess:
         """Move simulated time forward (never back); the server catches up at its next request."""
         if now > self._now:
             self._now = int(now)
-            self._clock.write(self._now)
+            self._live_clock().write(self._now)
         return self._now
 
+    def _live_clock(self) -> SharedClock:
+        if self._clock is None:
+            raise RuntimeError("the simulator process is closed")
+        return self._clock
+
     def close(self) -> None:
-        if self._process is not None:
+        process = self._process
+        if process is not None:
             try:
-                self._process.stdin.close()  # the child's signal to stop
-                self._process.wait(10)
+                if process.stdin is not None:
+                    process.stdin.close()  # the child's signal to stop
+                process.wait(10)
             except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+                process.kill()
+                process.wait()
             finally:
-                self._process.stdout.close()
+                if process.stdout is not None:
+                    process.stdout.close()
             self._process = None
         if self._clock is not None:
             self._clock.close()
@@ -124,24 +135,24 @@ class SimulatorProcess:
                 os.remove(os.path.join(self._dir, name))
             os.rmdir(self._dir)
 
-    def __enter__(self) -> "SimulatorProcess":
+    def __enter__(self) -> SimulatorProcess:
         return self.start_process()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def _read_line(process: subprocess.Popen, timeout: float) -> str:
+def _read_line(stdout: IO[str], timeout: float) -> str:
     """The child's first line, or '' when it says nothing within `timeout` seconds (a thread reads it:
     select() on a pipe does not work everywhere)."""
     line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)
+    reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     return line[0].strip() if line else ""
 
 
-async def _serve(spec: dict) -> None:
+async def _serve(spec: dict[str, Any]) -> None:
     from .server import start_simulator
     from .world import World
 

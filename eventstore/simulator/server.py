@@ -13,8 +13,9 @@ import random
 import re
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -65,11 +66,12 @@ class Fault:
             return False
         return self.rate is None or self.rng.random() < self.rate
 
-    def describe(self) -> dict:
-        out = {"id": self.id, "kind": self.kind, "count": self.count, "fired": self.fired, "rate": self.rate,
-               "key_fingerprint": self.key_fingerprint, "path": self.path}
-        out.update({"error": {"code": self.code}, "http": {"status": self.status}, "slow": {"delay": self.delay},
-                    "huge": {"size": self.size}}.get(self.kind, {}))
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "count": self.count, "fired": self.fired,
+                               "rate": self.rate, "key_fingerprint": self.key_fingerprint, "path": self.path}
+        extra: dict[str, dict[str, Any]] = {"error": {"code": self.code}, "http": {"status": self.status},
+                                            "slow": {"delay": self.delay}, "huge": {"size": self.size}}
+        out.update(extra.get(self.kind, {}))
         return out
 
 

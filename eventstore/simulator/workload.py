@@ -6,8 +6,8 @@ collector following `plan` would have stored. Most polls see no tracked change, 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 from ..records import Response

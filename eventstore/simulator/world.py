@@ -14,12 +14,14 @@ How it stays cheap and deterministic:
 from __future__ import annotations
 
 import hashlib
+import functools
 import heapq
 import math
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 MINUTE = 60
 HOUR = 3600
@@ -216,7 +218,7 @@ class Player:
         total = 10 ** (2.5 + 7.7 * (self.level / 100) ** 0.8 + rng.gauss(0, 0.3))
         shares = [rng.uniform(0.6, 1.4) for _ in range(4)]
         self.stats = {k: max(10, int(total * s / sum(shares)))
-                      for k, s in zip(("strength", "defense", "speed", "dexterity"), shares)}
+                      for k, s in zip(("strength", "defense", "speed", "dexterity"), shares, strict=True)}
         self.networth = int(10 ** (5 + 5.2 * self.level / 100 + rng.gauss(0, 0.4)))
         self.inactive = rng.random() < world.rates.inactive_fraction
         # faction membership (world processes change these)
@@ -520,13 +522,13 @@ class World:
         for pid in pids:
             self.players[pid] = Player(self, pid, _stream(self.seed, "player", pid), origin)
         couples = rng.sample(pids, 2 * (len(pids) // 10))
-        for a, b in zip(couples[::2], couples[1::2]):
+        for a, b in zip(couples[::2], couples[1::2], strict=True):
             since = origin - rng.randint(1, 2000) * DAY
             self.players[a].spouse = (b, self.players[b].name, since)
             self.players[b].spouse = (a, self.players[a].name, since)
         fids = rng.sample(range(1_000, 55_000), n_factions)
         cursor = 0
-        for i, (fid, size) in enumerate(zip(fids, sizes)):
+        for i, (fid, size) in enumerate(zip(fids, sizes, strict=True)):
             members = pids[cursor:cursor + size]
             cursor += size
             name = f"{rng.choice(_ADJ)} {rng.choice(_NOUN)}"
@@ -608,11 +610,11 @@ class World:
 
     def _start_processes(self, origin: int) -> None:
         for fid in sorted(self.factions):
-            self._process(f"respect:{fid}", lambda t, fid=fid: self._on_respect(fid, t), origin,
+            self._process(f"respect:{fid}", functools.partial(self._on_respect, fid), origin,
                           self.rates.respect_events_per_day)
-            self._process(f"members:{fid}", lambda t, fid=fid: self._on_membership(fid, t), origin,
+            self._process(f"members:{fid}", functools.partial(self._on_membership, fid), origin,
                           self.rates.member_changes_per_day)
-            self._process(f"chain:{fid}", lambda t, fid=fid: self._on_chain(fid, t), origin,
+            self._process(f"chain:{fid}", functools.partial(self._on_chain, fid), origin,
                           self.rates.chains_per_day)
         pairs_per_day = len(self.factions) / (2 * self.rates.ranked_war_every_days) if self.factions else 0
         self._process("rw-match", self._on_match, origin, pairs_per_day)
@@ -685,7 +687,7 @@ class World:
         chain = Chain(self._next_chain_id, t, t + max(5 * MINUTE, duration), length)
         self._next_chain_id += 1
         faction.chain = chain
-        self._process(f"chain-end:{chain.id}", lambda when, fid=fid: self._end_chain(fid, when), chain.end)
+        self._process(f"chain-end:{chain.id}", functools.partial(self._end_chain, fid), chain.end)
 
     def _end_chain(self, fid: int, t: int) -> None:
         faction = self.factions[fid]
@@ -809,6 +811,7 @@ class World:
                     self.territories[code].racket = Racket(r.randrange(len(RACKETS)), 1, t, t)
         else:
             racket = self.territories[r.choice(with_racket)].racket
+            assert racket is not None  # with_racket: the territories that have one
             if roll < 0.7 and racket.level < 5:
                 racket.level, racket.changed = racket.level + 1, t
             elif roll < 0.85 and racket.level > 1:
@@ -822,6 +825,13 @@ class World:
         player = self.players.get(pid)
         if player is not None:
             player.sync(self.now)
+        return player
+
+    def _known_player(self, pid: int) -> Player:
+        """The player synced to now; KeyError (a 400 from the control API) if unknown."""
+        player = self.player(pid)
+        if player is None:
+            raise KeyError(f"no player {pid}")
         return player
 
     def faction(self, fid: int) -> Faction | None:
@@ -886,7 +896,7 @@ class World:
         war = RankedWar(self._next_rw_id, (f1, f2), {f1: 0, f2: 0}, target, now, now if start is None else start)
         self._next_rw_id += 1
         self.ranked_wars[war.id] = war
-        self._process(f"rw:{war.id}", lambda t, wid=war.id: self._tick_war(wid, t), war.start)
+        self._process(f"rw:{war.id}", functools.partial(self._tick_war, war.id), war.start)
         return war
 
     def end_ranked_war(self, war_id: int, winner: int | None = None) -> RankedWar:
@@ -912,7 +922,7 @@ class World:
         self._next_tw_id += 1
         terr.war_id = war.id
         self.territory_wars[war.id] = war
-        self._process(f"tw:{war.id}", lambda t, wid=war.id: self._tick_territory_war(wid, t), now + 30 * MINUTE)
+        self._process(f"tw:{war.id}", functools.partial(self._tick_territory_war, war.id), now + 30 * MINUTE)
         return war
 
     def transfer_territory(self, code: str, faction_id: int | None, *, now: int | None = None) -> Territory:
@@ -922,11 +932,11 @@ class World:
         return terr
 
     def set_level(self, pid: int, level: int) -> None:
-        self.player(pid).level = max(1, min(100, int(level)))
+        self._known_player(pid).level = max(1, min(100, int(level)))
 
     def set_status(self, pid: int, state: str, seconds: int = HOUR, *, place: str = "Japan", details: str = "") -> None:
         """Force a status now for `seconds`; later episodes follow from the player's own stream."""
-        player = self.player(pid)
+        player = self._known_player(pid)
         t = self.now
         player._spans = deque([_Span(t, t + int(seconds), state, place=place, details=details,
                                      plane="airliner" if state == "Traveling" else None)])
