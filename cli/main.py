@@ -8,7 +8,8 @@ import click
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--db", envvar="TORNSTORE_DB", metavar="PATH", help="SQLite database file (or set TORNSTORE_DB); may also follow the command, where it wins.")
+@click.option("--db", envvar="TORNSTORE_DB", metavar="PATH",
+              help="SQLite database file (or set TORNSTORE_DB); may also follow the command, where it wins.")
 @click.version_option(package_name="tornstore")
 @click.pass_context
 def cli(ctx: click.Context, db: str | None) -> None:

@@ -8,7 +8,7 @@ import click
 from tornstore.eventstore import db
 from tornstore.projections import health, runner
 
-from .common import UserError, db_option, emit_json, emit_record, emit_table, existing_db, friendly_errors
+from .common import db_option, emit_json, emit_record, emit_table, existing_db, friendly_errors
 
 
 def _open(ctx: click.Context):
@@ -18,10 +18,12 @@ def _open(ctx: click.Context):
     return conn
 
 
+PROJECTIONS = [h.name for h in runner.handlers()]
+
+
 @click.command()
-@click.option("--projection", "name", metavar="NAME",
-              help="Rebuild only this projection (players, factions, player_stats, faction_history, wars, "
-                   "territories).")
+@click.option("--projection", "name", type=click.Choice(PROJECTIONS), metavar="NAME",
+              help=f"Rebuild only this projection ({', '.join(PROJECTIONS)}).")
 @click.option("--batch", default=5000, show_default=True, type=click.IntRange(min=1),
               help="Events per transaction.")
 @db_option
@@ -39,11 +41,6 @@ def replay(ctx: click.Context, name: str | None, batch: int) -> None:
     """
     conn = _open(ctx)
     try:
-        if name:
-            try:
-                runner.handler_named(name)
-            except KeyError as exc:
-                raise UserError(exc.args[0]) from None
         total = runner.log_end(conn)
         with click.progressbar(length=max(total, 1), label="replaying", file=sys.stderr,
                                show_pos=True) as bar:

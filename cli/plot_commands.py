@@ -6,7 +6,7 @@ import click
 from tornstore.projections import queries
 
 from .common import UserError, db_option, friendly_errors
-from .query_commands import series_for
+from .query_commands import StatChoice, series_for
 
 
 @click.group()
@@ -55,7 +55,8 @@ def _common(fn):
 
 @plot.command("player")
 @click.argument("player_id", type=int)
-@click.option("--stat", required=True, metavar="NAME", help="Which stat: " + ", ".join(queries.PLAYER_STATS) + ".")
+@click.option("--stat", required=True, type=StatChoice("player"), metavar="NAME",
+              help="Which stat: " + ", ".join(queries.PLAYER_STATS) + ".")
 @_common
 @db_option
 @click.pass_context
@@ -74,7 +75,8 @@ def plot_player(ctx: click.Context, player_id: int, stat: str, since: str | None
 
 @plot.command("faction")
 @click.argument("faction_id", type=int)
-@click.option("--stat", required=True, metavar="NAME", help="Which stat: " + ", ".join(queries.FACTION_STATS) + ".")
+@click.option("--stat", required=True, type=StatChoice("faction"), metavar="NAME",
+              help="Which stat: " + ", ".join(queries.FACTION_STATS) + ".")
 @_common
 @db_option
 @click.pass_context

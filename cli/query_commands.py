@@ -222,6 +222,25 @@ def territory(ctx: click.Context, code: str, as_json: bool) -> None:
 
 # ------------------------------------------------------------------------------------------------ history
 STAT_HELP = ("player: " + ", ".join(queries.PLAYER_STATS) + "; faction: " + ", ".join(queries.FACTION_STATS))
+ALL_STATS = tuple(dict.fromkeys(s for stats in queries.STATS.values() for s in stats))
+
+
+class StatChoice(click.Choice):
+    """Every stat a history or plot query knows: a typo is click's usage error listing them. Completion
+    offers the stats of the kind on the line (`history faction 9420 --stat <TAB>`: faction stats only); a
+    known stat of the other kind passes here and gets the library's own one-line error."""
+
+    def __init__(self, kind: str | None = None) -> None:
+        super().__init__(ALL_STATS)
+        self.kind = kind
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str):
+        from click.shell_completion import CompletionItem
+
+        # While `--stat` still lacks its value click leaves the arguments unparsed, in ctx.args.
+        kind = self.kind or ctx.params.get("kind") or next((a for a in ctx.args if a in queries.STATS), None)
+        names = queries.STATS.get(kind or "", ALL_STATS)
+        return [CompletionItem(name) for name in names if name.startswith(incomplete)]
 
 
 def series_for(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str | None,
@@ -240,7 +259,7 @@ def series_for(ctx: click.Context, kind: str, entity_id: int, stat: str, since: 
 @click.command()
 @click.argument("kind", type=click.Choice(["player", "faction"]))
 @click.argument("entity_id", type=int)
-@click.option("--stat", required=True, metavar="NAME", help=f"Which stat ({STAT_HELP}).")
+@click.option("--stat", required=True, type=StatChoice(), metavar="NAME", help=f"Which stat ({STAT_HELP}).")
 @click.option("--since", metavar="DATE", help="From this time on: YYYY-MM-DD, ISO 8601 or Unix seconds (UTC).")
 @click.option("--until", metavar="DATE", help="Up to this time, inclusive; a bare date includes that whole day.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")

@@ -78,3 +78,38 @@ def test_no_database_given_is_one_line():
     result = run("status")
     assert result.exit_code == 1
     assert result.stderr == "Error: no database given: use --db PATH or set TORNSTORE_DB\n"
+
+
+# ------------------------------------------------------------------------------------------------ choices
+@pytest.mark.parametrize("args, option, listed", [
+    (("history", "player", "1", "--stat", "strenght"), "--stat", ("'strength'", "'respect'", "'best_chain'")),
+    (("plot", "faction", "9420", "--stat", "respekt", "-o", "x.png"), "--stat", ("'respect'", "'member_count'")),
+    (("replay", "--projection", "player-stats"), "--projection",
+     ("'factions'", "'players'", "'player_stats'", "'faction_history'", "'wars'", "'territories'")),
+], ids=["history-stat", "plot-stat", "replay-projection"])
+def test_a_typo_in_a_closed_set_is_a_usage_error_listing_the_choices(two_dbs, args, option, listed):
+    world, _ = two_dbs
+    result = run("--db", world, *args)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.stderr
+    assert all(choice in result.stderr for choice in listed), result.stderr
+    assert result.stdout == ""
+
+
+def test_the_choices_are_the_librarys_own():
+    from tornstore.projections import queries
+    from tornstore.projections.handlers.registry import HANDLERS
+
+    history = dict(leaf_commands())[("history",)]
+    stat = next(p for p in history.params if p.name == "stat")
+    assert set(stat.type.choices) == set(queries.PLAYER_STATS) | set(queries.FACTION_STATS)
+    replay = dict(leaf_commands())[("replay",)]
+    projection = next(p for p in replay.params if p.name == "name")
+    assert list(projection.type.choices) == [h.name for h in HANDLERS]
+
+
+def test_replay_of_one_projection_by_its_name(two_dbs):
+    world, _ = two_dbs
+    result = run("--db", world, "replay", "--projection", "player_stats")
+    assert result.exit_code == 0, result.output
+    assert "into player_stats" in result.stdout
