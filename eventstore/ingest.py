@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import reprlib
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -29,13 +30,15 @@ import msgspec
 from .canonical import RULES, HashMemo, canonical_hash
 from .records import Event, Heartbeat, Rejected, Response, StreamKey, TornError
 from .routing import Part, RoutingError, parse_stream_name, route
-from .secrets import strip_key
+from .secrets import has_key_material, scrub, strip_key
 
 Projector = Callable[[sqlite3.Connection, list[Event], list[Heartbeat]], None]
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _INT64 = 2 ** 63  # SQLite integers are signed 64-bit
+TORN_EPOCH = 1072915200  # 2004-01-01T00:00:00Z: no Torn response is older
+MAX_AHEAD = 300  # seconds an observed_at may run ahead of the ingesting machine's clock (clock skew)
 _MEMO = HashMemo()  # a cache of a pure function: shared by every connection of the process
 
 
@@ -184,20 +187,29 @@ def _decode_raw(raw: msgspec.Raw) -> Any:
 
 
 def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
-                 projector: Projector | None = None) -> IngestReport:
-    """Ingest a batch in one transaction. See the module docstring."""
+                 projector: Projector | None = None, *, now: float | None = None) -> IngestReport:
+    """Ingest a batch in one transaction. See the module docstring.
+
+    `now`: the ingesting machine's clock (Unix seconds; default: the wall clock), only to refuse an
+    `observed_at` from the future. It never reaches an event or a projection.
+    """
+    latest_allowed = (time.time() if now is None else now) + MAX_AHEAD
     report = IngestReport(responses=len(responses))
     routed: list[tuple[Response, str, list[tuple[StreamKey, Part, str]]]] = []
     quarantine_rows: list[tuple] = []
     gap_rows: list[tuple] = []
 
     def reject(url: str, observed_at: int | None, reason: str, body_text: str) -> None:
+        # Whatever a rejected response holds is kept for a person to read: never a key with it.
+        url, reason, body_text = scrub(url), scrub(reason), scrub(body_text)
         report.rejected.append(Rejected(url, observed_at, reason))
         quarantine_rows.append((observed_at, url, reason, body_text))
 
     # 1. Route and classify outside the write lock's critical part (pure CPU).
     for response in responses:
         url = _storable(strip_key(response.url))
+        if has_key_material(url):
+            url = scrub(url)
         observed_at = response.observed_at
         body = response.body
         if isinstance(body, msgspec.Raw):  # undecoded JSON, as a collector with raw_bodies hands it on
@@ -208,6 +220,12 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
         if not isinstance(observed_at, int) or isinstance(observed_at, bool) or not 0 <= observed_at < _INT64:
             reject(url, None, f"{url}: observed_at {observed_at!r} is not Unix seconds", _as_text(body))
             continue
+        if not TORN_EPOCH <= observed_at <= latest_allowed:
+            # A poll stamped in 2100 would pin every current state; one stamped 1970 is a bug upstream.
+            when = "before Torn existed (2004)" if observed_at < TORN_EPOCH else \
+                f"more than {MAX_AHEAD} s ahead of this machine's clock"
+            reject(url, None, f"{url}: observed_at {observed_at} is {when}", _as_text(body))
+            continue
         if isinstance(body, str):
             reject(url, observed_at, f"{url}: body is not valid JSON", _storable(body))
             continue
@@ -216,7 +234,7 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
             reject(url, observed_at, f"{url}: Torn error code {err[0]} is out of range", _as_text(body))
             continue
         if err is not None:
-            code, text = err[0], _storable(err[1])
+            code, text = err[0], scrub(_storable(err[1]))
             report.errors.append(TornError(url, observed_at, code, text))
             gap_rows.append((observed_at, url, None, code, f"Torn API error {code}: {text}"))
             continue
@@ -292,7 +310,7 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                     reconfirm = conn.execute(
                         "SELECT source_url, payload FROM events WHERE stream_id = ? "
                         "ORDER BY observed_at DESC, version DESC LIMIT 1", (state.stream_id,)).fetchone()
-                append(key, state, observed_at, digest, url, _encode(part.payload))
+                append(key, state, observed_at, digest, url, _without_keys(_encode(part.payload)))
                 if reconfirm is not None:
                     append(key, state, state.last_checked, head_hash, reconfirm[0], reconfirm[1].encode())
         dirty = [s for s in states.values() if s.dirty]
@@ -327,6 +345,13 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
         report.first_position = events[0].position
         report.last_position = events[-1].position
     return report
+
+
+def _without_keys(stored: bytes) -> bytes:
+    """The payload as stored, with any key material a body carried (a paging link's `&key=`) redacted."""
+    if not has_key_material(stored):
+        return stored
+    return scrub(stored.decode("utf-8", "surrogatepass")).encode("utf-8", "surrogatepass")
 
 
 def _as_text(body: Any) -> str:

@@ -300,7 +300,10 @@ def format_time(ts: int | None) -> str:
     """'2026-01-01 00:00:00Z' (UTC), '-' for None."""
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):  # a value no calendar holds: show it, never a traceback
+        return f"{ts} (not a valid time)"
 
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")

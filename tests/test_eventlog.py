@@ -17,6 +17,8 @@ from tornstore.eventstore.records import Response
 
 from .conftest import FIXTURE_URLS, OBSERVED_AT, fixture_body, fixture_capture_lines
 
+T0 = 1764000000  # 2025-11-24: ingest refuses times before 2004 and times ahead of the clock
+
 
 def fixture_responses(observed_at=OBSERVED_AT):
     return list(read_capture(fixture_capture_lines(observed_at)))
@@ -66,7 +68,7 @@ def test_same_capture_twice_appends_nothing(conn):
 def test_noise_fields_change_nothing_tracked_fields_do(conn):
     body = fixture_body("v1/user_profile.json")
     url = "https://api.torn.com/user/1879891?selections=profile"
-    ingest_batch(conn, [Response(url=url, observed_at=100, body=body)])
+    ingest_batch(conn, [Response(url=url, observed_at=T0 + 100, body=body)])
     noisy = copy.deepcopy(body)
     noisy["last_action"] = {"status": "Idle", "timestamp": 1663190000, "relative": "5 minutes ago"}
     noisy["status"]["description"] = "In hospital for 3 mins"
@@ -74,10 +76,10 @@ def test_noise_fields_change_nothing_tracked_fields_do(conn):
     noisy["life"]["ticktime"] = 12
     noisy["age"] += 1
     noisy["basicicons"]["icon15"] = "Hospital - 00:03:00"
-    assert ingest_batch(conn, [Response(url=url, observed_at=340, body=noisy)]).appended == 0
+    assert ingest_batch(conn, [Response(url=url, observed_at=T0 + 340, body=noisy)]).appended == 0
     levelled = copy.deepcopy(noisy)
     levelled["level"] = 101
-    assert ingest_batch(conn, [Response(url=url, observed_at=580, body=levelled)]).appended == 1
+    assert ingest_batch(conn, [Response(url=url, observed_at=T0 + 580, body=levelled)]).appended == 1
     assert stream_rows(conn) == [("user", "1879891", "v1.profile", 2)]
 
 
@@ -92,19 +94,19 @@ def test_any_tracked_change_appends(tmp_path_factory, field, value):
     migrate(conn)
     body = fixture_body("v2/faction_members.json")
     url = "https://api.torn.com/v2/faction/123456/members"
-    ingest_batch(conn, [Response(url=url, observed_at=100, body=body)])
+    ingest_batch(conn, [Response(url=url, observed_at=T0 + 100, body=body)])
     changed = copy.deepcopy(body)
     member = changed["members"][0]
     if field == "faction":  # moved to another faction's list: the member stream carries the new faction
         url2 = "https://api.torn.com/v2/faction/654321/members"
-        report = ingest_batch(conn, [Response(url=url2, observed_at=200, body=changed)])
+        report = ingest_batch(conn, [Response(url=url2, observed_at=T0 + 200, body=changed)])
     else:
         target, key = (member["status"], "state") if field == "status.state" else (member, field)
         if target[key] == value:
             close_sync(conn)
             return
         target[key] = value
-        report = ingest_batch(conn, [Response(url=url, observed_at=200, body=changed)])
+        report = ingest_batch(conn, [Response(url=url, observed_at=T0 + 200, body=changed)])
     assert report.appended >= 1
     close_sync(conn)
 
@@ -145,10 +147,10 @@ def test_bad_input_is_quarantined_and_the_rest_lands(conn):
     good = next(line for line in fixture_capture_lines() if "user/1879891" in line)
     lines = [
         "this is not json",
-        json.dumps({"url": "https://api.torn.com/user/5?selections=profile", "observed_at": 1, "body": [1, 2]}),
-        json.dumps({"url": "https://api.torn.com/v2/faction/members", "observed_at": 1,
+        json.dumps({"url": "https://api.torn.com/user/5?selections=profile", "observed_at": T0, "body": [1, 2]}),
+        json.dumps({"url": "https://api.torn.com/v2/faction/members", "observed_at": T0,
                     "body": {"members": [{"id": 1, "name": "x"}]}}),
-        json.dumps({"url": "https://api.torn.com/torn/?selections=territory", "observed_at": 1,
+        json.dumps({"url": "https://api.torn.com/torn/?selections=territory", "observed_at": T0,
                     "body": {"territory": {"not a code": {}}}}),
         json.dumps({"url": "https://api.torn.com/user/5?selections=profile&key=SECRETSECRET1234", "observed_at": "soon",
                     "body": {}}),
@@ -173,8 +175,8 @@ def test_unknown_endpoint_is_kept_whole(conn):
     market = {"itemmarket": {"item": {"id": 206}, "listings": [{"price": 1, "amount": 2}]}}
     hof = {"hof": {"rank": 5}}
     report = ingest_batch(conn, [
-        Response(url="https://api.torn.com/v2/market/206/itemmarket", observed_at=1, body=market),
-        Response(url="https://api.torn.com/v2/user/5/hof", observed_at=1, body=hof),
+        Response(url="https://api.torn.com/v2/market/206/itemmarket", observed_at=T0 + 1, body=market),
+        Response(url="https://api.torn.com/v2/user/5/hof", observed_at=T0 + 1, body=hof),
     ])
     assert report.appended == 2
     rows = conn.execute("SELECT s.entity_type, s.entity_id, s.view, e.payload FROM events e "
@@ -196,25 +198,25 @@ def test_late_event_is_kept_but_does_not_move_the_head(conn):
     url = "https://api.torn.com/user/7?selections=basic"
     def body(level):
         return {"level": level, "gender": "Male", "player_id": 7, "name": "p", "status": {"state": "Okay"}}
-    ingest_batch(conn, [Response(url=url, observed_at=1000, body=body(5))])
-    ingest_batch(conn, [Response(url=url, observed_at=2000, body=body(6))])
-    late = ingest_batch(conn, [Response(url=url, observed_at=1500, body=body(4))])
+    ingest_batch(conn, [Response(url=url, observed_at=T0 + 1000, body=body(5))])
+    ingest_batch(conn, [Response(url=url, observed_at=T0 + 2000, body=body(6))])
+    late = ingest_batch(conn, [Response(url=url, observed_at=T0 + 1500, body=body(4))])
     assert late.appended == 1
     # the same old observations read again (a capture re-ingested) append nothing
-    again = ingest_batch(conn, [Response(url=url, observed_at=t, body=body(lv))
+    again = ingest_batch(conn, [Response(url=url, observed_at=T0 + t, body=body(lv))
                                 for t, lv in ((1000, 5), (1500, 4), (2000, 6))])
     assert again.appended == 0
     # the next poll equals the newest state: nothing appended
-    assert ingest_batch(conn, [Response(url=url, observed_at=2240, body=body(6))]).appended == 0
-    assert conn.execute("SELECT head_observed_at, version FROM streams").fetchone() == (2000, 3)
+    assert ingest_batch(conn, [Response(url=url, observed_at=T0 + 2240, body=body(6))]).appended == 0
+    assert conn.execute("SELECT head_observed_at, version FROM streams").fetchone() == (T0 + 2000, 3)
 
 
 def test_bars_alone_is_one_stream_part(conn):
     body = fixture_body("v1/user_bars_cooldowns_sanitized_capture.json")
     del body["cooldowns"]
     url = "https://api.torn.com/user/100?selections=bars"
-    first = ingest_batch(conn, [Response(url=url, observed_at=100, body=body)])
-    again = ingest_batch(conn, [Response(url=url, observed_at=340, body=body)])
+    first = ingest_batch(conn, [Response(url=url, observed_at=T0 + 100, body=body)])
+    again = ingest_batch(conn, [Response(url=url, observed_at=T0 + 340, body=body)])
     assert (first.appended, again.appended) == (1, 0)
 
 
@@ -224,16 +226,16 @@ def test_a_change_seen_before_a_later_confirmation_does_not_become_current(conn)
     url = "https://api.torn.com/user/8?selections=basic"
     def body(name):
         return {"level": 3, "gender": "Male", "player_id": 8, "name": name, "status": {"state": "Okay"}}
-    ingest_batch(conn, [Response(url=url, observed_at=1000, body=body("Alpha"))])
-    ingest_batch(conn, [Response(url=url, observed_at=3000, body=body("Alpha"))])
-    late = ingest_batch(conn, [Response(url=url, observed_at=2000, body=body("Beta"))])
+    ingest_batch(conn, [Response(url=url, observed_at=T0 + 1000, body=body("Alpha"))])
+    ingest_batch(conn, [Response(url=url, observed_at=T0 + 3000, body=body("Alpha"))])
+    late = ingest_batch(conn, [Response(url=url, observed_at=T0 + 2000, body=body("Beta"))])
     assert late.appended == 2
     rows = conn.execute("SELECT version, observed_at, json_extract(payload, '$.name') FROM events "
                         "ORDER BY version").fetchall()
-    assert rows == [(1, 1000, "Alpha"), (2, 2000, "Beta"), (3, 3000, "Alpha")]
-    assert conn.execute("SELECT head_observed_at, last_checked FROM streams").fetchone() == (3000, 3000)
+    assert rows == [(1, T0 + 1000, "Alpha"), (2, T0 + 2000, "Beta"), (3, T0 + 3000, "Alpha")]
+    assert conn.execute("SELECT head_observed_at, last_checked FROM streams").fetchone() == (T0 + 3000, T0 + 3000)
     # the next poll of Alpha is unchanged
-    assert ingest_batch(conn, [Response(url=url, observed_at=3240, body=body("Alpha"))]).appended == 0
+    assert ingest_batch(conn, [Response(url=url, observed_at=T0 + 3240, body=body("Alpha"))]).appended == 0
 
 
 def test_the_hash_memo_gives_the_canonical_hash_and_never_hides_a_change():
