@@ -5,6 +5,8 @@ import asyncio
 import json
 import os
 import sqlite3
+import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
@@ -79,6 +81,61 @@ def friendly_errors(fn: Callable) -> Callable:
         except sqlite3.DatabaseError as exc:
             raise UserError(f"database error: {exc}") from None
     return wrapper
+
+
+def json_option(fn: Callable) -> Callable:
+    """`--json`: the command's result as one JSON document on stdout (and nothing else on stdout)."""
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")(fn)
+
+
+def progress_option(fn: Callable) -> Callable:
+    return click.option("--progress/--no-progress", default=None,
+                        help="Progress on stderr (default: only when stderr is a terminal).")(fn)
+
+
+class Progress:
+    """Progress on stderr, never stdout: a bar on a terminal; where stderr is not one, plain count lines
+    (at most one a second, and the last) when --progress asks for them; otherwise nothing.
+
+    Use as a context manager; `update(n)` is the `progress` callback the library functions take.
+    """
+
+    def __init__(self, label: str, total: int, wanted: bool | None, *, every: float = 1.0):
+        terminal = sys.stderr.isatty()
+        self.enabled = terminal if wanted is None else wanted
+        self.label, self.total, self.done = label, total, 0
+        self.every, self.last = every, float("-inf")
+        self.bar = None
+        if self.enabled and terminal:
+            self.bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr, show_pos=True,
+                                         show_eta=True)
+
+    def __enter__(self) -> Progress:
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def update(self, n: int) -> None:
+        if not self.enabled:
+            return
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self._line()
+
+    def _line(self) -> None:
+        share = min(100, 100 * self.done // self.total) if self.total else 100
+        click.echo(f"{self.label}: {self.done:,}/{self.total:,} ({share}%)", err=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        elif self.enabled and exc[0] is None:
+            self._line()
 
 
 def emit_json(data: Any) -> None:

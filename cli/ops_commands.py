@@ -8,7 +8,8 @@ import click
 from tornstore.eventstore import db
 from tornstore.projections import health, runner
 
-from .common import db_option, emit_json, emit_record, emit_table, existing_db, friendly_errors
+from .common import (Progress, db_option, emit_json, emit_record, emit_table, existing_db, friendly_errors, json_option,
+                     progress_option)
 
 
 def _open(ctx: click.Context):
@@ -26,10 +27,12 @@ PROJECTIONS = [h.name for h in runner.handlers()]
               help=f"Rebuild only this projection ({', '.join(PROJECTIONS)}).")
 @click.option("--batch", default=5000, show_default=True, type=click.IntRange(min=1),
               help="Events per transaction.")
+@json_option
+@progress_option
 @db_option
 @click.pass_context
 @friendly_errors
-def replay(ctx: click.Context, name: str | None, batch: int) -> None:
+def replay(ctx: click.Context, name: str | None, batch: int, as_json: bool, progress: bool | None) -> None:
     """Rebuild projection tables from the retained event log (summaries are never touched).
 
     Runs in batches with bounded memory; if interrupted, run it again.
@@ -38,17 +41,25 @@ def replay(ctx: click.Context, name: str | None, batch: int) -> None:
     Examples:
       tornstore --db torn.db replay
       tornstore --db torn.db replay --projection player_stats
+      tornstore --db torn.db replay --json --progress 2>replay.log
     """
     conn = _open(ctx)
     try:
-        total = runner.log_end(conn)
-        with click.progressbar(length=max(total, 1), label="replaying", file=sys.stderr,
-                               show_pos=True) as bar:
+        with Progress("replaying", _event_count(conn), progress) as bar:
             applied = runner.replay(conn, name, batch=batch, progress=bar.update)
         errors = conn.execute("SELECT COUNT(*) FROM projection_errors").fetchone()[0]
-        click.echo(f"replayed {applied} events into {name or 'every projection'}; projection errors: {errors}")
     finally:
         db.close_sync(conn)
+    if as_json:
+        emit_json({"projections": [name] if name else PROJECTIONS, "events_applied": applied,
+                   "projection_errors": errors})
+    else:
+        click.echo(f"replayed {applied} events into {name or 'every projection'}; projection errors: {errors}")
+
+
+def _event_count(conn) -> int:
+    """The events a replay reads (the progress bar's length): the retained log, not its last position."""
+    return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
 
 
 @click.command()
@@ -95,20 +106,26 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@progress_option
 @db_option
 @click.pass_context
 @friendly_errors
-def verify(ctx: click.Context, as_json: bool) -> None:
+def verify(ctx: click.Context, as_json: bool, progress: bool | None) -> None:
     """Integrity check, hash check of stored events, and a replay into a scratch copy compared with the
     live tables. Exit code 1 when anything is wrong.
 
+    Progress (the replay into the scratch copy, its longest part) goes to stderr on a terminal, or
+    anywhere with --progress; stdout keeps only the result.
+
     \b
-    Example:
+    Examples:
       tornstore --db torn.db verify
+      tornstore --db torn.db verify --json --progress > verify.json
     """
     conn = _open(ctx)
     try:
-        result = health.verify(conn)
+        with Progress("verifying (replay in a scratch copy)", _event_count(conn), progress) as bar:
+            result = health.verify(conn, progress=bar.update)
     finally:
         db.close_sync(conn)
     if as_json:
