@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -117,7 +118,8 @@ def _print_report(report, interrupted: bool) -> None:
 @click.command()
 @click.option("-c", "--config", "config_file", required=True, type=click.Path(dir_okay=False),
               help="TOML file naming the keys and what to poll (see examples/collect.toml).")
-@click.option("--once", is_flag=True, help="Poll every target once (members included), then exit.")
+@click.option("--once", is_flag=True,
+              help="Poll every target once (members included), then exit; exit code 1 if any poll failed.")
 @click.option("--api-base", metavar="URL", help="API base URL, e.g. the simulator's (overrides the config).")
 @click.option("--no-compact", is_flag=True, help="Do not run the compactor when a UTC month ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
@@ -135,6 +137,8 @@ def collect(ctx: click.Context, config_file: str, once: bool, api_base: str | No
     never reach the database or the log: they are named by fingerprint (k:1a2b3c4d). On Ctrl-C or
     SIGTERM the requests in flight finish, the batch in hand is committed, and a summary is printed.
     When a UTC month ends while it runs, the compactor folds the closed month (unless --no-compact).
+    With --once the exit code is 1 when any poll failed (after the report, with an Error: line saying
+    how many and why); a run stopped by Ctrl-C exits 0.
 
     \b
     Examples:
@@ -164,6 +168,22 @@ def collect(ctx: click.Context, config_file: str, once: bool, api_base: str | No
         emit_json(data)
     else:
         _print_report(report, bool(interrupted))
+    if once and report.polls_failed:
+        raise UserError(_failed_polls(report.as_dict()))
+
+
+def _failed_polls(data: dict) -> str:
+    """--once with failed polls: how many, and why, from what the run report holds."""
+    why = []
+    if data["errors_by_code"]:
+        why.append("Torn errors by code: " + ", ".join(f"{c}: {n}" for c, n in data["errors_by_code"].items()))
+    if data["failures"]:
+        why.append("other failures: " + ", ".join(f"{what}: {n}" for what, n in data["failures"].items()))
+    keys = [f"{k['key']} {k['state']}" for k in data["keys"] if k["state"] != "active"]
+    if keys:
+        why.append("keys: " + ", ".join(keys))
+    return (f"{data['polls_failed']} of {data['polls']} polls failed"
+            + (f" ({'; '.join(why)})" if why else "") + "; each is recorded as a gap")
 
 
 @click.command("simulate-api")
@@ -176,8 +196,10 @@ def collect(ctx: click.Context, config_file: str, once: bool, api_base: str | No
               help="Simulated seconds per wall second (0 freezes the clock; move it with POST /__sim/clock).")
 @click.option("--factions", default=5, show_default=True, help="Factions in the world.")
 @click.option("--territories", default=4100, show_default=True, help="Territories on the map.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Once listening, print one line of JSON (url, host, port, seed) and nothing else on stdout.")
 def simulate_api(port: int, host: str, seed: int, keys: str | None, speed: float, factions: int,
-                 territories: int) -> None:
+                 territories: int, as_json: bool) -> None:
     """Serve a simulated Torn API (v1 and v2) until Ctrl-C: for demos and tests without a real key.
 
     Errors come back as the real API sends them (HTTP 200 with {"error": {...}}), with the 100 requests
@@ -189,6 +211,7 @@ def simulate_api(port: int, host: str, seed: int, keys: str | None, speed: float
       tornstore simulate-api --port 8080 --seed 7
       curl 'http://127.0.0.1:8080/v2/faction/1234/members' -H 'Authorization: ApiKey AAAAAAAAAAAAAAAA'
       curl -X POST http://127.0.0.1:8080/__sim/fault -d '{"kind": "http", "status": 503, "count": 2}'
+      tornstore simulate-api --port 0 --json | head -1 | jq -r .url     # a free port, for scripts
     """
     from tornstore.eventstore.simulator import run_simulator
 
@@ -201,6 +224,11 @@ def simulate_api(port: int, host: str, seed: int, keys: str | None, speed: float
 
     def announce(*_args, **_kw) -> None:
         shown = host if host not in ("0.0.0.0", "::") else "127.0.0.1"
+        if as_json:  # one line: a script reads it while the server keeps running
+            click.echo(json.dumps({"url": f"http://{shown}:{port}", "host": host, "port": port, "seed": seed},
+                                  sort_keys=True))
+            sys.stdout.flush()
+            return
         click.echo(f"Torn API simulator (seed {seed}) listening on http://{shown}:{port}")
         click.echo(f"  v1: http://{shown}:{port}/user/<id>?selections=profile&key=<key>")
         click.echo(f"  v2: http://{shown}:{port}/v2/faction/<id>/members  (header Authorization: ApiKey <key>)")
@@ -219,7 +247,7 @@ def simulate_api(port: int, host: str, seed: int, keys: str | None, speed: float
         raise UserError(f"cannot listen on {host}:{port}: {exc}") from None
     except KeyboardInterrupt:
         pass
-    click.echo("simulator stopped")
+    click.echo("simulator stopped", err=as_json)
 
 
 def register(group: click.Group) -> None:
