@@ -21,8 +21,9 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
@@ -120,7 +121,7 @@ class TornClient:
         self._origin = (base_parts.scheme, base_parts.netloc)
         self._base_path = base_parts.path.rstrip("/")
 
-    async def __aenter__(self) -> "TornClient":
+    async def __aenter__(self) -> TornClient:
         self.session()
         return self
 
@@ -161,7 +162,7 @@ class TornClient:
                 data, too_large = await self._read(resp)
         except asyncio.CancelledError:
             raise
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             result.failure = f"timeout after {self.timeout:g}s"
             result.retryable = True
         except aiohttp.ClientError as exc:
@@ -233,10 +234,9 @@ class TornClient:
         if not isinstance(link, str) or not link.strip():
             return None
         parts = urlsplit(strip_key(link.strip()))
-        if parts.scheme or parts.netloc:
-            if (parts.scheme, parts.netloc) != self._origin:
-                log.warning("not following a next link to another host: %s://%s", parts.scheme, parts.netloc)
-                return None
+        if (parts.scheme or parts.netloc) and (parts.scheme, parts.netloc) != self._origin:
+            log.warning("not following a next link to another host: %s://%s", parts.scheme, parts.netloc)
+            return None
         path = parts.path
         if self._base_path and path.startswith(self._base_path + "/"):
             path = path[len(self._base_path):]

@@ -12,7 +12,8 @@ All functions take a plain `sqlite3.Connection` (run them through `EventLog.run`
 from __future__ import annotations
 
 import sqlite3
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from ..db import Transaction
 
@@ -97,4 +98,4 @@ def key_states(conn: sqlite3.Connection) -> list[dict]:
         "SELECT fingerprint, owner, state, paused_until, recheck_at, last_error_code, last_error_at, "
         "last_used_at, requests, reason FROM api_keys ORDER BY owner, fingerprint")
     names = [d[0] for d in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

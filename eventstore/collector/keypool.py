@@ -38,8 +38,9 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterable
 
 from ..secrets import fingerprint
 
@@ -243,11 +244,11 @@ class KeyPool:
         return t
 
     def candidates(self, access: int = 0, own_id: str | None = None,
-                   exclude: set[str] = frozenset()) -> list[ApiKey]:
+                   exclude: AbstractSet[str] = frozenset()) -> list[ApiKey]:
         return [k for k in self.keys if self._serves(k, access, own_id) and k.fp not in exclude]
 
     def choose(self, access: int = 0, own_id: str | None = None, category: str | None = None,
-               exclude: set[str] = frozenset()) -> ApiKey | None:
+               exclude: AbstractSet[str] = frozenset()) -> ApiKey | None:
         """The least recently used key free now, or None. Does not record a use."""
         now = self.clock()
         free = [k for k in self.candidates(access, own_id, exclude) if self.free_at(k, category, now) <= now]
@@ -257,7 +258,7 @@ class KeyPool:
         return min(free, key=lambda k: (k.state != "paused", k.last_used_at, k.use_seq))
 
     def next_free(self, access: int = 0, own_id: str | None = None, category: str | None = None,
-                  exclude: set[str] = frozenset()) -> float | None:
+                  exclude: AbstractSet[str] = frozenset()) -> float | None:
         """When a suitable key will next be free; None if no key can ever serve the request."""
         now = self.clock()
         times = [self.free_at(k, category, now) for k in self.candidates(access, own_id, exclude)]
@@ -266,23 +267,22 @@ class KeyPool:
             return None if not self.candidates(access, own_id, exclude) else now + 1.0
         return min(times)
 
-    def why_none(self, access: int, own_id: str | None, exclude: set[str] = frozenset()) -> str:
+    def why_none(self, access: int, own_id: str | None, exclude: AbstractSet[str] = frozenset()) -> str:
         if own_id is not None:
             return f"no usable key of player {own_id} with {ACCESS_NAMES.get(access, access)} access"
         if exclude and not self.candidates(access, own_id, exclude) and self.candidates(access, own_id):
             return "every usable key was refused access to this target"
         return f"no usable key with {ACCESS_NAMES.get(access, access)} access"
 
-    def why_busy(self, access: int, own_id: str | None, category: str | None, exclude: set[str],
+    def why_busy(self, access: int, own_id: str | None, category: str | None, exclude: AbstractSet[str],
                  when: float) -> str:
         now = self.clock()
         reasons = {k.reason for k in self.candidates(access, own_id, exclude)
                    if k.reason and (k.paused_until > now or k.blocked) and k.reason != self.pause_reason}
         if self.pause_until > now and self.pause_reason:
             reasons.add(self.pause_reason)
-        reasons = sorted(reasons)
         text = f"no key free until {int(when)}"
-        return text + (f" ({'; '.join(reasons)})" if reasons else " (rate limits)")
+        return text + (f" ({'; '.join(sorted(reasons))})" if reasons else " (rate limits)")
 
     def use(self, key: ApiKey) -> None:
         """Record that a request is being sent with this key now."""
@@ -314,7 +314,7 @@ class KeyPool:
             self.global_probe = "needed" if paused_all else None
 
     async def acquire(self, access: int = 0, own_id: str | None = None, category: str | None = None,
-                      exclude: set[str] = frozenset(), deadline: float | None = None) -> ApiKey:
+                      exclude: AbstractSet[str] = frozenset(), deadline: float | None = None) -> ApiKey:
         """Wait until a suitable key is free, record its use and return it.
 
         Raises NoUsableKey when none can ever serve, or KeysBusy when none is free before `deadline`."""
@@ -373,10 +373,9 @@ class KeyPool:
         elif code == 5:
             until = now + self.rate_limit_pause
             for other in self.keys:
-                if other.owner == key.owner:
-                    if other.paused_until < until:
-                        other.paused_until = until
-                        other.dirty = True
+                if other.owner == key.owner and other.paused_until < until:
+                    other.paused_until = until
+                    other.dirty = True
             key.reason = "rate limited (5)"
             log.warning("owner of key %s rate limited: its keys wait %.0f s", key.fp, self.rate_limit_pause)
         elif code == 14:

@@ -35,8 +35,9 @@ import logging
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from ..ingest import IngestReport, torn_error
 from ..records import Response
@@ -54,6 +55,7 @@ log = logging.getLogger("tornstore.collector")
 
 Sink = Callable[[list[Response]], Awaitable[IngestReport]]
 Runner = Callable[..., Awaitable[Any]]
+Poll = tuple[str, list[Response], float | None]  # what a poll (one job) ends with: outcome, responses, not_before
 
 
 @dataclass
@@ -145,7 +147,7 @@ class Collector:
         self._once = False
 
     # ------------------------------------------------------------------ lifecycle
-    async def __aenter__(self) -> "Collector":
+    async def __aenter__(self) -> Collector:
         await self.start()
         return self
 
@@ -222,12 +224,15 @@ class Collector:
     async def _loop(self, once: bool, flush_at_end: bool = True) -> None:
         if self._running:
             raise RuntimeError("the collector is already running")
+        wake_event = self._wake
+        if wake_event is None:
+            raise RuntimeError("the collector is not started")
         self._running = True
         self._stopping = False
         self._once = once
         now = self.clock()
         self.scheduler.start(now, spread=not once)
-        tasks: dict[asyncio.Task, Job] = {}
+        tasks: dict[asyncio.Future[Poll], Job] = {}
         wake: asyncio.Future | None = None  # waits for stop() or request_now(); kept until it fires
         try:
             while True:
@@ -243,7 +248,7 @@ class Collector:
                 await self._maybe_flush()
                 waiters: set[asyncio.Future] = set(tasks)
                 if wake is None:
-                    wake = asyncio.ensure_future(self._wake.wait())
+                    wake = asyncio.ensure_future(wake_event.wait())
                 waiters.add(wake)
                 timer = None
                 delay = self._timer_delay(once, len(tasks))
@@ -257,7 +262,7 @@ class Collector:
                         timer.cancel()
                 if wake.done():
                     wake = None
-                    self._wake.clear()
+                    wake_event.clear()
                 for task in done:
                     job = tasks.pop(task, None)
                     if job is not None:
@@ -301,8 +306,9 @@ class Collector:
             delays.append(self.tick_every)
         return min(delays) if delays else None
 
-    def _finish(self, job: Job, task: asyncio.Task, requeue: bool) -> None:
+    def _finish(self, job: Job, task: asyncio.Future[Poll], requeue: bool) -> None:
         now = self.clock()
+        responses: list[Response]
         if task.cancelled():
             outcome, responses, not_before = ABORTED, [], None
         elif task.exception() is not None:
@@ -330,7 +336,7 @@ class Collector:
                         self._ready.append(waiter)
 
     # ------------------------------------------------------------------ one poll
-    async def _run_job(self, job: Job) -> tuple[str, list[Response], float | None]:
+    async def _run_job(self, job: Job) -> Poll:
         request: ApiRequest | None = job.request
         responses: list[Response] = []
         outcome, not_before = OK, None
@@ -381,7 +387,7 @@ class Collector:
                 self.pool.released(key)
                 raise
             self.report.requests += 1
-            if not result.ok:
+            if result.failure is not None:  # (not result.ok)
                 self.pool.released(key)
                 self.report.failures[_failure_kind(result.failure)] += 1
                 self._gap(result.observed_at, url, job.target, None, result.failure)
@@ -516,6 +522,8 @@ class Collector:
 
     async def _tick(self, now: float) -> None:
         self._last_tick = now
+        if self.on_tick is None:
+            return
         try:
             result = self.on_tick(now)
             if inspect.isawaitable(result):

@@ -20,8 +20,8 @@ import heapq
 import itertools
 import random
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import msgspec
 
