@@ -6,21 +6,32 @@
 
 Slash commands: /player ID, /faction ID, /history player|faction ID STAT [since]. The handlers below are
 plain async functions of (store, arguments) that return a `Reply` (text and an optional chart file), so
-they can be tested without Discord; only `main()` imports discord.py.
+they can be tested without Discord; only `build_bot()` and `main()` import discord.py.
 
 The bot only reads. Filling the database is the collector's job, or the bot's own
 API client can hand every response it fetches to `await store.ingest(url, body, observed_at)`.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: discord.py reads the annotations of the command callbacks
+# when they are registered, and resolves string annotations in the module globals, where `discord` and
+# `app_commands` do not exist (they are imported inside build_bot so the module imports without discord.py).
+# Evaluated when each callback is defined, the annotations are the real discord.py objects.
 import asyncio
+import contextlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tornstore.projections.queries import PLAYER_STATS, QueryError, STATS, format_time
 from tornstore.projections.store import Store
+
+if TYPE_CHECKING:
+    import discord
+    from discord import app_commands
+
+log = logging.getLogger("tornstore.discord_bot")
 
 DISCORD_LIMIT = 2000  # characters per message
 
@@ -113,63 +124,104 @@ async def poll_changes(store: Store, position: int | None, limit: int = 50) -> t
     return [c.text for c in feed.changes], feed.next_position
 
 
-def main() -> None:  # pragma: no cover - needs a Discord token and discord.py
+def build_bot(store: Store, alert_channel: int | None = None
+              ) -> "tuple[discord.Client, app_commands.CommandTree]":
+    """A Discord client with the slash commands registered on its command tree, answering from `store`.
+
+    Nothing connects here: `client.start(token)` does, and syncs the commands with Discord on the way.
+    `alert_channel`: a channel id to post the change feed to once a minute.
+    """
     import discord
     from discord import app_commands
 
-    db_path = os.environ.get("TORNSTORE_DB", "torn.db")
-    token = os.environ["DISCORD_TOKEN"]
-    alert_channel = int(os.environ.get("ALERT_CHANNEL_ID", "0")) or None
-
-    intents = discord.Intents.default()
-    client = discord.Client(intents=intents)
+    client = discord.Client(intents=discord.Intents.default())
     tree = app_commands.CommandTree(client)
-    state: dict = {}
 
-    async def send(interaction: discord.Interaction, reply: Reply) -> None:
-        if reply.file is not None:
-            await interaction.followup.send(reply.text, file=discord.File(reply.file))
-        else:
+    async def answer(interaction: discord.Interaction, reply: Reply) -> None:
+        """Send a handler's reply as the follow-up of a deferred interaction, the chart attached."""
+        if reply.file is None:
             await interaction.followup.send(reply.text)
+        else:
+            await interaction.followup.send(reply.text, file=discord.File(reply.file))
 
+    # Each command defers first: Discord drops an interaction not answered within 3 seconds, and a query
+    # or a chart can take longer than that on a busy database.
     @tree.command(description="A player's current state and stats")
+    @app_commands.describe(player_id="Torn player id")
     async def player(interaction: discord.Interaction, player_id: int) -> None:
         await interaction.response.defer()
-        await send(interaction, await handle_player(state["store"], player_id))
+        await answer(interaction, await handle_player(store, player_id))
 
     @tree.command(description="A faction and its members")
+    @app_commands.describe(faction_id="Torn faction id")
     async def faction(interaction: discord.Interaction, faction_id: int) -> None:
         await interaction.response.defer()
-        await send(interaction, await handle_faction(state["store"], faction_id))
+        await answer(interaction, await handle_faction(store, faction_id))
 
     @tree.command(description="A stat over time, with a chart")
+    @app_commands.describe(kind="a player or a faction", entity_id="its Torn id", stat="e.g. strength, level, respect",
+                           since="only points from this date on, e.g. 2025-09-01")
     @app_commands.choices(kind=[app_commands.Choice(name=k, value=k) for k in STATS])
     async def history(interaction: discord.Interaction, kind: app_commands.Choice[str], entity_id: int,
                       stat: str, since: str | None = None) -> None:
         await interaction.response.defer()
-        with tempfile.TemporaryDirectory() as tmp:
-            await send(interaction, await handle_history(state["store"], kind.value, entity_id, stat, since, tmp))
+        with tempfile.TemporaryDirectory() as tmp:  # the chart only has to live until it is sent
+            await answer(interaction, await handle_history(store, kind.value, entity_id, stat, since, tmp))
 
-    async def alerts() -> None:
-        position = None
+    async def post_alerts() -> None:
         channel = client.get_channel(alert_channel)
+        if channel is None:
+            log.warning("alert channel %s not found (or not visible to the bot): no alerts", alert_channel)
+            return
+        position = None
         while True:
-            texts, position = await poll_changes(state["store"], position)
+            texts, position = await poll_changes(store, position)
             for text in texts:
                 await channel.send(_clip(text))
             await asyncio.sleep(60)
 
+    background: set[asyncio.Task] = set()  # a reference, so the alert task is not garbage-collected
+
     @client.event
     async def setup_hook() -> None:
-        state["store"] = await Store.open(db_path, create=False)
         await tree.sync()
 
     @client.event
-    async def on_ready() -> None:
-        if alert_channel and "alerts" not in state:
-            state["alerts"] = asyncio.create_task(alerts())
+    async def on_ready() -> None:  # runs again after each reconnect: start the alerts only once
+        if alert_channel and not background:
+            background.add(asyncio.create_task(post_alerts()))
 
-    client.run(token)
+    return client, tree
+
+
+async def run_bot(db_path: str, token: str, alert_channel: int | None = None) -> None:  # pragma: no cover
+    """Open the database, then connect to Discord until stopped; both are closed on the way out."""
+    async with Store.open(db_path) as store:
+        client, _ = build_bot(store, alert_channel)
+        async with client:
+            await client.start(token)
+
+
+def main() -> None:
+    """Run the bot from the environment, or exit with a message saying what is missing."""
+    try:
+        import discord
+    except ImportError:
+        raise SystemExit("the bot needs discord.py: pip install 'tornstore[bot]'") from None
+    token = os.environ.get("DISCORD_TOKEN", "").strip()
+    if not token:
+        raise SystemExit("DISCORD_TOKEN is not set: put the bot's token (Discord developer portal, Bot tab) "
+                         "in the environment")
+    channel = os.environ.get("ALERT_CHANNEL_ID", "").strip()
+    if channel and not channel.isdigit():
+        raise SystemExit(f"ALERT_CHANNEL_ID must be a channel id (digits), not {channel!r}")
+    db_path = os.environ.get("TORNSTORE_DB", "torn.db")
+    if not Path(db_path).is_file():
+        raise SystemExit(f"no database at {db_path}: set TORNSTORE_DB, or create one with "
+                         f"`tornstore --db {db_path} init` and fill it with the collector")
+    discord.utils.setup_logging()  # what client.run() would do; the token is never logged
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops the bot without a traceback
+        asyncio.run(run_bot(db_path, token, int(channel) if channel else None))
 
 
 if __name__ == "__main__":  # pragma: no cover
