@@ -18,7 +18,7 @@ import click
 
 from tornstore.eventstore.gctuning import fewer_collections
 
-from .common import emit_table
+from .common import emit_json, emit_table
 
 DEMO_KEY = "DEMOdemoDEMOdemo"  # the simulator accepts any 16-character key
 
@@ -146,8 +146,10 @@ async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval:
               help="Seconds between polls (simulated).")
 @click.option("--profile-every", default=360, show_default=True, type=click.IntRange(1, 100000),
               help="Poll member profiles and war lists every N rounds (360 x 4 min = a day).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run's figures as one JSON document (the progress bar stays on stderr).")
 def demo(out_db: str, chart: str, months: int, factions: int, seed: int, interval: int,
-         profile_every: int) -> None:
+         profile_every: int, as_json: bool) -> None:
     """See the whole system work on a simulated Torn API, without an API key.
 
     Starts the simulator on loopback, collects from it while simulated time runs through months of
@@ -159,6 +161,7 @@ def demo(out_db: str, chart: str, months: int, factions: int, seed: int, interva
     Examples:
       tornstore demo
       tornstore demo --months 4 --factions 3 --out /tmp/demo.db --chart /tmp/respect.png
+      tornstore demo --months 1 --factions 1 --json | jq .tables
       tornstore --db demo.db status
     """
     db = Path(out_db)
@@ -166,11 +169,56 @@ def demo(out_db: str, chart: str, months: int, factions: int, seed: int, interva
         if Path(f"{db}{suffix}").exists():
             os.remove(f"{db}{suffix}")
     click.echo(f"simulating {months} month(s) of {interval // 60}-minute polls of {factions} faction(s) "
-               f"and their members against a local Torn API simulator...")
+               f"and their members against a local Torn API simulator...", err=as_json)
     with fewer_collections():  # this process makes tens of thousands of short-lived requests
         stats = asyncio.run(run_demo(db, months=months, factions=factions, seed=seed, interval=interval,
                                      profile_every=profile_every))
+    if as_json:
+        no_chart = _chart(db, stats, chart)
+        emit_json({
+            "database": str(db), "chart": None if no_chart else chart, "chart_error": no_chart,
+            **{k: stats[k] for k in ("rounds", "requests", "responses", "appended", "unchanged", "faction_ids")},
+            "seconds": round(stats["seconds"], 1),
+            "compactions": [{"at": boundary, "months_folded": len(r.folded), "summary_rows": r.summary_rows,
+                             "events_pruned": r.events_pruned, "history_rows_pruned": r.history_rows_pruned}
+                            for boundary, r in stats["compactions"]],
+            "tables": _table_counts(db),
+        })
+        return
     _report(db, stats, chart)
+
+
+TABLES = ["events", "streams", "players", "factions", "player_stats_history", "faction_history",
+          "war_status_history", "territory_ownership_history", "player_stats_summary",
+          "faction_summary", "war_summary", "territory_ownership_summary"]
+
+
+def _table_counts(db: Path) -> dict[str, int]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}
+    finally:
+        conn.close()
+
+
+def _chart(db: Path, stats: dict, chart: str) -> str | None:
+    """Draw the first faction's respect to `chart`; the reason when there is no chart (no matplotlib)."""
+    from tornstore.eventstore.db import connect_sync
+    from tornstore.projections.charts import ChartsUnavailable, plot_series
+    from tornstore.projections.queries import history
+
+    conn = connect_sync(db)
+    try:
+        series = history(conn, "faction", stats["faction_ids"][0], "respect")
+    finally:
+        conn.close()
+    try:
+        plot_series(series, chart)
+    except ChartsUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def _report(db: Path, stats: dict, chart: str) -> None:
@@ -192,10 +240,7 @@ def _report(db: Path, stats: dict, chart: str) -> None:
                        f"{report.summary_rows} summary rows, pruned {report.events_pruned:,} events and "
                        f"{report.history_rows_pruned:,} history rows")
         click.echo()
-        tables = ["events", "streams", "players", "factions", "player_stats_history", "faction_history",
-                  "war_status_history", "territory_ownership_history", "player_stats_summary",
-                  "faction_summary", "war_summary", "territory_ownership_summary"]
-        emit_table([(t, f"{one(f'SELECT COUNT(*) FROM {t}'):,}") for t in tables], ["table", "rows"])
+        emit_table([(t, f"{n:,}") for t, n in _table_counts(db).items()], ["table", "rows"])
         fid = stats["faction_ids"][0]
         name = one("SELECT name FROM factions WHERE faction_id = ?", fid)
         click.echo()
@@ -223,20 +268,12 @@ def _report(db: Path, stats: dict, chart: str) -> None:
                        f"{row['record_count']} records")
     finally:
         conn.close()
-    try:
-        from tornstore.projections.charts import ChartsUnavailable, plot_series
-        from tornstore.projections.queries import history
-        from tornstore.eventstore.db import connect_sync
-        conn = connect_sync(db)
-        try:
-            series = history(conn, "faction", stats["faction_ids"][0], "respect")
-        finally:
-            conn.close()
-        plot_series(series, chart)
+    no_chart = _chart(db, stats, chart)
+    if no_chart:
+        click.echo(f"\nwrote {db} (no chart: {no_chart})")
+    else:
         click.echo(f"\nwrote {db} and {chart}; try: tornstore --db {db} status | faction {stats['faction_ids'][0]} "
                    f"| history faction {stats['faction_ids'][0]} --stat respect")
-    except ChartsUnavailable as exc:
-        click.echo(f"\nwrote {db} (no chart: {exc})")
 
 
 def _day(ts: int) -> str:

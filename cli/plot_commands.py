@@ -5,7 +5,7 @@ import click
 
 from tornstore.projections import queries
 
-from .common import UserError, db_option, friendly_errors
+from .common import UserError, db_option, emit_json, friendly_errors
 from .query_commands import StatChoice, series_for
 
 
@@ -24,7 +24,7 @@ def plot() -> None:
 
 
 def _draw(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str | None, until: str | None,
-          output: str, title: str | None) -> None:
+          output: str, title: str | None, as_json: bool) -> None:
     from tornstore.projections import charts
 
     try:
@@ -39,11 +39,18 @@ def _draw(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str |
     except OSError as exc:
         raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
     summary = len(series.summary_points)
+    if as_json:
+        emit_json({"output": str(path), "kind": kind, "id": entity_id, "name": series.name, "stat": stat,
+                   "points": len(series.points), "summary_points": summary,
+                   "first_at": series.points[0].at, "last_at": series.points[-1].at})
+        return
     click.echo(f"wrote {path} ({len(series.points)} points"
                + (f", {summary} from monthly summaries" if summary else "") + ")")
 
 
 def _common(fn):
+    fn = click.option("--json", "as_json", is_flag=True,
+                      help="Print what was drawn (file, points, time range) as one JSON document.")(fn)
     fn = click.option("--title", help="Chart title (default: name, id and stat).")(fn)
     fn = click.option("-o", "--output", required=True, metavar="FILE.png", help="Where to write the PNG.")(fn)
     fn = click.option("--until", metavar="DATE",
@@ -62,15 +69,16 @@ def _common(fn):
 @click.pass_context
 @friendly_errors
 def plot_player(ctx: click.Context, player_id: int, stat: str, since: str | None, until: str | None,
-                output: str, title: str | None) -> None:
+                output: str, title: str | None, as_json: bool) -> None:
     """Chart one stat of a player.
 
     \b
     Examples:
       tornstore --db torn.db plot player 2491575 --stat strength -o strength.png
       tornstore --db torn.db plot player 2491575 --stat total_stats --since 2025-06-01 -o total.png
+      tornstore plot player 2491575 --stat level -o level.png --db torn.db --json
     """
-    _draw(ctx, "player", player_id, stat, since, until, output, title)
+    _draw(ctx, "player", player_id, stat, since, until, output, title, as_json)
 
 
 @plot.command("faction")
@@ -82,7 +90,7 @@ def plot_player(ctx: click.Context, player_id: int, stat: str, since: str | None
 @click.pass_context
 @friendly_errors
 def plot_faction(ctx: click.Context, faction_id: int, stat: str, since: str | None, until: str | None,
-                 output: str, title: str | None) -> None:
+                 output: str, title: str | None, as_json: bool) -> None:
     """Chart one stat of a faction.
 
     \b
@@ -90,7 +98,7 @@ def plot_faction(ctx: click.Context, faction_id: int, stat: str, since: str | No
       tornstore --db torn.db plot faction 9420 --stat respect -o respect.png
       tornstore --db torn.db plot faction 9420 --stat member_count --since 2025-09-01 -o members.png
     """
-    _draw(ctx, "faction", faction_id, stat, since, until, output, title)
+    _draw(ctx, "faction", faction_id, stat, since, until, output, title, as_json)
 
 
 def register(group: click.Group) -> None:

@@ -113,3 +113,19 @@ def test_replay_of_one_projection_by_its_name(two_dbs):
     result = run("--db", world, "replay", "--projection", "player_stats")
     assert result.exit_code == 0, result.output
     assert "into player_stats" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------------ every command
+def test_every_command_has_json():
+    missing = [" ".join(path) for path, command in leaf_commands()
+               if "--json" not in {o for p in command.params for o in p.opts}]
+    assert missing == []
+
+
+@pytest.mark.parametrize("path", [path for path, _ in leaf_commands()] + [("plot",)],
+                         ids=lambda p: " ".join(p))
+def test_every_help_has_examples(path):
+    result = run(*path, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.stdout
+    assert " ".join(path) in result.stdout.split("Example", 1)[1]
