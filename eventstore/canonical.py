@@ -124,7 +124,7 @@ def _without(obj: Any, node: _Node) -> Any:
                 continue
             if key in node.sub:
                 out[key] = _without(value, node.sub[key])
-            elif node.star_drops:
+            elif node.star_drops or node.star is None:  # (here star is None exactly when star_drops)
                 continue
             else:
                 out[key] = _without(value, node.star)

@@ -6,9 +6,11 @@ round trip (`run_in_connection`), instead of awaiting per row.
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -52,10 +54,8 @@ def connect_sync(path: str | Path) -> sqlite3.Connection:
 
 
 def close_sync(conn: sqlite3.Connection) -> None:
-    try:
+    with contextlib.suppress(sqlite3.Error):
         conn.execute("PRAGMA optimize")
-    except sqlite3.Error:
-        pass
     conn.close()
 
 
@@ -76,10 +76,8 @@ async def connect(path: str | Path, *, read_only: bool = False) -> aiosqlite.Con
 
 
 async def close(conn: aiosqlite.Connection) -> None:
-    try:
+    with contextlib.suppress(sqlite3.Error):
         await conn.execute("PRAGMA optimize")
-    except sqlite3.Error:
-        pass
     await conn.close()
 
 

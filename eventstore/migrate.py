@@ -110,6 +110,6 @@ def _statements(sql: str) -> list[str]:
             if buffer.strip():
                 statements.append(buffer.strip())
             buffer = ""
-    if buffer.strip() and not all(l.strip().startswith("--") or not l.strip() for l in buffer.splitlines()):
+    if buffer.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()):
         raise MigrationError(f"migration ends with an incomplete statement: {buffer.strip()[:80]!r}")
     return statements
