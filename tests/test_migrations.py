@@ -1,6 +1,7 @@
 """The schema: every table of the plan, applied once, refused when the code and the file disagree."""
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -100,3 +101,79 @@ def test_failed_migration_leaves_nothing_behind(tmp_path, monkeypatch):
         migrate(conn)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'a'").fetchone() is None
     close_sync(conn)
+
+
+# ------------------------------------------------------------------------------------------------ 0002
+READABLE_VIEWS = {f"{t}_view" for t in ("player_stats_history", "faction_history", "war_status_history",
+                                        "territory_ownership_history", "player_stats_summary", "faction_summary",
+                                        "war_summary", "territory_ownership_summary")}
+
+
+def _contents(conn) -> tuple[list, dict]:
+    """Every table and index definition, and every table's rows (sqlite_sequence and schema_version too)."""
+    schema = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type != 'view' "
+                          "ORDER BY type, name").fetchall()
+    tables = [name for kind, name, _, _ in schema if kind == "table"]
+    return schema, {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY rowid').fetchall() for t in tables}
+
+
+def test_0002_adds_the_views_to_a_0001_database_and_loses_nothing(tmp_path, monkeypatch):
+    from tornstore.projections.compactor import compact
+    from tornstore.projections.store import ingest_files
+
+    from .test_queries import pipeline_capture, ts
+
+    # A database made by 0001 alone: four months ingested and projected, compacted (summaries, pruned history).
+    first = available_migrations()[:1]
+    assert [m.version for m in first] == [1]
+    monkeypatch.setattr(migrate_mod, "available_migrations", lambda: first)
+    db = tmp_path / "old.db"
+    assert ingest_files(str(db), [str(pipeline_capture(tmp_path / "capture.ndjson"))]).appended > 0
+    conn = connect_sync(db)
+    try:
+        assert [p.month for p in compact(conn, ts(2025, 12, 15), backup=False).pruned] == ["2025-08", "2025-09"]
+        assert current_version(conn) == 1
+        assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'view'").fetchone()[0] == 0
+        schema, before = _contents(conn)
+        for table in ("player_stats_history", "faction_history", "war_status_history",
+                      "territory_ownership_history", "player_stats_summary", "faction_summary", "war_summary",
+                      "territory_ownership_summary", "sqlite_sequence", "events"):
+            assert before[table], table   # there is something to lose
+
+        monkeypatch.undo()
+        upto_0002 = available_migrations()[:2]   # later migrations have their own tests
+        monkeypatch.setattr(migrate_mod, "available_migrations", lambda: upto_0002)
+        assert migrate(conn, now=ts(2025, 12, 16)) == [2]
+        assert current_version(conn) == 2
+        schema_after, after = _contents(conn)
+        assert schema_after == schema                       # no table or index added, dropped or changed
+        assert after.pop("schema_version") == before.pop("schema_version") + [
+            (2, ts(2025, 12, 16), "readable views", upto_0002[1].checksum)]
+        assert after == before                              # every row, AUTOINCREMENT sequences included
+        views = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")}
+        assert views == READABLE_VIEWS
+        for view in views:
+            table = view.removesuffix("_view")
+            assert (conn.execute(f"SELECT COUNT(*) FROM {view}").fetchone()
+                    == conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()), view
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        rows_before = conn.execute("SELECT COUNT(*) FROM player_stats_history_view").fetchone()[0]
+    finally:
+        close_sync(conn)
+
+    # The migrated store keeps ingesting (with every later migration applied), and the views show what arrives.
+    monkeypatch.undo()
+    later = tmp_path / "later.ndjson"
+    later.write_text(json.dumps({"url": "https://api.torn.com/user/1?selections=battlestats",
+                                 "observed_at": ts(2025, 12, 5), "body": {
+                                     "strength": 9000, "defense": 500, "speed": 500, "dexterity": 500,
+                                     "total": 10500}}) + "\n")
+    assert ingest_files(str(db), [str(later)]).appended == 1
+    conn = connect_sync(db)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM player_stats_history_view").fetchone()[0] == rows_before + 1
+        assert conn.execute("SELECT player_name, timestamp_utc, strength FROM player_stats_history_view "
+                            "ORDER BY id DESC LIMIT 1").fetchone() == ("P1", "2025-12-05T00:00:00Z", 9000)
+    finally:
+        close_sync(conn)
