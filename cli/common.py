@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import datetime as dt
 import json
 import os
 import sqlite3
@@ -10,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -140,6 +142,35 @@ class Progress:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def stdout_closed() -> None:
+    """The reader of stdout went away (`tornstore export wars | head`): stop quietly, as Unix tools do.
+
+    Python's recipe (docs of the signal module, "Note on SIGPIPE"): point stdout at /dev/null so the
+    flush at exit cannot fail again, then exit 1 without a message.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout (a test runner's capture)
+        pass
+    sys.exit(1)
+
+
+def utc_iso(ts: int | None) -> str:
+    """Unix seconds as a readable UTC time, 2025-11-25T19:46:40Z ('' for none or out of range)."""
+    if ts is None:
+        return ""
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return ""
+
+
+def csv_writer(out: IO[str]):
+    """A csv.writer for spreadsheets: a header row first, '\n' line ends, None written as an empty cell."""
+    return csv.writer(out, lineterminator="\n")
 
 
 def emit_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:

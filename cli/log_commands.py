@@ -12,7 +12,7 @@ from tornstore.eventstore.capture import export_events
 from tornstore.eventstore.migrate import check, current_version, migrate
 
 from .common import (Progress, UserError, db_option, db_path, emit_json, existing_db, friendly_errors, json_option,
-                     progress_option)
+                     progress_option, stdout_closed)
 
 
 @click.command()
@@ -188,6 +188,8 @@ def export_events_cmd(ctx: click.Context, output: str, after: int, as_json: bool
             else:
                 with open(output, "wb") as out:
                     count = export_events(conn, _CountingLines(out, bar.update), after=after)
+    except BrokenPipeError:
+        stdout_closed()
     except OSError as exc:
         raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
     finally:

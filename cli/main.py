@@ -33,9 +33,11 @@ COMMAND_MODULES = [
     "tornstore.cli.ops_commands",
     "tornstore.cli.query_commands",
     "tornstore.cli.plot_commands",
+    "tornstore.cli.export_commands",
     "tornstore.cli.compact_commands",
     "tornstore.cli.collect_commands",
     "tornstore.cli.demo_command",
+    "tornstore.cli.quarantine_commands",
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from typing import Any
 
 import click
@@ -13,7 +14,8 @@ from tornstore.eventstore.migrate import migrate
 from tornstore.projections import queries
 from tornstore.projections.queries import QueryError, format_time
 
-from .common import UserError, db_option, emit_json, emit_record, emit_table, existing_db, friendly_errors
+from .common import (UserError, csv_writer, db_option, emit_json, emit_record, emit_table, existing_db, friendly_errors,
+                     stdout_closed, utc_iso)
 
 
 def query(ctx: click.Context, name: str, *args: Any, **kwargs: Any):
@@ -263,11 +265,13 @@ def series_for(ctx: click.Context, kind: str, entity_id: int, stat: str, since: 
 @click.option("--since", metavar="DATE", help="From this time on: YYYY-MM-DD, ISO 8601 or Unix seconds (UTC).")
 @click.option("--until", metavar="DATE", help="Up to this time, inclusive; a bare date includes that whole day.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="Print CSV for spreadsheets: at (Unix seconds), at_utc, the stat, source; a header row first.")
 @db_option
 @click.pass_context
 @friendly_errors
 def history(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str | None, until: str | None,
-            as_json: bool) -> None:
+            as_json: bool, as_csv: bool) -> None:
     """One stat over time: monthly summaries for pruned months, then every kept history row.
 
     Months whose detail was pruned show one point at the end of the month (source 'summary'); recent
@@ -278,10 +282,22 @@ def history(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str
       tornstore --db torn.db history player 2491575 --stat total_stats
       tornstore --db torn.db history faction 9420 --stat respect --since 2025-06-01 --until 2025-12-31
       tornstore --db torn.db history faction 9420 --stat member_count --since 1764100000 --json
+      tornstore --db torn.db history player 2491575 --stat strength --csv > strength.csv
     """
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv: choose one")
     series = series_for(ctx, kind, entity_id, stat, since, until)
     if as_json:
         _json(series)
+        return
+    if as_csv:
+        try:
+            writer = csv_writer(sys.stdout)
+            writer.writerow(["at", "at_utc", stat, "source"])
+            writer.writerows([p.at, utc_iso(p.at), p.value, p.source] for p in series.points)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            stdout_closed()
         return
     if not series.points:
         click.echo(f"no {stat} data for {kind} {_label(series.name, entity_id)} in that time range")

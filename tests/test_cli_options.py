@@ -66,9 +66,17 @@ def test_the_commands_db_wins_over_the_groups_and_the_environment(two_dbs):
     assert group_over_env.exit_code == 0 and json.loads(group_over_env.stdout)["player_id"] == 1
 
 
+def test_db_after_a_nested_command(two_dbs, tmp_path):
+    world, _ = two_dbs
+    out = tmp_path / "rows.csv"
+    result = run("export", "wars", "--csv", "-o", str(out), "--db", world)
+    assert result.exit_code == 0, result.output
+    assert out.read_text().count("\n") == 1 + 5  # header and the five war_status_history rows
+
+
 def test_every_database_command_takes_db_after_its_name():
     names = {" ".join(path) for path, _ in leaf_commands()}
-    assert {"status", "plot player", "collect"} <= names
+    assert {"status", "plot player", "export history", "collect"} <= names
     missing = [name for name, command in ((" ".join(p), c) for p, c in leaf_commands())
                if name not in NO_DATABASE and "--db" not in {o for p in command.params for o in p.opts}]
     assert missing == []
@@ -122,7 +130,7 @@ def test_every_command_has_json():
     assert missing == []
 
 
-@pytest.mark.parametrize("path", [path for path, _ in leaf_commands()] + [("plot",)],
+@pytest.mark.parametrize("path", [path for path, _ in leaf_commands()] + [("plot",), ("export",)],
                          ids=lambda p: " ".join(p))
 def test_every_help_has_examples(path):
     result = run(*path, "--help")
