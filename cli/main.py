@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "tornstore.cli.compact_commands",
     "tornstore.cli.collect_commands",
     "tornstore.cli.demo_command",
+    "tornstore.cli.quarantine_commands",
 ]
 
 

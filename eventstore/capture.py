@@ -1,5 +1,9 @@
 """Capture files: NDJSON, one API response per line: {"url": ..., "observed_at": <unix s>, "body": <JSON>}.
 
+Optional fields: "owner": {"player_id": N, "faction_id": N} (whose key made the request; either may be
+absent) and "key": "k:xxxxxxxx" (the key's fingerprint; a key written there by mistake is fingerprinted
+on reading and never kept).
+
 Reading never fails on a bad line: a line that is not JSON, or not a capture object, becomes a Response
 whose body is the raw text, so ingest quarantines it with the reason and the file's other lines still land.
 """
@@ -10,7 +14,8 @@ from typing import IO, Iterable, Iterator
 
 import msgspec
 
-from .records import Response
+from .owners import key_fingerprint
+from .records import Owner, Response
 from .routing import stream_name
 from .secrets import strip_key
 
@@ -31,8 +36,14 @@ def parse_line(line: str | bytes, where: str = "capture") -> Response | None:
     if not isinstance(obj, dict) or "url" not in obj or "body" not in obj:
         return _unreadable(line, where, "not a capture object with url, observed_at and body")
     observed_at = obj.get("observed_at")
+    try:
+        owner = msgspec.convert(obj["owner"], Owner) if obj.get("owner") is not None else None
+    except msgspec.ValidationError as exc:
+        return _unreadable(line, where, f"'owner' is not {{\"player_id\": N, \"faction_id\": N}} ({exc})")
+    key = obj.get("key")
     return Response(url=strip_key(str(obj["url"])), observed_at=observed_at, body=obj["body"],
-                    stream=obj.get("stream") if isinstance(obj.get("stream"), str) else None)
+                    stream=obj.get("stream") if isinstance(obj.get("stream"), str) else None,
+                    owner=owner, key=key_fingerprint(key) if isinstance(key, str) else None)
 
 
 def _unreadable(line: str, where: str, why: str) -> Response:
@@ -46,10 +57,15 @@ def read_capture(lines: Iterable[str | bytes], name: str = "capture") -> Iterato
             yield response
 
 
-def capture_line(url: str, observed_at: int, body, stream: str | None = None) -> bytes:
+def capture_line(url: str, observed_at: int, body, stream: str | None = None, owner: Owner | None = None,
+                 key: str | None = None) -> bytes:
     obj = {"url": strip_key(url), "observed_at": observed_at, "body": body}
     if stream:
         obj["stream"] = stream
+    if owner is not None:
+        obj["owner"] = owner
+    if key:
+        obj["key"] = key_fingerprint(key)
     return _encoder.encode(obj) + b"\n"
 
 

@@ -28,8 +28,9 @@ from typing import Any, Callable, Iterable
 import msgspec
 
 from .canonical import RULES, HashMemo, canonical_hash
+from .owners import KeyOwners, key_fingerprint, keys_waiting, waiting_for_owner as _waiting_for
 from .records import Event, Heartbeat, Rejected, Response, StreamKey, TornError
-from .routing import Part, RoutingError, parse_stream_name, route
+from .routing import OwnerNeeded, Part, RoutingError, owner_taught, parse_stream_name, route
 from .secrets import has_key_material, scrub, strip_key
 
 Projector = Callable[[sqlite3.Connection, list[Event], list[Heartbeat]], None]
@@ -53,11 +54,13 @@ class IngestReport:
     rejected: list[Rejected] = field(default_factory=list)
     first_position: int | None = None
     last_position: int | None = None
+    retried: int = 0   # quarantined bodies routed at last, their key's owner now known
 
     def merge(self, other: "IngestReport") -> None:
         self.responses += other.responses
         self.appended += other.appended
         self.unchanged += other.unchanged
+        self.retried += other.retried
         self.errors += other.errors
         self.rejected += other.rejected
         if other.first_position is not None and self.first_position is None:
@@ -187,26 +190,33 @@ def _decode_raw(raw: msgspec.Raw) -> Any:
 
 
 def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
-                 projector: Projector | None = None, *, now: float | None = None) -> IngestReport:
+                 projector: Projector | None = None, *, now: float | None = None,
+                 retry_keys: Iterable[str] = ()) -> IngestReport:
     """Ingest a batch in one transaction. See the module docstring.
 
     `now`: the ingesting machine's clock (Unix seconds; default: the wall clock), only to refuse an
     `observed_at` from the future. It never reaches an event or a projection.
+    `retry_keys`: key fingerprints whose quarantined bodies, waiting for their owner, are routed again
+    with this batch (those of keys whose owner the batch teaches always are).
     """
     latest_allowed = (time.time() if now is None else now) + MAX_AHEAD
     report = IngestReport(responses=len(responses))
     routed: list[tuple[Response, str, list[tuple[StreamKey, Part, str]]]] = []
-    quarantine_rows: list[tuple] = []
     gap_rows: list[tuple] = []
+    valid: list[tuple[Response, str, Any, str | None]] = []   # (response, url, body, key fingerprint)
 
-    def reject(url: str, observed_at: int | None, reason: str, body_text: str) -> None:
+    rejected: list[tuple[int, Rejected, tuple]] = []   # (input index, ...): reported in input order
+    index = 0
+
+    def reject(url: str, observed_at: int | None, reason: str, body_text: str, key_fp: str | None = None,
+               needs_owner: bool = False) -> None:
         # Whatever a rejected response holds is kept for a person to read: never a key with it.
         url, reason, body_text = scrub(url), scrub(reason), scrub(body_text)
-        report.rejected.append(Rejected(url, observed_at, reason))
-        quarantine_rows.append((observed_at, url, reason, body_text))
+        rejected.append((index, Rejected(url, observed_at, reason),
+                         (observed_at, url, reason, body_text, key_fp, int(needs_owner))))
 
-    # 1. Route and classify outside the write lock's critical part (pure CPU).
-    for response in responses:
+    # 1. Check, route and classify outside the write lock's critical part (pure CPU).
+    for index, response in enumerate(responses):
         url = _storable(strip_key(response.url))
         if has_key_material(url):
             url = scrub(url)
@@ -238,6 +248,24 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
             report.errors.append(TornError(url, observed_at, code, text))
             gap_rows.append((observed_at, url, None, code, f"Torn API error {code}: {text}"))
             continue
+        valid.append((response, url, body, key_fingerprint(response.key)))
+
+    # Own-key URLs name their entity through the key's owner: learn owners from this batch first, so a
+    # key/info anywhere in it resolves the rest, and bring back what waited in quarantine for them.
+    owners = KeyOwners.load(conn, {fp for _, _, _, fp in valid if fp} | set(retry_keys))
+    for response, url, body, fp in valid:
+        if fp:
+            owners.learn(fp, response.observed_at, url, owner_taught(url, body))
+    waiting = _waiting_for(conn, set(owners.taught) | set(retry_keys))   # [(quarantine id, response)]
+    quarantine_of = {id(r): qid for qid, r in waiting}     # a retried response has no new quarantine row
+    valid += [(r, r.url, r.body, r.key) for _, r in waiting]
+    resolved: list[int] = []                               # quarantine rows now routed: deleted below
+
+    input_index = {id(r): i for i, r in enumerate(responses)}
+    for response, url, body, fp in valid:
+        observed_at = response.observed_at
+        index = input_index.get(id(response), len(responses))
+        retry_of = quarantine_of.get(id(response))
         try:
             if response.stream:
                 try:
@@ -246,15 +274,29 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                     raise RoutingError(f"stream name {response.stream!r} is not type:id:view") from None
                 parts = [Part(entity_type, entity_id, view, body)]
             else:
-                parts = route(url, body)
+                try:
+                    parts = route(url, body, response.owner or owners.get(fp))
+                    if retry_of is not None:
+                        resolved.append(retry_of)
+                except OwnerNeeded as exc:
+                    # Keep what needs no owner now; the whole body waits in quarantine for the owner.
+                    parts = exc.parts
+                    if retry_of is None:
+                        reason = str(exc) + (f" (key {fp})" if fp else " (no key fingerprint was given)")
+                        reject(url, observed_at, reason, _as_text(body), fp, needs_owner=True)
             keyed = []
             for p in parts:
                 key = StreamKey(p.entity_type, p.entity_id, p.view)
                 keyed.append((key, p, _MEMO.hash(key, p.view, p.payload)))
         except (RoutingError, TypeError, ValueError, OverflowError, RecursionError) as exc:
-            reject(url, observed_at, str(exc) if str(exc).startswith(url) else f"{url}: {exc}", _as_text(body))
+            if retry_of is None:
+                reject(url, observed_at, str(exc) if str(exc).startswith(url) else f"{url}: {exc}", _as_text(body))
             continue
         routed.append((response, url, keyed))
+
+    rejected.sort(key=lambda item: item[0])
+    report.rejected = [r for _, r, _ in rejected]
+    quarantine_rows = [row for _, _, row in rejected]
 
     # 2. Compare and append inside one IMMEDIATE transaction.
     conn.execute("BEGIN IMMEDIATE")
@@ -324,10 +366,14 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
             state.dirty = False
         if quarantine_rows:
             conn.executemany(
-                "INSERT OR IGNORE INTO quarantine (observed_at, source_url, reason, body, body_hash) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO quarantine (observed_at, source_url, reason, body, key_fp, needs_owner, "
+                "body_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(*row, hashlib.blake2b(row[3].encode(errors="replace"), digest_size=16).hexdigest())
                  for row in quarantine_rows])
+        if resolved:
+            conn.executemany("DELETE FROM quarantine WHERE id = ?", [(qid,) for qid in resolved])
+            report.retried = len(resolved)
+        owners.save(conn)
         if gap_rows:
             conn.executemany(
                 "INSERT INTO gaps (observed_at, source_url, target, error_code, reason) VALUES (?, ?, ?, ?, ?)",
@@ -345,6 +391,11 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
         report.first_position = events[0].position
         report.last_position = events[-1].position
     return report
+
+
+def retry_waiting(conn: sqlite3.Connection, projector: Projector | None = None) -> IngestReport:
+    """Route again every quarantined body whose key's owner is now known (`tornstore quarantine retry`)."""
+    return ingest_batch(conn, [], projector, retry_keys=keys_waiting(conn))
 
 
 def _without_keys(stored: bytes) -> bytes:

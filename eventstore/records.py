@@ -6,6 +6,13 @@ from typing import Any, NamedTuple
 import msgspec
 
 
+class Owner(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Whose key made a request: a response under an own-key URL (`/v2/user/bars`, v1 `user/`) names its
+    entity only through it. Either id may be unknown."""
+    player_id: int | None = None
+    faction_id: int | None = None
+
+
 class Response(msgspec.Struct, kw_only=True):
     """One API response, as a capture line carries it.
 
@@ -13,12 +20,16 @@ class Response(msgspec.Struct, kw_only=True):
     quarantines it). `stream` is set only by export-events: it names the stream the body is the payload of,
     so a re-import files it under the same stream without routing. `fault` is set by a reader that could
     not make sense of its input (an unreadable capture line): ingest quarantines the body with that reason.
+    `owner` and `key` resolve the entity of an own-key URL: the owner given, else the owner learned for
+    the key (from `/v2/key/info` or an own profile made with it).
     """
     url: str
     observed_at: Any
     body: Any
     stream: str | None = None
     fault: str | None = None
+    owner: Owner | None = None   # the key's owner, when the caller knows it
+    key: str | None = None       # the key's fingerprint ("k:" + 8 hex digits), never the key
 
 
 class StreamKey(NamedTuple):

@@ -13,6 +13,12 @@ Conventions for parts split out of a collection (a faction's member list, the te
 A response from an endpoint we do not know is kept whole in a 'raw' stream named after its path and
 selections: nothing is dropped, it is just not projected. A body that does not fit its endpoint raises
 RoutingError with the reason; ingest then quarantines it.
+
+Own-key URLs (`/v2/user/bars`, `/v2/faction/members`, v1 `user/?selections=personalstats`) name no
+entity: the key's owner is the entity. The entity comes from the URL, else from the body where it names
+itself (a profile, a faction's basic data), else from the `owner` given with the response. Parts that
+need no owner (a ranked war names both its factions) are routed anyway; when some part needs an owner
+nobody gave, OwnerNeeded carries the parts that could be routed and the reason for the rest.
 """
 from __future__ import annotations
 
@@ -20,11 +26,20 @@ import functools
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
+from .records import Owner
 from .secrets import strip_key
 
 
 class RoutingError(ValueError):
     """The body does not fit its URL (the message says which field), or the URL names no entity."""
+
+
+class OwnerNeeded(RoutingError):
+    """Some of the body belongs to the key's owner, and no owner is known. `parts` could be routed."""
+
+    def __init__(self, reason: str, parts: list[Part]):
+        super().__init__(reason)
+        self.parts = parts
 
 
 class Part(NamedTuple):
@@ -53,6 +68,7 @@ _V1_BATTLESTATS = {
 }
 _V1_BARS = {"happy", "life", "energy", "nerve", "chain", "server_time"}
 _V1_BASIC = {"level", "gender", "player_id", "name", "status"}
+_V1_FACTION_BASIC = {"ID", "name", "tag", "respect", "leader", "age", "best_chain", "member_ids"}
 
 
 def parse_url(url: str) -> Endpoint:
@@ -102,16 +118,62 @@ def _looks_like_id(segment: str) -> bool:
     return segment.isdigit() or (segment.isupper() and segment.isalpha() and len(segment) <= 4) or "," in segment
 
 
-def route(url: str, body: Any) -> list[Part]:
-    """Split a success body into stream parts. Error bodies must be handled before this."""
+_NO_OWNER = Owner()
+
+
+def route(url: str, body: Any, owner: Owner | None = None) -> list[Part]:
+    """Split a success body into stream parts. Error bodies must be handled before this.
+
+    `owner`: the key's owner, for URLs that name no entity (see the module docstring).
+    """
     if not isinstance(body, dict):
         raise RoutingError(f"body is {type(body).__name__}, not a JSON object")
     ep = parse_url(url)
     router = _ROUTERS.get((ep.version, ep.section))
-    parts = router(ep, body) if router else None
+    parts = router(ep, body, owner or _NO_OWNER) if router else None
     if not parts:
         parts = [_raw(ep, body)]
     return parts
+
+
+def owner_taught(url: str, body: Any) -> Owner | None:
+    """The owner of the key a response was made with, when the response says it: `/v2/key/info`, or an
+    own profile or basic (v1 `user/?selections=...`, `/v2/user/profile`) that names no other player."""
+    if not isinstance(body, dict):
+        return None
+    try:
+        ep = parse_url(url)
+    except RoutingError:
+        return None
+    if ep.entity_id is not None:
+        return None  # someone's profile, not necessarily the key owner's
+    player = faction = None
+    if ep.version == "v2" and ep.section == "key" and isinstance(body.get("info"), dict):
+        user = body["info"].get("user")
+        if isinstance(user, dict):
+            player, faction = user.get("id"), user.get("faction_id") or 0
+    elif ep.version == "v2" and ep.section == "user" and isinstance(body.get("profile"), dict):
+        profile = body["profile"]
+        player = profile.get("id")
+        faction = (profile.get("faction_id") or 0) if "faction_id" in profile else None
+    elif ep.version == "v1" and ep.section == "user" and "player_id" in body:
+        player = body.get("player_id")
+        if isinstance(body.get("faction"), dict):
+            faction = body["faction"].get("faction_id") or 0
+    if not _is_id(player):
+        return None
+    # 0 says "in no faction" (known); None says the response did not tell.
+    return Owner(player_id=int(player), faction_id=int(faction) if _is_id(faction) or faction == 0 else None)
+
+
+def _is_id(value: Any) -> bool:
+    return type(value) is int and value > 0 or type(value) is str and value.isdigit() and int(value) > 0
+
+
+def _owner_reason(where: str, what: str) -> str:
+    return (f"{where}: URL names no {what} and no owner is known for the key it was made with (give the "
+            f"owner with the response, or ingest /v2/key/info made with that key; `tornstore quarantine "
+            f"retry` routes it then)")
 
 
 def _raw(ep: Endpoint, body: dict) -> Part:
@@ -190,12 +252,11 @@ def _sort_key(entity_id: str) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------------ v1
-def _v1_user(ep: Endpoint, body: dict) -> list[Part]:
+def _v1_user(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
     where = f"v1 user/{ep.entity_id or ''}?selections={','.join(ep.selections)}"
-    player_id = ep.entity_id or body.get("player_id")
+    player_id = ep.entity_id or body.get("player_id") or owner.player_id
     if player_id is None:
-        raise RoutingError(f"{where}: URL names no player and the body has no player_id "
-                           "(request user/<id>?selections=...)")
+        raise OwnerNeeded(_owner_reason(where, "player"), [])
     player_id = _numeric_id(player_id, "player id", where)
     parts: list[Part] = []
     claimed: set[str] = set()
@@ -231,12 +292,16 @@ def _v1_user(ep: Endpoint, body: dict) -> list[Part]:
     return parts
 
 
-def _v1_faction(ep: Endpoint, body: dict) -> list[Part]:
+def _v1_faction(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
     where = f"v1 faction/{ep.entity_id or ''}?selections={','.join(ep.selections)}"
-    faction_id = ep.entity_id or body.get("ID")
+    faction_id = ep.entity_id or body.get("ID") or owner.faction_id
     if faction_id is None:
-        raise RoutingError(f"{where}: URL names no faction and the body has no ID "
-                           "(request faction/<id>?selections=...)")
+        # Ranked and territory wars name their factions: they need no owner.
+        wars = [p for key in ("ranked_wars", "rankedwars") if key in body
+                for p in _v1_keyed(body, key, where, "num", "rankedwar", "v1.rankedwar")[0]]
+        if set(body) - {"ranked_wars", "rankedwars"}:
+            raise OwnerNeeded(_owner_reason(where, "faction"), wars)
+        return wars
     faction_id = _numeric_id(faction_id, "faction id", where)
     fid = int(faction_id)
     parts: list[Part] = []
@@ -283,11 +348,15 @@ def _v1_faction(ep: Endpoint, body: dict) -> list[Part]:
         parts.append(Part("faction", faction_id, "v1.chain", {"chain": body["chain"]}))
         rest.pop("chain")
     if rest and set(rest) - {"territory_ids"}:
-        parts.append(Part("faction", faction_id, "v1.faction", rest))
+        # The faction's own data (basic) is v1.faction; a call without it (?selections=rankedwars) is a
+        # view of its own, or it would flip one stream between two shapes at every poll of each.
+        own = "basic" in ep.selections or bool(set(rest) & _V1_FACTION_BASIC)
+        view = "v1.faction" if own else "v1.faction_" + "+".join(sorted(ep.selections))
+        parts.append(Part("faction", faction_id, view, rest))
     return parts
 
 
-def _v1_torn(ep: Endpoint, body: dict) -> list[Part]:
+def _v1_torn(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
     where = f"v1 torn/{ep.entity_id or ''}?selections={','.join(ep.selections)}"
     parts: list[Part] = []
     rest = dict(body)
@@ -325,13 +394,15 @@ def _v1_torn(ep: Endpoint, body: dict) -> list[Part]:
 
 
 # ------------------------------------------------------------------------------------------------ v2
-def _v2_user(ep: Endpoint, body: dict) -> list[Part]:
+def _v2_user(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
     where = f"v2 user/{ep.entity_id or ''}{'/' + ','.join(ep.selections) if ep.selections else ''}"
     player_id = ep.entity_id
     if player_id is None and isinstance(body.get("profile"), dict):
         player_id = body["profile"].get("id")
     if player_id is None:
-        raise RoutingError(f"{where}: URL names no player (use /v2/user/<id>/... or ?id=<player id>)")
+        player_id = owner.player_id
+    if player_id is None:
+        raise OwnerNeeded(_owner_reason(where, "player"), [])
     player_id = _numeric_id(player_id, "player id", where)
     parts = []
     selections = ep.selections or ("profile",)
@@ -347,82 +418,99 @@ def _v2_user(ep: Endpoint, body: dict) -> list[Part]:
     return parts
 
 
-def _v2_faction(ep: Endpoint, body: dict) -> list[Part]:
+def _v2_faction(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
     where = f"v2 faction/{ep.entity_id or ''}{'/' + ','.join(ep.selections) if ep.selections else ''}"
     faction_id = ep.entity_id
     if faction_id is None and isinstance(body.get("basic"), dict):
         faction_id = body["basic"].get("id")
+    if faction_id is None:
+        faction_id = owner.faction_id
     parts: list[Part] = []
+    unresolved: list[str] = []
 
     def need_faction() -> int:
         if faction_id is None:
-            raise RoutingError(f"{where}: URL names no faction (use /v2/faction/<id>/... or ?id=<faction id>)")
+            raise _FactionUnknown
         return int(_numeric_id(faction_id, "faction id", where))
 
     selections = ep.selections or ("basic",)
     for selection in selections:
-        if selection == "basic" and "basic" in body:
-            if not isinstance(body["basic"], dict):
-                raise RoutingError(f"{where}: field 'basic' is not an object")
-            parts.append(Part("faction", str(need_faction()), "v2.faction", body["basic"]))
-        elif selection == "members" and "members" in body:
-            fid = need_faction()
-            ids = []
-            for item in _list_field(body, "members", where):
-                uid = _numeric_id(_item_id(item, "id", where), "member id", where)
-                parts.append(Part("user", uid, "v2.member", _with_context(item, faction_id=fid)))
-                ids.append(int(uid))
-            parts.append(Part("faction", str(fid), "v2.members", {"member_ids": sorted(ids)}))
-        elif selection == "wars" and "wars" in body:
-            fid = need_faction()
-            wars = body["wars"]
-            if not isinstance(wars, dict):
-                raise RoutingError(f"{where}: field 'wars' is not an object")
-            ranked = wars.get("ranked")
-            ranked_id = None
-            if ranked is not None:
-                ranked_id = _numeric_id(_item_id(ranked, "war_id", where), "war_id", where)
-                parts.append(Part("rankedwar", ranked_id, "v2.war", ranked))
-            territory_ids = []
-            for item in wars.get("territory") or []:
-                war_id = _numeric_id(_item_id(item, "war_id", where), "war_id", where)
-                parts.append(Part("territorywar", war_id, "v2.war", item))
-                territory_ids.append(int(war_id))
-            summary = {"ranked_war_id": int(ranked_id) if ranked_id else None,
-                       "territory_war_ids": sorted(territory_ids),
-                       "raids": wars.get("raids"), "pacts": body.get("pacts")}
-            parts.append(Part("faction", str(fid), "v2.wars", summary))
-        elif selection == "rankedwars" and "rankedwars" in body:
-            for item in _list_field(body, "rankedwars", where):
-                war_id = _numeric_id(_item_id(item, "id", where), "ranked war id", where)
-                parts.append(Part("rankedwar", war_id, "v2.rankedwar", item))
-        elif selection == "territory" and "territory" in body:
-            fid = need_faction()
-            ids = []
-            for item in _list_field(body, "territory", where):
-                code = _code(_item_id(item, "id", where), where)
-                parts.append(Part("territory", code, "v2.faction_territory", _with_context(item, faction_id=fid)))
-                ids.append(code)
-            parts.append(Part("faction", str(fid), "v2.territory", {"territory_ids": sorted(ids)}))
-        elif selection == "territoryownership" and "territoryOwnership" in body:
-            for item in _list_field(body, "territoryOwnership", where):
-                code = _code(_item_id(item, "id", where), where)
-                parts.append(Part("territory", code, "v2.ownership", item))
-        elif selection == "rackets" and "rackets" in body:
-            items = _list_field(body, "rackets", where)
-            # Spec 6.6.1's TornRacket has no territory id; file per territory when the API sends one.
-            if items and all(isinstance(i, dict) and ("territory" in i or "id" in i) for i in items):
-                for item in items:
-                    code = _code(item.get("territory", item.get("id")), where)
-                    parts.append(Part("territory", code, "v2.racket", item))
-            else:
-                parts.append(Part("torn", "rackets", "v2.rackets", {"rackets": items}))
-        elif selection == "chain" and "chain" in body:
-            parts.append(Part("faction", str(need_faction()), "v2.chain", body["chain"]))
+        try:
+            _v2_faction_selection(selection, body, where, need_faction, parts)
+        except _FactionUnknown:
+            unresolved.append(selection)
+    if unresolved:
+        raise OwnerNeeded(_owner_reason(f"{where} ({','.join(unresolved)})", "faction"), parts)
     return parts
 
 
-def _v2_torn(ep: Endpoint, body: dict) -> list[Part]:
+class _FactionUnknown(Exception):
+    """A selection belongs to the key owner's faction, which nobody named."""
+
+
+def _v2_faction_selection(selection: str, body: dict, where: str, need_faction: Any, parts: list[Part]) -> None:
+    """Route one selection of a v2 faction body into `parts`; `need_faction()` gives the faction id."""
+    if selection == "basic" and "basic" in body:
+        if not isinstance(body["basic"], dict):
+            raise RoutingError(f"{where}: field 'basic' is not an object")
+        parts.append(Part("faction", str(need_faction()), "v2.faction", body["basic"]))
+    elif selection == "members" and "members" in body:
+        fid = need_faction()
+        ids = []
+        for item in _list_field(body, "members", where):
+            uid = _numeric_id(_item_id(item, "id", where), "member id", where)
+            parts.append(Part("user", uid, "v2.member", _with_context(item, faction_id=fid)))
+            ids.append(int(uid))
+        parts.append(Part("faction", str(fid), "v2.members", {"member_ids": sorted(ids)}))
+    elif selection == "wars" and "wars" in body:
+        wars = body["wars"]
+        if not isinstance(wars, dict):
+            raise RoutingError(f"{where}: field 'wars' is not an object")
+        ranked = wars.get("ranked")
+        ranked_id = None
+        if ranked is not None:
+            ranked_id = _numeric_id(_item_id(ranked, "war_id", where), "war_id", where)
+            parts.append(Part("rankedwar", ranked_id, "v2.war", ranked))
+        territory_ids = []
+        for item in wars.get("territory") or []:
+            war_id = _numeric_id(_item_id(item, "war_id", where), "war_id", where)
+            parts.append(Part("territorywar", war_id, "v2.war", item))
+            territory_ids.append(int(war_id))
+        fid = need_faction()  # the wars above name their factions; the faction's list of them needs it
+        summary = {"ranked_war_id": int(ranked_id) if ranked_id else None,
+                   "territory_war_ids": sorted(territory_ids),
+                   "raids": wars.get("raids"), "pacts": body.get("pacts")}
+        parts.append(Part("faction", str(fid), "v2.wars", summary))
+    elif selection == "rankedwars" and "rankedwars" in body:
+        for item in _list_field(body, "rankedwars", where):
+            war_id = _numeric_id(_item_id(item, "id", where), "ranked war id", where)
+            parts.append(Part("rankedwar", war_id, "v2.rankedwar", item))
+    elif selection == "territory" and "territory" in body:
+        fid = need_faction()
+        ids = []
+        for item in _list_field(body, "territory", where):
+            code = _code(_item_id(item, "id", where), where)
+            parts.append(Part("territory", code, "v2.faction_territory", _with_context(item, faction_id=fid)))
+            ids.append(code)
+        parts.append(Part("faction", str(fid), "v2.territory", {"territory_ids": sorted(ids)}))
+    elif selection == "territoryownership" and "territoryOwnership" in body:
+        for item in _list_field(body, "territoryOwnership", where):
+            code = _code(_item_id(item, "id", where), where)
+            parts.append(Part("territory", code, "v2.ownership", item))
+    elif selection == "rackets" and "rackets" in body:
+        items = _list_field(body, "rackets", where)
+        # Spec 6.6.1's TornRacket has no territory id; file per territory when the API sends one.
+        if items and all(isinstance(i, dict) and ("territory" in i or "id" in i) for i in items):
+            for item in items:
+                code = _code(item.get("territory", item.get("id")), where)
+                parts.append(Part("territory", code, "v2.racket", item))
+        else:
+            parts.append(Part("torn", "rackets", "v2.rackets", {"rackets": items}))
+    elif selection == "chain" and "chain" in body:
+        parts.append(Part("faction", str(need_faction()), "v2.chain", body["chain"]))
+
+
+def _v2_torn(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
     where = f"v2 torn/{','.join(ep.selections)}"
     parts: list[Part] = []
     if "territory" in ep.selections and "territory" in body:

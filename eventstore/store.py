@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import aiosqlite
+import msgspec
 
 from . import db
-from .ingest import IngestReport, Projector, ingest_batch
+from .ingest import IngestReport, Projector, ingest_batch, retry_waiting
 from .migrate import migrate
-from .records import Response
+from .owners import key_fingerprint
+from .records import Owner, Response
 
 T = TypeVar("T")
 L = TypeVar("L", bound="EventLog")
@@ -105,9 +107,23 @@ class EventLog:
             self._reader = await db.connect(self.path, read_only=True)
         return await db.run_in_connection(self._reader, fn, *args)
 
-    async def ingest(self, url: str, body: Any, observed_at: int) -> IngestReport:
-        """Ingest one response (the hook for a bot that has its own API client)."""
-        return await self.ingest_many([Response(url=url, observed_at=observed_at, body=body)])
+    async def ingest(self, url: str, body: Any, observed_at: int, *, owner: Owner | dict | None = None,
+                     key: str | None = None) -> IngestReport:
+        """Ingest one response (the hook for a bot that has its own API client).
+
+        For own-key URLs that name no entity (`/v2/user/bars`, `/v2/faction/members`), say whose key
+        made the request: `owner=Owner(player_id=..., faction_id=...)` (or a dict), and/or `key`, the key
+        or its fingerprint (only the fingerprint is kept), whose owner the store learns from
+        `/v2/key/info` or an own profile made with it.
+        """
+        if isinstance(owner, dict):
+            owner = msgspec.convert(owner, Owner)
+        return await self.ingest_many([Response(url=url, observed_at=observed_at, body=body, owner=owner,
+                                                key=key_fingerprint(key))])
+
+    async def retry_quarantined(self) -> IngestReport:
+        """Route again every quarantined body that waited for its key's owner, now that it is known."""
+        return await self.run(retry_waiting, self.projector)
 
     async def ingest_many(self, responses: Iterable[Response]) -> IngestReport:
         """Ingest a batch of responses in one transaction and one round trip."""

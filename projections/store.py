@@ -9,8 +9,7 @@ exposed as methods here.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 from tornstore.eventstore import db
 from tornstore.eventstore.capture import read_capture
@@ -29,24 +28,24 @@ class Store(EventLog):
     default_projector = project_inline
 
     # Queries (projections.queries): each one round trip on the read connection, one consistent snapshot.
-    async def player(self, player_id: int, *, now: int | None = None) -> "queries.PlayerView | None":
+    async def player(self, player_id: int, *, now: int | None = None) -> queries.PlayerView | None:
         """The current row of a player with faction name, newest stats and freshness (None if unknown)."""
         return await self.read(queries.player, player_id, now)
 
-    async def faction(self, faction_id: int, *, now: int | None = None) -> "queries.FactionView | None":
+    async def faction(self, faction_id: int, *, now: int | None = None) -> queries.FactionView | None:
         """The current row of a faction with its members and territories (None if unknown)."""
         return await self.read(queries.faction, faction_id, now)
 
-    async def war(self, war_id: int, war_type: str | None = None) -> "queries.WarView | None":
+    async def war(self, war_id: int, war_type: str | None = None) -> queries.WarView | None:
         """The newest snapshot of a ranked or territory war and its snapshot count (None if unknown)."""
         return await self.read(queries.war, war_id, war_type)
 
-    async def territory(self, code: str, *, now: int | None = None) -> "queries.TerritoryView | None":
+    async def territory(self, code: str, *, now: int | None = None) -> queries.TerritoryView | None:
         """The current state of a territory by code, e.g. 'AAC' (None if unknown)."""
         return await self.read(queries.territory, code, now)
 
     async def history(self, kind: str, entity_id: int, stat: str, since: int | str | None = None,
-                      until: int | str | None = None) -> "queries.Series":
+                      until: int | str | None = None) -> queries.Series:
         """One stat over time: monthly summaries for pruned months, then history rows, never both.
 
         `since` / `until`: Unix seconds or a date string (see `queries.parse_when`), inclusive.
@@ -57,7 +56,7 @@ class Store(EventLog):
 
     async def changes_since(self, position: int, limit: int = 100, *,
                             respect_threshold: int = queries.DEFAULT_RESPECT_JUMP,
-                            scan: int = 10_000) -> "queries.ChangeFeed":
+                            scan: int = 10_000) -> queries.ChangeFeed:
         """Alert-worthy changes after an event position; ask again from `feed.next_position`."""
         return await self.read(queries.changes_since, position, limit, respect_threshold, scan)
 
@@ -65,7 +64,7 @@ class Store(EventLog):
         """The newest event position: a change feed started here reports only what comes next."""
         return await self.read(queries.head_position)
 
-    async def freshness(self, entity_type: str, entity_id, *, now: int | None = None) -> "queries.Freshness":
+    async def freshness(self, entity_type: str, entity_id, *, now: int | None = None) -> queries.Freshness:
         """'Unchanged since' and 'no data between' for one entity (player, faction, territory, war)."""
         return await self.read(queries.freshness, entity_type, entity_id, now)
 
@@ -77,8 +76,10 @@ def _open_lines(name: str):
 
 
 def ingest_files(path: str, files: Iterable[str], batch: int = 500, progress: bool = False,
-                 on_commit=None) -> IngestReport:
+                 on_commit=None, now: float | None = None) -> IngestReport:
     """Ingest capture files into the database at `path`, `batch` responses per transaction.
+
+    `now`: the clock observed_at is checked against (default: this machine's; see ingest_batch).
 
     `on_commit(report_so_far)` is called after each committed batch (an acknowledgement: what it has
     seen is durable, within the limits of synchronous=NORMAL).
@@ -94,14 +95,14 @@ def ingest_files(path: str, files: Iterable[str], batch: int = 500, progress: bo
                 for response in read_capture(handle, name):
                     pending.append(response)
                     if len(pending) >= batch:
-                        total.merge(ingest_batch(conn, pending, project_inline))
+                        total.merge(ingest_batch(conn, pending, project_inline, now=now))
                         pending = []
                         if on_commit:
                             on_commit(total)
                         if progress:
                             print(f"\r{name}: {total.responses} responses", end="", file=sys.stderr)
                 if pending:
-                    total.merge(ingest_batch(conn, pending, project_inline))
+                    total.merge(ingest_batch(conn, pending, project_inline, now=now))
                     if on_commit:
                         on_commit(total)
             finally:

@@ -398,7 +398,7 @@ def ingested(world, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("world")
     capture = write_capture(base / "world.ndjson", world[0])
     db = base / "torn.db"
-    report = ingest_files(str(db), [str(capture)])
+    report = ingest_files(str(db), [str(capture)], now=NOW)
     assert report.rejected == [] and report.errors == []
     conn = sqlite3.connect(db)
     assert rows(conn, "SELECT COUNT(*) FROM projection_errors") == [(0,)]
@@ -683,7 +683,7 @@ def test_late_data_refolds_its_month_or_is_kept_and_reported(compacted, world, t
     db = copy_db(compacted[0], tmp_path / "torn.db")
     sealed_before = state_dump(db)
     lines, extra = _late_lines(world)
-    ingest_files(str(db), [str(write_capture(tmp_path / "late.ndjson", lines))])
+    ingest_files(str(db), [str(write_capture(tmp_path / "late.ndjson", lines))], now=NOW)
     conn = connect_sync(db)
     try:
         assert [(p.period.label, p.reason) for p in plan(conn, NOW)] == [("2026-12", "late"), ("2027-01", "cascade")]
@@ -789,7 +789,7 @@ def test_sigkill_at_random_moments_then_rerun_ends_like_an_uninterrupted_run(ing
 def test_killed_during_a_refold_cascade_still_refolds_the_later_months(compacted, world, tmp_path):
     lines, extra = _late_lines(world)
     base = copy_db(compacted[0], (tmp_path / "base").mkdir() or tmp_path / "base" / "torn.db")
-    ingest_files(str(base), [str(write_capture(tmp_path / "late.ndjson", lines))])
+    ingest_files(str(base), [str(write_capture(tmp_path / "late.ndjson", lines))], now=NOW)
     reference = copy_db(base, (tmp_path / "ref").mkdir() or tmp_path / "ref" / "torn.db")
     run_compact(reference)
     crashed = copy_db(base, (tmp_path / "crash").mkdir() or tmp_path / "crash" / "torn.db")
