@@ -11,11 +11,16 @@ are hollow squares on a dashed line, labelled as end-of-month values.
 from __future__ import annotations
 
 import math
-
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .queries import Series
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 INSTALL_HINT = "matplotlib is not installed: charts need the plot extra (pip install 'tornstore[plot]')"
 
@@ -46,11 +51,16 @@ def _compact(value: float, _pos=None, digits: int = 3) -> str:
 
 def _digits_for(ticks) -> int:
     """Enough significant digits that neighbouring tick labels differ (15.12M, 15.14M, not 15.1M twice)."""
-    steps = [b - a for a, b in zip(ticks, ticks[1:]) if b > a]
+    steps = [b - a for a, b in pairwise(ticks) if b > a]
     big = max((abs(t) for t in ticks), default=0)
     if not steps or big == 0:
         return 3
     return max(3, math.ceil(math.log10(big / min(steps))) + 1)
+
+
+def _plot(ax: Axes, xs: Sequence[datetime], ys: Sequence[float], **style: Any) -> None:
+    # matplotlib's stubs type x as ArrayLike; datetimes are what its date converter plots.
+    ax.plot(xs, ys, **style)  # type: ignore[arg-type]
 
 
 def default_title(series: Series) -> str:
@@ -74,7 +84,7 @@ def plot_series(series: Series, path: str | Path, title: str | None = None, *,
         raise ValueError(f"nothing to plot: no {series.stat} points for {series.kind} {series.entity_id}")
 
     def when(ts: int) -> datetime:
-        return datetime.fromtimestamp(ts, tz=timezone.utc)
+        return datetime.fromtimestamp(ts, tz=UTC)
 
     summary = [p for p in series.points if p.source == "summary"]
     history = [p for p in series.points if p.source == "history"]
@@ -82,20 +92,20 @@ def plot_series(series: Series, path: str | Path, title: str | None = None, *,
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if summary:
-        ax.plot([when(p.at) for p in summary], [p.value for p in summary], linestyle="--", linewidth=1.5,
-                marker="s", markersize=7, markerfacecolor="white", markeredgewidth=1.5, color=SUMMARY_COLOR,
-                label="monthly summary (end of month)")
+        _plot(ax, [when(p.at) for p in summary], [p.value for p in summary], linestyle="--", linewidth=1.5,
+              marker="s", markersize=7, markerfacecolor="white", markeredgewidth=1.5, color=SUMMARY_COLOR,
+              label="monthly summary (end of month)")
     if history:
         xs, ys = [when(p.at) for p in history], [p.value for p in history]
         if len(history) == 1:
-            ax.plot(xs, ys, marker="o", markersize=5, linestyle="none", color=HISTORY_COLOR,
-                    label="recorded history")
+            _plot(ax, xs, ys, marker="o", markersize=5, linestyle="none", color=HISTORY_COLOR,
+                  label="recorded history")
         else:
-            ax.plot(xs, ys, drawstyle="steps-post", linewidth=1.8, color=HISTORY_COLOR, label="recorded history")
-            ax.plot(xs, ys, marker="o", markersize=3, linestyle="none", color=HISTORY_COLOR)
+            _plot(ax, xs, ys, drawstyle="steps-post", linewidth=1.8, color=HISTORY_COLOR, label="recorded history")
+            _plot(ax, xs, ys, marker="o", markersize=3, linestyle="none", color=HISTORY_COLOR)
     if summary and history:  # bridge the two, dotted, so the eye reads one series
-        ax.plot([when(summary[-1].at), when(history[0].at)], [summary[-1].value, history[0].value],
-                linestyle=":", linewidth=1, color="grey")
+        _plot(ax, [when(summary[-1].at), when(history[0].at)], [summary[-1].value, history[0].value],
+              linestyle=":", linewidth=1, color="grey")
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import msgspec
 
@@ -49,7 +49,8 @@ def status(conn: sqlite3.Connection, path: str) -> dict:
         "SELECT period_start, state, folded_at, pruned_at FROM compaction_ledger "
         "ORDER BY period_start DESC LIMIT 1").fetchone()
     backup = conn.execute("SELECT path, created_at, bytes FROM backups ORDER BY id DESC LIMIT 1").fetchone()
-    keys = [dict(zip(("fingerprint", "owner", "state", "paused_until", "last_error_code", "requests"), row))
+    keys = [dict(zip(("fingerprint", "owner", "state", "paused_until", "last_error_code", "requests"), row,
+                     strict=True))
             for row in conn.execute("SELECT fingerprint, owner, state, paused_until, last_error_code, requests "
                                     "FROM api_keys ORDER BY fingerprint")]
     views = dict(conn.execute("SELECT view, COUNT(*) FROM streams GROUP BY view ORDER BY view"))
@@ -62,8 +63,9 @@ def status(conn: sqlite3.Connection, path: str) -> dict:
         "log": {"last_position": runner.log_end(conn), "first_observed_at": first, "last_observed_at": last},
         "projection_lag": runner.lag(conn),
         "prune_horizon": runner.prune_horizon(conn),
-        "last_compaction": dict(zip(("period_start", "state", "folded_at", "pruned_at"), ledger)) if ledger else None,
-        "last_backup": dict(zip(("path", "created_at", "bytes"), backup)) if backup else None,
+        "last_compaction": (dict(zip(("period_start", "state", "folded_at", "pruned_at"), ledger, strict=True))
+                            if ledger else None),
+        "last_backup": dict(zip(("path", "created_at", "bytes"), backup, strict=True)) if backup else None,
         "keys": keys,
     }
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import pickle
 import struct
@@ -49,8 +50,8 @@ class IngestProcess:
         self._queued: list[asyncio.Future] = []
         self._gone: str | None = None
 
-    async def start(self) -> "IngestProcess":
-        if not Path(self.path).exists():
+    async def start(self) -> IngestProcess:
+        if not Path(self.path).exists():  # noqa: ASYNC240  # one stat() before starting the child
             raise FileNotFoundError(f"no database at {self.path}")
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tornstore.projections.ingest_process", self.path,
@@ -58,7 +59,7 @@ class IngestProcess:
         self._reader = asyncio.create_task(self._read_replies(self._process))
         return self
 
-    async def __aenter__(self) -> "IngestProcess":
+    async def __aenter__(self) -> IngestProcess:
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:
@@ -72,11 +73,12 @@ class IngestProcess:
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(future)
         self._queued.append(future)
-        self._process.stdin.write(_LENGTH.pack(len(frame)) + frame)
-        try:
-            await self._process.stdin.drain()
-        except (ConnectionError, BrokenPipeError):
-            pass  # the reader task reports the exit to every waiting future
+        stdin = self._process.stdin
+        assert stdin is not None  # stdin=PIPE
+        stdin.write(_LENGTH.pack(len(frame)) + frame)
+        # A child that is gone: the reader task reports the exit to every waiting future.
+        with contextlib.suppress(ConnectionError, BrokenPipeError):
+            await stdin.drain()
         return future
 
     async def ingest(self, batch: list[Response]) -> IngestReport:
@@ -111,7 +113,7 @@ class IngestProcess:
             process.stdin.close()
         try:
             await asyncio.wait_for(process.wait(), timeout=60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             process.kill()
             await process.wait()
         if self._reader is not None:
@@ -120,6 +122,7 @@ class IngestProcess:
     async def _read_replies(self, process: asyncio.subprocess.Process) -> None:
         stdout = process.stdout
         try:
+            assert stdout is not None  # stdout=PIPE
             while True:
                 try:
                     size = _LENGTH.unpack(await stdout.readexactly(_LENGTH.size))[0]
@@ -134,9 +137,10 @@ class IngestProcess:
                 else:
                     future.set_exception(IngestProcessError(value))
         finally:
+            code: int | None
             try:
                 code = await asyncio.wait_for(process.wait(), timeout=10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 code = None
             self._gone = f"the ingest process exited (code {code}); its message, if any, is above"
             while self._waiting:
@@ -184,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         requests = sys.stdin.buffer
         with fewer_collections():
             while (frame := _read_frame(requests)) is not None:
+                reply: tuple[str, IngestReport | str]
                 try:
                     reply = ("ok", ingest_batch(conn, decode(frame), project_inline))
                 except Exception as exc:  # the parent raises it for this batch; the next one may work

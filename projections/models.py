@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any, TypeVar, Union
+from typing import Any, TypeGuard, TypeVar
 
 import msgspec
 from msgspec import UNSET, Struct, UnsetType, field
 
-Loose = Union[int, float, str, None]
+Loose = int | float | str | None
 T = TypeVar("T")
 
 
@@ -103,7 +103,8 @@ def racket_type(name: str | None) -> str | None:
     return _ROMAN_SUFFIX.sub("", html.unescape(name).strip()) or None
 
 
-def is_set(value: Any) -> bool:
+def is_set(value: T | UnsetType) -> TypeGuard[T]:
+    """Whether a field was in the payload (UNSET: it was not)."""
     return value is not UNSET
 
 
@@ -270,7 +271,7 @@ class V2HistoricStat(Struct, kw_only=True):
 class V2PersonalStats(Struct, kw_only=True):
     """user:<id>:v2.personalstats: {"personalstats": {...}} by category, or a list of historic stats
     ([{name, value, timestamp}]) for ?stat=."""
-    personalstats: Union[V2PersonalStatsBody, list[V2HistoricStat], None] = None
+    personalstats: V2PersonalStatsBody | list[V2HistoricStat] | None = None
 
 
 class V1Bars(Struct, kw_only=True):

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -301,7 +303,7 @@ def format_time(ts: int | None) -> str:
     if ts is None:
         return "-"
     try:
-        return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        return datetime.fromtimestamp(int(ts), tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     except (OverflowError, ValueError, OSError):  # a value no calendar holds: show it, never a traceback
         return f"{ts} (not a valid time)"
 
@@ -326,7 +328,7 @@ def parse_when(text: str | int, *, end_of_day: bool = False) -> int:
         raise QueryError(f"{value!r} is not a date: use YYYY-MM-DD, ISO 8601 (2026-01-05T12:00:00Z) "
                          "or Unix seconds") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     seconds = int(parsed.timestamp())
     if end_of_day and _DATE_ONLY.match(value):
         seconds += 86_399
@@ -336,7 +338,11 @@ def parse_when(text: str | int, *, end_of_day: bool = False) -> int:
 def _row_dict(cursor: sqlite3.Cursor, row: tuple | None) -> dict | None:
     if row is None:
         return None
-    return {d[0]: v for d, v in zip(cursor.description, row)}
+    return _as_dict(cursor, row)
+
+
+def _as_dict(cursor: sqlite3.Cursor, row: tuple) -> dict:
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
 
 
 def _fetch_one(conn: sqlite3.Connection, sql: str, args: Iterable = ()) -> dict | None:
@@ -346,7 +352,7 @@ def _fetch_one(conn: sqlite3.Connection, sql: str, args: Iterable = ()) -> dict 
 
 def _fetch_all(conn: sqlite3.Connection, sql: str, args: Iterable = ()) -> list[dict]:
     cur = conn.execute(sql, tuple(args))
-    return [_row_dict(cur, row) for row in cur.fetchall()]
+    return [_as_dict(cur, row) for row in cur.fetchall()]
 
 
 def _names(conn: sqlite3.Connection, table: str, id_col: str, ids: Iterable[int | None]) -> dict[int, str]:
@@ -603,7 +609,7 @@ def _territory(conn: sqlite3.Connection, code: str, now: int | None) -> Territor
             if owner != row["faction_id"]:
                 break
             owned_since = recorded_at
-    changes = sum(1 for newer, older in zip(history, history[1:]) if newer[0] != older[0])
+    changes = sum(1 for newer, older in pairwise(history) if newer[0] != older[0])
     war_row = conn.execute(
         "SELECT war_id, status FROM war_status_history WHERE territory_id = ? "
         "ORDER BY recorded_at DESC, id DESC LIMIT 1", (code,)).fetchone()

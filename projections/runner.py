@@ -12,7 +12,7 @@ A later replay retries it.
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import msgspec
 

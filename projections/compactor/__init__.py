@@ -38,9 +38,9 @@ Crash hooks (TORNSTORE_CRASH_AT=<name> makes the process `os._exit` at that step
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tornstore.eventstore.backup import (backup_database, database_path, dated_backup_path, forget_backups,
                                record_backup, rotate_backups)
@@ -188,10 +188,9 @@ def plan(conn: sqlite3.Connection, now: int, month: Period | str | None = None) 
     open_rows = [p for p, r in rows.items() if not r.prune_started]
     if open_rows:
         starts.append(min(open_rows))
-    if month is not None:
-        if not starts or month < min(starts):
-            raise CompactionError(f"month {month} has no detail to fold"
-                                  + (f" (detail starts {min(starts)})" if starts else ""))
+    if month is not None and (not starts or month < min(starts)):
+        raise CompactionError(f"month {month} has no detail to fold"
+                              + (f" (detail starts {min(starts)})" if starts else ""))
     if not starts:
         return []
     out: list[FoldPlan] = []
@@ -245,7 +244,7 @@ def _prune_candidates(rows: dict[Period, ledger.LedgerRow], planned: set[Period]
     jumps over one."""
     pending = sorted(p for p, r in rows.items() if r.state != "pruned")
     pending = sorted(set(pending) | planned)
-    out = []
+    out: list[Period] = []
     if not pending:
         return out
     for period in months_between(pending[0], Period.containing(window_start).previous):

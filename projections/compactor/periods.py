@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import datetime, timezone
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -19,13 +20,13 @@ class Period(NamedTuple):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def containing(cls, ts: int) -> "Period":
+    def containing(cls, ts: int) -> Period:
         """The month a Unix time falls in (UTC)."""
-        moment = datetime.fromtimestamp(int(ts), tz=timezone.utc)
+        moment = datetime.fromtimestamp(int(ts), tz=UTC)
         return cls(moment.year, moment.month)
 
     @classmethod
-    def parse(cls, text: str) -> "Period":
+    def parse(cls, text: str) -> Period:
         """'2027-01' -> Period(2027, 1). Raises ValueError with the reason."""
         match = _MONTH.match(text.strip())
         if not match:
@@ -38,16 +39,16 @@ class Period(NamedTuple):
         return cls(year, month)
 
     # ------------------------------------------------------------------ arithmetic
-    def shift(self, months: int) -> "Period":
+    def shift(self, months: int) -> Period:
         index = self.year * 12 + (self.month - 1) + months
         return Period(index // 12, index % 12 + 1)
 
     @property
-    def previous(self) -> "Period":
+    def previous(self) -> Period:
         return self.shift(-1)
 
     @property
-    def next(self) -> "Period":
+    def next(self) -> Period:
         return self.shift(1)
 
     @property
@@ -99,12 +100,12 @@ def retention_start(now: int, retention_months: int) -> int:
 
 def iso(ts: int) -> str:
     """Unix seconds as ISO 8601 UTC with a Z, e.g. 2027-02-01T00:00:00Z."""
-    return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(ts), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def compact_stamp(ts: int) -> str:
     """Unix seconds as a file-name stamp, e.g. 20270201T000000Z."""
-    return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.fromtimestamp(int(ts), tz=UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def parse_time(text: str) -> int:
@@ -123,5 +124,5 @@ def parse_time(text: str) -> int:
         raise ValueError(f"time {text!r} is neither Unix seconds nor ISO 8601 "
                          "(for example 2027-02-01T00:00:00Z)") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())

@@ -21,7 +21,7 @@ Summary rows are never touched here.
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable
+from collections.abc import Callable
 
 from . import ledger
 from .folds import HISTORY_TABLES

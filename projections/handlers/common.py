@@ -15,8 +15,9 @@ Rules they implement, for all handlers:
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import msgspec
 
@@ -103,7 +104,7 @@ class History:
         row = conn.execute(self._latest_sql, (key, at)).fetchone()
         if row is None:
             return None
-        return PastRow(row[0], row[1], dict(zip(self.fields, row[2:])))
+        return PastRow(row[0], row[1], dict(zip(self.fields, row[2:], strict=True)))
 
     def write(self, conn: sqlite3.Connection, key: Any, values: dict[str, Any], event: Event,
               prev: PastRow | None) -> None:

@@ -41,10 +41,11 @@ _DAY = 86400
 
 
 def _battle(strength, defense, speed, dexterity, total) -> dict[str, Any]:
-    out = {name: opt_int(v) for name, v in zip(_STATS, (strength, defense, speed, dexterity))}
+    out = {name: opt_int(v) for name, v in zip(_STATS, (strength, defense, speed, dexterity), strict=True)}
     out["total_stats"] = opt_int(total)
-    if out["total_stats"] is None and all(out[s] is not None for s in _STATS):
-        out["total_stats"] = sum(out[s] for s in _STATS)
+    known = [v for s in _STATS if (v := out[s]) is not None]
+    if out["total_stats"] is None and len(known) == len(_STATS):
+        out["total_stats"] = sum(known)
     return out
 
 

@@ -28,10 +28,9 @@ stale; a heartbeat never moves last_updated and never touches a row updated afte
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from typing import Any
-
-import msgspec
 
 from tornstore.eventstore.records import Event, Heartbeat
 
@@ -106,11 +105,11 @@ def player_update(view: str, payload: Any) -> PlayerUpdate:
         u.last_action(p2.last_action)
         u.faction = opt_id(p2.faction_id)
     elif view in ("v1.basic", "v2.basic"):
-        b = decode(payload, V1Basic if view == "v1.basic" else V2Basic)
+        b = decode(payload, V1Basic) if view == "v1.basic" else decode(payload, V2Basic)
         u.basics(b.name, b.level)
         u.status(b.status)
     elif view in ("v1.member", "v2.member"):
-        m = decode(payload, V1Member if view == "v1.member" else V2Member)
+        m = decode(payload, V1Member) if view == "v1.member" else decode(payload, V2Member)
         u.basics(m.name, m.level)
         u.status(m.status)
         u.last_action(m.last_action)
@@ -142,10 +141,8 @@ def live_fields(view: str, payload: Any) -> dict[str, Any]:
         if isinstance(action, dict):
             if isinstance(action.get("status"), str):
                 values["last_action_status"] = action["status"]
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 values["last_action_at"] = opt_int(action.get("timestamp"))
-            except (TypeError, ValueError):
-                pass
     if view in _LIFE_VIEWS:
         life = src.get("life")
         if isinstance(life, dict) and life.get("current") is not None:

@@ -213,7 +213,7 @@ class TerritoriesHandler(Handler):
             HISTORY.record(conn, code, partial, event, ctx)   # late: history only
             return
         fresh = row is None or last_updated == 0
-        base = dict(BLANK) if fresh else dict(zip(FIELDS, row[:-1]))
+        base = dict(BLANK) if fresh else dict(zip(FIELDS, row[:-1], strict=True))
         merged = dict(base)
         merged.update({k: v for k, v in partial.items() if k in merged})
         if merged["war_status"] is None:
