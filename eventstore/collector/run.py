@@ -8,7 +8,7 @@
             report = await collector.run_once()        # one round over every target
             # or: await collector.run_forever()        # until collector.stop()
 
-`sink(list[Response]) -> IngestReport` receives success bodies (and bodies that are not JSON, which ingest
+`sink(list[Response]) -> IngestReport | None` receives success bodies (and bodies that are not JSON, which ingest
 quarantines), in batches of `config.batch` or every `config.flush_every` seconds, and always before the
 collector stops. Torn error bodies never reach the sink: the collector records each as a gap (with the
 target it was for) and acts on its code (see keypool). `run(fn, *args)` (EventLog.run) is used to load and
@@ -53,7 +53,7 @@ from .scheduler import (ABORTED, BUG, DEFERRED, DENIED, FAILED, NOT_FOUND, OK, R
 
 log = logging.getLogger("tornstore.collector")
 
-Sink = Callable[[list[Response]], Awaitable[IngestReport]]
+Sink = Callable[[list[Response]], Awaitable[IngestReport | None]]  # None: no report (counts not added)
 Runner = Callable[..., Awaitable[Any]]
 Poll = tuple[str, list[Response], float | None]  # what a poll (one job) ends with: outcome, responses, not_before
 
