@@ -17,11 +17,15 @@ from typing import Any
 
 import msgspec
 
-RULES = "r2"
+RULES = "r3"
 # r1 -> r2: `_faction_id` left the canonical form of v1.faction_territorywar. It names the faction whose
 # response carried the war, not the war's state: two factions at war with each other, both polled, made
 # the war's stream flip between two "states" and store an event per poll. (With r2, routing also files a
 # v1 faction's territory selection under v1.faction_territory, not torn territory's v1.territory.)
+# r2 -> r3: v2 personalstats noise under its `personalstats.` wrapper (`other.activity` never matched, so
+# every poll of an active player stored an event); donator days in both versions; v1 user views other
+# than profile/basic (icons, travel, events: `v1.other` and selection-named views) get the clock rules
+# of _V1_USER_OTHER; `server_time` is noise in every view.
 
 # Per view (see routing.py): dotted paths removed before hashing. '*' matches any key or list item.
 _PLAYER = (
@@ -53,16 +57,28 @@ NOISE: dict[str, tuple[str, ...]] = {
     + ("bars.chain.current", "bars.chain.timeout", "bars.chain.cooldown"),
     "v1.cooldowns": ("cooldowns",),
     "v2.cooldowns": ("cooldowns",),
-    "v1.personalstats": ("personalstats.useractivity", "personalstats.activestreak"),
-    "v2.personalstats": ("other.activity",),
+    "v1.personalstats": ("personalstats.useractivity", "personalstats.activestreak",
+                         "personalstats.daysbeendonator"),
+    "v2.personalstats": ("personalstats.other.activity", "personalstats.other.donator_days"),
+    "v2.travel": ("travel.time_left",),
     "v1.faction": ("age",),
     "v1.faction_territorywar": ("_faction_id",),   # stored by r1 routing; now the source URL says it
     "v2.faction": ("days_old",),
     "v1.chain": ("chain.timeout", "chain.cooldown"),
     "v2.chain": ("timeout", "cooldown"),
 }
-# Removed from every view: paging links restate the request, not the entity.
-_ALWAYS = ("_metadata",)
+# v1 user selections other than profile and basic land in `v1.other` (basic asked with more) or a view
+# named after the selections (`v1.icons`, `v1.travel+events`): their clock-only fields.
+_V1_USER_OTHER = (
+    "icons", "basicicons",              # icon texts carry countdowns ("Hospital - 3 mins left")
+    "travel.time_left",
+    "cooldowns",                        # seconds left on each cooldown
+    "states", "last_action", "status.description", "status.details", "status.until",
+    "life.current", "life.ticktime", "life.fulltime",
+)
+NOISE["v1.other"] = _V1_USER_OTHER
+# Removed from every view: paging links restate the request, and the server's clock, not the entity.
+_ALWAYS = ("_metadata", "server_time")
 
 
 class _Node:
@@ -134,10 +150,25 @@ def _without(obj: Any, node: _Node) -> Any:
     return obj
 
 
+def noise_paths(view: str) -> tuple[str, ...]:
+    """The view's noise paths: its own rules; a v1 user view named after its selections gets the rules
+    of the other user selections (plus profile's, where profile is among them)."""
+    if view in NOISE:
+        return NOISE[view]
+    name = view[3:]
+    if view.startswith("v1.") and name.replace("+", "").isalpha() and not name.startswith(_V1_NOT_USER):
+        return _V1_USER_OTHER + (_PLAYER if "profile" in name.split("+") else ())
+    return ()
+
+
+# v1 views of factions, wars and territories (routing.py): never a user's selections.
+_V1_NOT_USER = ("faction", "rankedwar", "territor", "racket", "chain")
+
+
 def _tree_of(view: str) -> _Node:
     tree = _TREES.get(view)
     if tree is None:
-        tree = _TREES[view] = _tree(NOISE.get(view, ()))
+        tree = _TREES[view] = _tree(noise_paths(view))
     return tree
 
 
