@@ -373,6 +373,14 @@ def _v1_torn(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
         wars, ids = _v1_keyed(body, "rankedwars", where, "num", "rankedwar", "v1.rankedwar")
         parts += wars
         rest.pop("rankedwars")
+    if "rankedwarreport" in body:
+        # torn/<war id>?selections=rankedwarreport: the final scores and winner of one ranked war.
+        if ep.entity_id is None:
+            raise RoutingError(f"{where}: a rankedwarreport URL names its war (torn/<war id>?selections=...)")
+        report = _dict_field(body, "rankedwarreport", where)
+        parts.append(Part("rankedwar", _numeric_id(ep.entity_id, "ranked war id", where), "v1.rankedwarreport",
+                          report))
+        rest.pop("rankedwarreport")
     if "territorywars" in body:
         wars = []
         for code, item in _dict_field(body, "territorywars", where).items():
@@ -420,6 +428,13 @@ def _v2_user(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
 
 def _v2_faction(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
     where = f"v2 faction/{ep.entity_id or ''}{'/' + ','.join(ep.selections) if ep.selections else ''}"
+    if ep.selections == ("rankedwarreport",) and "rankedwarreport" in body:
+        # /v2/faction/{rankedWarId}/rankedwarreport: the id in the path is the war's, not a faction's.
+        report = _dict_field(body, "rankedwarreport", where)
+        war_id = ep.entity_id or report.get("id")
+        if war_id is None:
+            raise RoutingError(f"{where}: names no ranked war (/v2/faction/<war id>/rankedwarreport)")
+        return [Part("rankedwar", _numeric_id(war_id, "ranked war id", where), "v2.rankedwarreport", report)]
     faction_id = ep.entity_id
     if faction_id is None and isinstance(body.get("basic"), dict):
         faction_id = body["basic"].get("id")

@@ -4,7 +4,10 @@ Tracked: attacking/defending faction, their scores, required score, status, star
 war's type and territory). Events of one observation fold into one row; no row before Context.horizon.
 
 Ranked wars (rankedwar:<id>: v1.rankedwar {factions: {fid: {name, score, chain}}, war: {start, end, target,
-winner}}, v2.war and v2.rankedwar {start, end, target, winner, factions: [{id, name, score, chain}]}):
+winner}}, v2.war and v2.rankedwar {start, end, target, winner, factions: [{id, name, score, chain}]}, and the
+final reports v1.rankedwarreport (torn/<war id>?selections=rankedwarreport: the v1.rankedwar shape without
+target, plus attacks and members) and v2.rankedwarreport (/v2/faction/<war id>/rankedwarreport: the
+v2.rankedwar shape without target)):
   * attacking/defending: ranked wars are symmetric (matchmaking pairs two factions), so the faction with
     the LOWER faction id is stored as attacking and the HIGHER as defending. The rule is stable across API
     versions and polls, so a war keeps its two columns for life.
@@ -149,7 +152,8 @@ def _check_scores(war: str, values: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------ handler
 class WarsHandler(Handler):
     name = "wars"
-    views = frozenset({"v1.rankedwar", "v2.war", "v2.rankedwar", "v1.territorywar", "v1.faction_territorywar",
+    views = frozenset({"v1.rankedwar", "v2.war", "v2.rankedwar", "v1.rankedwarreport", "v2.rankedwarreport",
+                       "v1.territorywar", "v1.faction_territorywar",
                        "v1.territorywars", "v1.faction", "v2.wars"}) | V1_TERRITORY_VIEWS
     history_tables = ("war_status_history",)
     state_tables = ()
@@ -160,9 +164,9 @@ class WarsHandler(Handler):
             war_id = opt_id(eid)
             if war_id is None:
                 raise ProjectionError(f"rankedwar {eid!r}: not a war id")
-            if view == "v1.rankedwar":
+            if view in ("v1.rankedwar", "v1.rankedwarreport"):
                 self._v1_ranked(conn, event, ctx, war_id)
-            elif view in ("v2.war", "v2.rankedwar"):
+            elif view in ("v2.war", "v2.rankedwar", "v2.rankedwarreport"):
                 self._v2_ranked(conn, event, ctx, war_id)
         elif et == "territorywar":
             real_id, code, start = parse_war_key(eid)
@@ -197,15 +201,17 @@ class WarsHandler(Handler):
         for fid, side in w.factions.items():
             sides.append((opt_id(fid), opt_text(side.name), opt_int(side.score)))
         info = w.war
+        # A report (final scores and winner) says nothing of the target: the row in force keeps it.
+        target = UNSET if event.stream.view == "v1.rankedwarreport" else opt_int(info.target) if info else None
         self._ranked(conn, event, ctx, war_id, sides,
                      opt_int(info.start) if info else None, opt_int(info.end) if info else None,
-                     opt_int(info.target) if info else None, opt_id(info.winner) if info else None)
+                     target, opt_id(info.winner) if info else None)
 
     def _v2_ranked(self, conn, event: Event, ctx: Context, war_id: int) -> None:
         w = decode(event.payload, V2RankedWar)
         sides = [(opt_id(f.id), opt_text(f.name), opt_int(f.score)) for f in w.factions]
-        self._ranked(conn, event, ctx, war_id, sides, opt_int(w.start), opt_int(w.end), opt_int(w.target),
-                     opt_id(w.winner))
+        target = UNSET if event.stream.view == "v2.rankedwarreport" else opt_int(w.target)
+        self._ranked(conn, event, ctx, war_id, sides, opt_int(w.start), opt_int(w.end), target, opt_id(w.winner))
 
     def _ranked(self, conn, event: Event, ctx: Context, war_id: int, sides, start, end, target, winner) -> None:
         t = event.observed_at
@@ -222,6 +228,8 @@ class WarsHandler(Handler):
             "required_score": target, "started_at": start or None, "ends_at": end or None,
             "winner_faction_id": ensure_faction(conn, winner, names.get(winner), t),
         }
+        if not is_set(target):
+            del values["required_score"]
         _check_scores(f"rankedwar {war_id}", values)
         HISTORY.record(conn, war_id, values, event, ctx, finish=_finish("ranked", t))
 
