@@ -33,9 +33,10 @@ def decode(payload: Any, model: type[T]) -> T:
 _NONE_TEXT = {"", "none", "null", "n/a"}
 
 
-def opt_int(value: Any) -> int | None:
-    """A whole number, or None. Accepts ints, integral floats ("12.0"), numeric strings; other floats are
-    rounded (war report scores). ""/"None"/None mean no value. 0 stays 0."""
+def opt_int(value: Any, field: str = "") -> int | None:
+    """A whole number, or None. Accepts ints, integral floats (12.0, "12.0"), numeric strings ("1,234").
+    ""/"None"/None mean no value; 0 stays 0. A number with a fraction where Torn gives integers (level 9.5)
+    is refused, never rounded: ValueError naming `field`, which the runner records as a projection error."""
     if value is None or value is UNSET:
         return None
     if isinstance(value, bool):
@@ -43,7 +44,9 @@ def opt_int(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return int(value) if value.is_integer() else int(round(value))
+        if value.is_integer():
+            return int(value)
+        raise ValueError(f"{field or 'value'} {value!r} is not a whole number")
     if isinstance(value, str):
         text = value.strip().replace(",", "")
         if text.lower() in _NONE_TEXT:
@@ -52,10 +55,25 @@ def opt_int(value: Any) -> int | None:
             return int(text)
         except ValueError:
             try:
-                return opt_int(float(text))
+                number = float(text)
             except ValueError:
-                raise ValueError(f"{value!r} is not a number") from None
-    raise ValueError(f"{value!r} is not a number")
+                raise ValueError(f"{field or 'value'} {value!r} is not a number") from None
+            return opt_int(number, field)
+    raise ValueError(f"{field or 'value'} {value!r} is not a number")
+
+
+def opt_score(value: Any, field: str = "score") -> int | None:
+    """A war score as a whole number: war reports give some scores with fractions (fact 8 of the Torn API
+    notes) and the plan's columns are INTEGER, so these alone are rounded."""
+    if isinstance(value, float) and not value.is_integer():
+        return round(value)
+    if isinstance(value, str):
+        try:
+            number = float(value.strip().replace(",", ""))
+        except ValueError:
+            return opt_int(value, field)
+        return round(number) if not number.is_integer() else opt_int(value, field)
+    return opt_int(value, field)
 
 
 def opt_id(value: Any) -> int | None:

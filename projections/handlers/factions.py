@@ -43,7 +43,7 @@ def _v1_values(p: V1Faction) -> dict[str, Any]:
     for src, col in (("respect", "respect"), ("age", "age"), ("best_chain", "best_chain")):
         value = getattr(p, src)
         if is_set(value):
-            out[col] = opt_int(value)
+            out[col] = opt_int(value, col)
     if is_set(p.member_ids) and p.member_ids is not None:
         out["member_count"] = len(p.member_ids)
     return out
@@ -63,7 +63,7 @@ def _v2_values(p: V2Faction) -> dict[str, Any]:
                      ("members", "member_count")):
         value = getattr(p, src)
         if is_set(value):
-            out[col] = opt_int(value)
+            out[col] = opt_int(value, col)
     return out
 
 

@@ -41,8 +41,8 @@ _DAY = 86400
 
 
 def _battle(strength, defense, speed, dexterity, total) -> dict[str, Any]:
-    out = {name: opt_int(v) for name, v in zip(_STATS, (strength, defense, speed, dexterity), strict=True)}
-    out["total_stats"] = opt_int(total)
+    out = {name: opt_int(v, name) for name, v in zip(_STATS, (strength, defense, speed, dexterity), strict=True)}
+    out["total_stats"] = opt_int(total, "total")
     known = [v for s in _STATS if (v := out[s]) is not None]
     if out["total_stats"] is None and len(known) == len(_STATS):
         out["total_stats"] = sum(known)
@@ -65,7 +65,7 @@ def stats_values(view: str, payload: Any, observed_at: int) -> dict[str, Any]:
         ps = decode(payload, V1PersonalStats).personalstats
         if ps is not None:
             out = _battle(ps.strength, ps.defense, ps.speed, ps.dexterity, ps.totalstats)
-            out["networth"] = opt_int(ps.networth)
+            out["networth"] = opt_int(ps.networth, "networth")
     elif view == "v2.personalstats":
         ps2 = decode(payload, V2PersonalStats).personalstats
         if isinstance(ps2, V2PersonalStatsBody):
@@ -73,12 +73,12 @@ def stats_values(view: str, payload: Any, observed_at: int) -> dict[str, Any]:
                 b2 = ps2.battle_stats
                 out = _battle(b2.strength, b2.defense, b2.speed, b2.dexterity, b2.total)
             if ps2.networth is not None:
-                out["networth"] = opt_int(ps2.networth.total)
+                out["networth"] = opt_int(ps2.networth.total, "networth.total")
         elif isinstance(ps2, list):
             for item in ps2:
                 stamp = opt_int(item.timestamp)
                 if item.name == "networth" and (stamp is None or stamp >= observed_at - _DAY):
-                    out["networth"] = opt_int(item.value)
+                    out["networth"] = opt_int(item.value, "networth")
     else:
         values = player_update(view, payload).values
         out = {k: values.get(k) for k in ("level", "life_maximum")}

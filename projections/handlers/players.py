@@ -69,15 +69,15 @@ class PlayerUpdate:
     def life(self, life) -> None:
         if life is not None:
             if life.current is not None:
-                self.values["life_current"] = opt_int(life.current)
+                self.values["life_current"] = opt_int(life.current, "life.current")
             if life.maximum is not None:
-                self.values["life_maximum"] = opt_int(life.maximum)
+                self.values["life_maximum"] = opt_int(life.maximum, "life.maximum")
 
     def basics(self, name, level) -> None:
         if opt_text(name):
             self.values["name"] = opt_text(name)
         if level is not None:
-            self.values["level"] = opt_int(level)
+            self.values["level"] = opt_int(level, "level")
 
 
 def player_update(view: str, payload: Any) -> PlayerUpdate:

@@ -47,7 +47,7 @@ from tornstore.eventstore.records import Event
 
 from ..models import (UNSET, V1_TERRITORY_VIEWS, TerritoryWarIds, V1Faction, V1FactionTerritoryWar, V1RankedWar,
                       V1Territory, V1TerritoryWar, V2FactionWars, V2RankedWar, V2TerritoryWar, decode, is_set,
-                      opt_id, opt_int, opt_text)
+                      opt_id, opt_int, opt_score, opt_text)
 from .base import Context, Handler, ProjectionError
 from .common import History, ensure_faction
 
@@ -199,7 +199,7 @@ class WarsHandler(Handler):
         w = decode(event.payload, V1RankedWar)
         sides = []
         for fid, side in w.factions.items():
-            sides.append((opt_id(fid), opt_text(side.name), opt_int(side.score)))
+            sides.append((opt_id(fid), opt_text(side.name), opt_score(side.score)))
         info = w.war
         # A report (final scores and winner) says nothing of the target: the row in force keeps it.
         target = UNSET if event.stream.view == "v1.rankedwarreport" else opt_int(info.target) if info else None
@@ -209,7 +209,7 @@ class WarsHandler(Handler):
 
     def _v2_ranked(self, conn, event: Event, ctx: Context, war_id: int) -> None:
         w = decode(event.payload, V2RankedWar)
-        sides = [(opt_id(f.id), opt_text(f.name), opt_int(f.score)) for f in w.factions]
+        sides = [(opt_id(f.id), opt_text(f.name), opt_score(f.score)) for f in w.factions]
         target = UNSET if event.stream.view == "v2.rankedwarreport" else opt_int(w.target)
         self._ranked(conn, event, ctx, war_id, sides, opt_int(w.start), opt_int(w.end), target, opt_id(w.winner))
 
@@ -266,9 +266,9 @@ class WarsHandler(Handler):
             "started_at": start or None, "ends_at": end or None,
         }
         if is_set(att_score):
-            values["attacking_score"] = opt_int(att_score)
+            values["attacking_score"] = opt_score(att_score)
         if is_set(def_score):
-            values["defending_score"] = opt_int(def_score)
+            values["defending_score"] = opt_score(def_score)
         if is_set(required):
             values["required_score"] = opt_int(required)
         if is_set(winner):
