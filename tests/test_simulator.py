@@ -575,6 +575,21 @@ def test_territory_map():
     assert set(build_territories(2, 300)) != set(build_territories(1, 300))
 
 
+def test_most_of_the_map_is_owned_as_on_the_real_map():
+    """About 12% of the real map is unowned; the rest is held by the world's factions and by filler factions
+    that exist only as owners (and names), all drawn from the seed."""
+    world = World(seed=2, factions=3, members_per_faction=(5, 6))
+    owners = [t.owner for t in world.territories.values()]
+    assert 0.10 <= owners.count(None) / len(owners) <= 0.14
+    held = {fid for fid in owners if fid is not None}
+    assert set(world.factions) <= held and held - set(world.factions) == set(world.filler_factions)
+    assert not set(world.factions) & set(world.filler_factions)
+    assert len(world.filler_factions) > 50 and world.faction_name(min(world.filler_factions)) != "Unknown"
+    again = World(seed=2, factions=3, members_per_faction=(5, 6))
+    assert [t.owner for t in again.territories.values()] == owners
+    assert [t.owner for t in World(seed=3, factions=3, members_per_faction=(5, 6)).territories.values()] != owners
+
+
 def test_battle_stats_and_networth_exceed_int32():
     world = World(seed=1, factions=5)
     assert max(p.total_stats for p in world.players.values()) > 2**31

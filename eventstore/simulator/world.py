@@ -23,15 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .territory_codes import TERRITORY_CODES
+
 MINUTE = 60
 HOUR = 3600
 DAY = 86400
 DEFAULT_START = 1767225600  # 2026-01-01T00:00:00Z
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-# Real territory ids are three capitals with the last one in A..G (see FactionTerritoryEnum in the spec).
-CODE_SPACE = tuple(a + b + c for a in LETTERS for b in LETTERS for c in "ABCDEFG")
 MAP_WIDTH, MAP_HEIGHT = 6000.0, 3000.0
+OWNED_SHARE = 0.88  # of the map held by some faction: the real map has about 12% unowned
+FILLER_HOLDING = 25  # territories per filler faction, on average
 
 USER_RANKS = (
     "Absolute beginner", "Beginner", "Inexperienced", "Rookie", "Novice", "Below average", "Average",
@@ -496,6 +497,9 @@ class World:
         self.factions: dict[int, Faction] = {}
         self.ranked_wars: dict[int, RankedWar] = {}
         self.territory_wars: dict[int, TerritoryWar] = {}
+        # Factions outside the simulated ones that hold most of the map (id -> name); nothing else about them
+        # is simulated, so the API answers error 6 for their ids.
+        self.filler_factions: dict[int, str] = {}
         self._heap: list[tuple[int, str]] = []
         self._handlers: dict[str, Callable[[int], int | None]] = {}
         self._rngs: dict[str, random.Random] = {}
@@ -579,12 +583,30 @@ class World:
                 if free:
                     terr = self.territories[free.pop()]
                     terr.owner, terr.acquired_at = fid, origin - rng.randint(1, 700) * DAY
+        self._seed_filler_owners(free, origin)
         for code in rng.sample(self._codes, min(n, max(1, n // 100))):
             created = origin - rng.randint(1, 700) * DAY
             self.territories[code].racket = Racket(rng.randrange(len(RACKETS)), rng.randint(1, 5), created,
                                                    created + rng.randint(0, origin - created))
         for code in rng.sample(self._codes, n // 50):
             self.territories[code].irradiated = True
+
+    def _seed_filler_owners(self, free: list[str], origin: int) -> None:
+        """The rest of the land goes to factions outside the simulated ones, until OWNED_SHARE of the map
+        is held, as on the real map (about 12% unowned). Their own stream: the rest of genesis is unchanged."""
+        rng = _stream(self.seed, "filler")
+        to_fill = max(0, round(len(self._codes) * OWNED_SHARE) - (len(self._codes) - len(free)))
+        if not to_fill:
+            return
+        taken = set(self.factions)
+        count = max(1, to_fill // FILLER_HOLDING)
+        for fid in rng.sample(range(1_000, 55_000), count + len(taken)):
+            if fid not in taken and len(self.filler_factions) < count:
+                self.filler_factions[fid] = f"{rng.choice(_ADJ)} {rng.choice(_NOUN)} {_name(rng).capitalize()}"
+        fillers = sorted(self.filler_factions)
+        for code in free[-to_fill:]:
+            terr = self.territories[code]
+            terr.owner, terr.acquired_at = rng.choice(fillers), origin - rng.randint(1, 1500) * DAY
 
     def _seed_history(self, rng: random.Random, origin: int) -> None:
         """Finished ranked wars, so /rankedwars has history to page through."""
@@ -839,7 +861,7 @@ class World:
 
     def faction_name(self, fid: int) -> str:
         faction = self.factions.get(fid)
-        return faction.name if faction else "Unknown"
+        return faction.name if faction else self.filler_factions.get(fid, "Unknown")
 
     def current_ranked_war(self, fid: int) -> RankedWar | None:
         """The faction's ongoing war, or the one that ended in the last two days."""
@@ -970,16 +992,16 @@ class World:
 
 
 def build_territories(seed: int, n: int) -> dict[str, Territory]:
-    """The map: n territories on a jittered grid, codes shuffled over it, neighbors from adjacent cells.
+    """The map: n territories on a jittered grid, real codes shuffled over it, neighbors from adjacent cells.
 
     Cheap (one pass, a few random draws per cell) and always contains AAC and CAA when n >= 2, so the
     ids in the v1 fixture can be requested.
     """
     rng = _stream(seed, "map")
-    n = max(1, min(int(n), len(CODE_SPACE)))
+    n = max(1, min(int(n), len(TERRITORY_CODES)))
     must = ["AAC", "CAA"][: min(2, n)]
     must_set = set(must)
-    codes = must + rng.sample([c for c in CODE_SPACE if c not in must_set], n - len(must))
+    codes = must + rng.sample([c for c in TERRITORY_CODES if c not in must_set], n - len(must))
     rng.shuffle(codes)
     cols = max(1, round(math.sqrt(n * 2)))
     rows = math.ceil(n / cols)
