@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 import click
@@ -41,7 +42,7 @@ class _Bars:
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.stage: str | None = None
-        self.bar = None
+        self.bar: Any = None   # click's progress bar while a stage runs
         self.done = 0
 
     def __call__(self, stage: str, done: int, total: int) -> None:

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -109,7 +110,8 @@ async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval:
                 await writer.submit(batch)
 
             # Key use is saved once a simulated day (the collector's clock is the simulated one).
-            collectors = dict(clock=clock, sleep=advance, run=store.run, raw_bodies=True, usage_every=86400)
+            collectors: dict[str, Any] = dict(clock=clock, sleep=advance, run=store.run, raw_bodies=True,
+                                              usage_every=86400)
             polls = Collector(config(False), sink, **collectors)
             full = Collector(config(True), sink, **collectors)
             try:

@@ -132,7 +132,7 @@ def faction(ctx: click.Context, faction_id: int, as_json: bool) -> None:
         _json(view)
         return
     emit_record({
-        "faction": _label(view.name, view.faction_id) + (f" {view.tag}" if view.tag else ""),
+        "faction": f"{_label(view.name, view.faction_id)}" + (f" {view.tag}" if view.tag else ""),
         "respect": _num(view.respect),
         "best chain": _num(view.best_chain),
         "members": f"{_num(view.member_count)} (listed: {len(view.members)}, from {view.members_source})",

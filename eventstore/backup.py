@@ -93,7 +93,12 @@ def list_backups(db_path: str | Path) -> list[Path]:
         return []
     found = [p for p in db.parent.iterdir()
              if p.name.startswith(db.name + ".backup-") and _DATED.search(p.name) and p.is_file()]
-    return sorted(found, key=lambda p: _DATED.search(p.name).group(1))
+    return sorted(found, key=lambda p: _stamp_of(p.name))
+
+
+def _stamp_of(name: str) -> str:
+    match = _DATED.search(name)
+    return match.group(1) if match else ""
 
 
 def rotate_backups(db_path: str | Path, keep: int) -> list[str]:

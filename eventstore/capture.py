@@ -10,7 +10,8 @@ whose body is the raw text, so ingest quarantines it with the reason and the fil
 from __future__ import annotations
 
 import sqlite3
-from typing import IO, Iterable, Iterator
+from typing import Protocol
+from collections.abc import Iterable, Iterator
 
 import msgspec
 
@@ -18,6 +19,12 @@ from .owners import key_fingerprint
 from .records import Owner, Response
 from .routing import stream_name
 from .secrets import strip_key
+
+class _Writer(Protocol):
+    """Where export_events writes: a binary file, or anything with its write()."""
+
+    def write(self, data: bytes, /) -> int: ...
+
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -69,7 +76,7 @@ def capture_line(url: str, observed_at: int, body, stream: str | None = None, ow
     return _encoder.encode(obj) + b"\n"
 
 
-def export_events(conn: sqlite3.Connection, out: IO[bytes], after: int = 0, batch: int = 5000) -> int:
+def export_events(conn: sqlite3.Connection, out: _Writer, after: int = 0, batch: int = 5000) -> int:
     """Write every event after `after` in position order as capture lines naming their stream."""
     count = 0
     position = after

@@ -23,7 +23,8 @@ import reprlib
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -56,7 +57,7 @@ class IngestReport:
     last_position: int | None = None
     retried: int = 0   # quarantined bodies routed at last, their key's owner now known
 
-    def merge(self, other: "IngestReport") -> None:
+    def merge(self, other: IngestReport) -> None:
         self.responses += other.responses
         self.appended += other.appended
         self.unchanged += other.unchanged
@@ -80,10 +81,16 @@ class IngestReport:
 
 class _StreamState:
     __slots__ = ("stream_id", "version", "hash", "rules", "head_observed_at", "last_checked", "dirty", "new")
+    stream_id: int            # 0 until a new stream's row is inserted (`new` says which)
+    version: int
+    hash: str | None
+    rules: str | None
+    head_observed_at: int | None
+    last_checked: int | None
 
     def __init__(self, row: tuple | None):
         if row is None:
-            self.stream_id = None
+            self.stream_id = 0
             self.version = 0
             self.hash = self.rules = None
             self.head_observed_at = None
@@ -206,10 +213,9 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
     valid: list[tuple[Response, str, Any, str | None]] = []   # (response, url, body, key fingerprint)
 
     rejected: list[tuple[int, Rejected, tuple]] = []   # (input index, ...): reported in input order
-    index = 0
 
-    def reject(url: str, observed_at: int | None, reason: str, body_text: str, key_fp: str | None = None,
-               needs_owner: bool = False) -> None:
+    def reject(index: int, url: str, observed_at: int | None, reason: str, body_text: str,
+               key_fp: str | None = None, needs_owner: bool = False) -> None:
         # Whatever a rejected response holds is kept for a person to read: never a key with it.
         url, reason, body_text = scrub(url), scrub(reason), scrub(body_text)
         rejected.append((index, Rejected(url, observed_at, reason),
@@ -225,23 +231,23 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
         if isinstance(body, msgspec.Raw):  # undecoded JSON, as a collector with raw_bodies hands it on
             body = _decode_raw(body)
         if response.fault:
-            reject(url, None, response.fault, _as_text(body))
+            reject(index, url, None, response.fault, _as_text(body))
             continue
         if not isinstance(observed_at, int) or isinstance(observed_at, bool) or not 0 <= observed_at < _INT64:
-            reject(url, None, f"{url}: observed_at {observed_at!r} is not Unix seconds", _as_text(body))
+            reject(index, url, None, f"{url}: observed_at {observed_at!r} is not Unix seconds", _as_text(body))
             continue
         if not TORN_EPOCH <= observed_at <= latest_allowed:
             # A poll stamped in 2100 would pin every current state; one stamped 1970 is a bug upstream.
             when = "before Torn existed (2004)" if observed_at < TORN_EPOCH else \
                 f"more than {MAX_AHEAD} s ahead of this machine's clock"
-            reject(url, None, f"{url}: observed_at {observed_at} is {when}", _as_text(body))
+            reject(index, url, None, f"{url}: observed_at {observed_at} is {when}", _as_text(body))
             continue
         if isinstance(body, str):
-            reject(url, observed_at, f"{url}: body is not valid JSON", _storable(body))
+            reject(index, url, observed_at, f"{url}: body is not valid JSON", _storable(body))
             continue
         err = torn_error(body)
         if err is not None and not -_INT64 <= err[0] < _INT64:
-            reject(url, observed_at, f"{url}: Torn error code {err[0]} is out of range", _as_text(body))
+            reject(index, url, observed_at, f"{url}: Torn error code {err[0]} is out of range", _as_text(body))
             continue
         if err is not None:
             code, text = err[0], scrub(_storable(err[1]))
@@ -283,14 +289,15 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                     parts = exc.parts
                     if retry_of is None:
                         reason = str(exc) + (f" (key {fp})" if fp else " (no key fingerprint was given)")
-                        reject(url, observed_at, reason, _as_text(body), fp, needs_owner=True)
+                        reject(index, url, observed_at, reason, _as_text(body), fp, needs_owner=True)
             keyed = []
             for p in parts:
                 key = StreamKey(p.entity_type, p.entity_id, p.view)
                 keyed.append((key, p, _MEMO.hash(key, p.view, p.payload)))
         except (RoutingError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             if retry_of is None:
-                reject(url, observed_at, str(exc) if str(exc).startswith(url) else f"{url}: {exc}", _as_text(body))
+                reason = str(exc) if str(exc).startswith(url) else f"{url}: {exc}"
+                reject(index, url, observed_at, reason, _as_text(body))
             continue
         routed.append((response, url, keyed))
 
@@ -308,7 +315,7 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
         def append(key: StreamKey, state: _StreamState, observed_at: int, digest: str, url: str,
                    stored: bytes) -> None:
             state.version += 1
-            position = conn.execute(
+            position: int = conn.execute(  # type: ignore[assignment]  # an INSERT always sets lastrowid
                 "INSERT INTO events (stream_id, version, observed_at, hash, rules, source_url, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (state.stream_id, state.version, observed_at, digest, RULES, url, stored.decode()),
@@ -320,12 +327,12 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
             state.last_checked = max(state.last_checked or observed_at, observed_at)
             state.dirty = True
 
-        for response, url, parts in routed:
+        for response, url, keyed_parts in routed:
             observed_at = response.observed_at
-            for key, part, digest in parts:
+            for key, part, digest in keyed_parts:
                 state = states[key]
                 if state.new:
-                    state.stream_id = conn.execute(
+                    state.stream_id = conn.execute(  # type: ignore[assignment]  # an INSERT sets lastrowid
                         "INSERT INTO streams (entity_type, entity_id, view, version, first_seen, last_changed, "
                         "last_checked) VALUES (?, ?, ?, 0, ?, ?, ?)",
                         (*key, observed_at, observed_at, observed_at),
@@ -353,7 +360,7 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                         "SELECT source_url, payload FROM events WHERE stream_id = ? "
                         "ORDER BY observed_at DESC, version DESC LIMIT 1", (state.stream_id,)).fetchone()
                 append(key, state, observed_at, digest, url, _without_keys(_encode(part.payload)))
-                if reconfirm is not None:
+                if reconfirm is not None and state.last_checked is not None and head_hash is not None:
                     append(key, state, state.last_checked, head_hash, reconfirm[0], reconfirm[1].encode())
         dirty = [s for s in states.values() if s.dirty]
         conn.executemany(

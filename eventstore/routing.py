@@ -160,10 +160,11 @@ def owner_taught(url: str, body: Any) -> Owner | None:
         player = body.get("player_id")
         if isinstance(body.get("faction"), dict):
             faction = body["faction"].get("faction_id") or 0
-    if not _is_id(player):
+    if player is None or not _is_id(player):
         return None
     # 0 says "in no faction" (known); None says the response did not tell.
-    return Owner(player_id=int(player), faction_id=int(faction) if _is_id(faction) or faction == 0 else None)
+    known_faction = faction is not None and (_is_id(faction) or faction == 0)
+    return Owner(player_id=int(player), faction_id=int(faction) if faction is not None and known_faction else None)
 
 
 def _is_id(value: Any) -> bool:
@@ -404,7 +405,7 @@ def _v1_torn(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
 # ------------------------------------------------------------------------------------------------ v2
 def _v2_user(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
     where = f"v2 user/{ep.entity_id or ''}{'/' + ','.join(ep.selections) if ep.selections else ''}"
-    player_id = ep.entity_id
+    player_id: str | int | None = ep.entity_id
     if player_id is None and isinstance(body.get("profile"), dict):
         player_id = body["profile"].get("id")
     if player_id is None:
@@ -435,7 +436,7 @@ def _v2_faction(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:
         if war_id is None:
             raise RoutingError(f"{where}: names no ranked war (/v2/faction/<war id>/rankedwarreport)")
         return [Part("rankedwar", _numeric_id(war_id, "ranked war id", where), "v2.rankedwarreport", report)]
-    faction_id = ep.entity_id
+    faction_id: str | int | None = ep.entity_id
     if faction_id is None and isinstance(body.get("basic"), dict):
         faction_id = body["basic"].get("id")
     if faction_id is None:
@@ -502,12 +503,12 @@ def _v2_faction_selection(selection: str, body: dict, where: str, need_faction: 
             parts.append(Part("rankedwar", war_id, "v2.rankedwar", item))
     elif selection == "territory" and "territory" in body:
         fid = need_faction()
-        ids = []
+        codes: list[str] = []
         for item in _list_field(body, "territory", where):
             code = _code(_item_id(item, "id", where), where)
             parts.append(Part("territory", code, "v2.faction_territory", _with_context(item, faction_id=fid)))
-            ids.append(code)
-        parts.append(Part("faction", str(fid), "v2.territory", {"territory_ids": sorted(ids)}))
+            codes.append(code)
+        parts.append(Part("faction", str(fid), "v2.territory", {"territory_ids": sorted(codes)}))
     elif selection == "territoryownership" and "territoryOwnership" in body:
         for item in _list_field(body, "territoryOwnership", where):
             code = _code(_item_id(item, "id", where), where)

@@ -143,7 +143,7 @@ def captures(tmp_path_factory):
     refs = {}
     for name, source in (("whole", whole), ("first+shifted", union)):
         refs[name] = root / f"reference-{name}.db"
-        done = cli(refs[name], "ingest", str(source), "--batch", "20")
+        done = cli(refs[name], "ingest", "--init", str(source), "--batch", "20")
         assert done.returncode == 0, done.stderr
     return {"whole": whole, "first": first, "second": second, "shifted": shifted, "refs": refs}
 

@@ -25,7 +25,7 @@ def capture(tmp_path_factory):
 def reference(tmp_path_factory, capture):
     db = tmp_path_factory.mktemp("ref") / "ref.db"
     started = time.monotonic()
-    done = cli(db, "ingest", str(capture), "--batch", "40")
+    done = cli(db, "ingest", "--init", str(capture), "--batch", "40")
     assert done.returncode == 0, done.stderr
     return db, time.monotonic() - started
 
@@ -36,7 +36,7 @@ def test_kill_during_ingest(tmp_path, capture, reference):
     rng = random.Random(20261126)
     acknowledged = 0
     for _ in range(KILLS):
-        proc = start_cli(db, "ingest", str(capture), "--batch", "40", "--ack")
+        proc = start_cli(db, "ingest", "--init", str(capture), "--batch", "40", "--ack")
         out, _ = kill_after(proc, rng.uniform(0.3, max(0.6, duration)))
         acks = [line.split() for line in out.splitlines() if line.startswith("ack ")]
         if acks:
@@ -44,7 +44,7 @@ def test_kill_during_ingest(tmp_path, capture, reference):
         facts = invariants(db)
         # Every acknowledged batch is there (positions are never reused, so the top only grows).
         assert facts["top"] >= acknowledged
-    finished = cli(db, "ingest", str(capture), "--batch", "40")
+    finished = cli(db, "ingest", "--init", str(capture), "--batch", "40")
     assert finished.returncode == 0, finished.stderr
     invariants(db)
     assert log_rows(db) == log_rows(ref_db)

@@ -535,7 +535,7 @@ def test_deep_nesting_as_a_capture_line(baseline, tmp_path, levels):
     capture = tmp_path / "deep.ndjson"
     capture.write_text(line + "\n" + _capture_line(f"{BASE}/v2/user/{P0}/basic", {"basic": {"id": P0, "name": "ok"}})
                        + "\n")
-    done = cli(tmp_path / "deep.db", "ingest", str(capture), "--json")
+    done = cli(tmp_path / "deep.db", "ingest", "--init", str(capture), "--json")
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["responses"] == 2
@@ -565,7 +565,7 @@ async def test_the_deepest_body_ingest_accepts_stays_readable(tmp_path):
         done = cli(db, *args)
         assert "Traceback" not in done.stderr, f"{args}: body nested {accepted} levels: {done.stderr[-800:]}"
         assert done.returncode == 0, (args, done.stderr[-800:])
-    again = cli(tmp_path / "again.db", "ingest", str(export))
+    again = cli(tmp_path / "again.db", "ingest", "--init", str(export))
     assert "Traceback" not in again.stderr and again.returncode == 0, again.stderr[-800:]
 
 

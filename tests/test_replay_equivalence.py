@@ -20,7 +20,7 @@ def test_replay_rebuilds_months_of_projections_identically(tmp_path):
             for r in responses:
                 out.write(json.dumps({"url": r.url, "observed_at": r.observed_at, "body": r.body}) + "\n")
     db = tmp_path / "torn.db"
-    assert cli(db, "ingest", str(capture)).returncode == 0
+    assert cli(db, "ingest", "--init", str(capture)).returncode == 0
     inline = projected_rows(db)
     # the workload really covers every table, with change over time
     assert len(inline["player_stats_history"]) > 100 and len(inline["faction_history"]) > 30
