@@ -64,11 +64,16 @@ def _event_count(conn) -> int:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--wal-warn-mb", default=health.WAL_WARN_BYTES // 2**20, show_default=True,
+              type=click.IntRange(min=1), help="Warn when the write-ahead log is larger than this.")
 @db_option
 @click.pass_context
 @friendly_errors
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, as_json: bool, wal_warn_mb: int) -> None:
     """Row counts, file size, streams, events, projection lag, last compaction and backup, key states.
+
+    Warns (on stderr, and in --json's "warnings") when the write-ahead log has grown past --wal-warn-mb:
+    a reader holding a long transaction keeps checkpoints from folding it back.
 
     \b
     Examples:
@@ -78,15 +83,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
     path = existing_db(ctx)
     conn = _open(ctx)
     try:
-        info = health.status(conn, path)
+        info = health.status(conn, path, wal_warn_mb * 2**20)
     finally:
         db.close_sync(conn)
     if as_json:
         emit_json(info)
         return
+    for warning in info["warnings"]:
+        click.echo(f"Warning: {warning}", err=True)
     emit_record({
         "database": info["database"],
-        "file size": f"{info['file_bytes']:,} bytes",
+        "file size": f"{info['file_bytes']:,} bytes (of which write-ahead log {info['wal_bytes']:,})",
         "schema version": info["schema_version"],
         "events": f"{info['rows']['events']:,} (last position {info['log']['last_position']})",
         "streams": f"{info['rows']['streams']:,}",

@@ -40,10 +40,28 @@ COMPARED_TABLES = {
 }
 
 
-def status(conn: sqlite3.Connection, path: str) -> dict:
+WAL_WARN_BYTES = 256 * 1024 * 1024  # past this, checkpoints are not keeping up: a reader holds them back
+
+
+def wal_warning(wal_bytes: int, limit: int = WAL_WARN_BYTES) -> str | None:
+    """What to tell an operator whose write-ahead log has grown past `limit`, else None.
+
+    SQLite folds the WAL back into the database at each checkpoint, but never past a page that a reader's
+    open transaction still needs: one long read transaction (a notebook or a bot holding a cursor open)
+    makes the WAL grow with every write until it ends."""
+    if wal_bytes <= limit:
+        return None
+    return (f"the write-ahead log is {wal_bytes / 2**20:,.0f} MB (over {limit / 2**20:,.0f} MB): a reader is "
+            "probably holding a long transaction open, so checkpoints cannot finish; end it (close the "
+            "cursor or connection), and the WAL is folded back at the next checkpoint")
+
+
+def status(conn: sqlite3.Connection, path: str, wal_limit: int = WAL_WARN_BYTES) -> dict:
     """Everything an operator asks first, as one plain dict (the CLI prints it, --json dumps it)."""
     counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in COUNTED_TABLES}
     size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+    wal_bytes = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
+    warning = wal_warning(wal_bytes, wal_limit)
     first, last = conn.execute("SELECT MIN(observed_at), MAX(observed_at) FROM events").fetchone()
     ledger = conn.execute(
         "SELECT period_start, state, folded_at, pruned_at FROM compaction_ledger "
@@ -57,6 +75,8 @@ def status(conn: sqlite3.Connection, path: str) -> dict:
     return {
         "database": path,
         "file_bytes": size,
+        "wal_bytes": wal_bytes,
+        "warnings": [warning] if warning else [],
         "schema_version": conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0],
         "rows": counts,
         "streams_by_view": views,
