@@ -54,7 +54,7 @@ class IngestProcess:
         if not Path(self.path).exists():  # noqa: ASYNC240  # one stat() before starting the child
             raise FileNotFoundError(f"no database at {self.path}")
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tornstore.projections.ingest_process", self.path,
+            sys.executable, "-P", "-m", "tornstore.projections.ingest_process", self.path,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         self._reader = asyncio.create_task(self._read_replies(self._process))
         return self

@@ -98,3 +98,19 @@ def test_a_bot_venv_with_its_own_cli_and_migrations(wheel, tmp_path):
     assert out[3] == "cli"                                      # and so is the neighbour's
     # `python -m tornstore` is the same command line.
     assert "Usage: tornstore" in _run([str(python), "-m", "tornstore", "--help"], cwd=bot).stdout
+
+
+def test_the_installed_package_works_from_the_checkout_root(wheel, tmp_path):
+    """A user who clones, installs (not editable) and runs from the clone's root, as the README's first
+    command does: there `tornstore` is the repository's folder, and the demo's child processes must still
+    start."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    _run([str(python), "-m", "pip", "install", "-q", str(wheel)], cwd=tmp_path)
+    assert "Usage: tornstore" in _run([str(python), "-m", "tornstore", "--help"], cwd=ROOT).stdout
+    child = ("from tornstore.eventstore.simulator.process import SimulatorProcess\n"
+             "sim = SimulatorProcess(seed=1, factions=2, territories=50).start_process()\n"
+             "print(sim.url.startswith('http://127.0.0.1:'))\n"
+             "sim.close()\n")
+    assert _run([str(python), "-c", child], cwd=ROOT).stdout.strip() == "True"

@@ -14,7 +14,14 @@ derived from it, compaction, queries), `tornstore.cli` (the `tornstore` command)
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+# In the repository the subpackages sit beside this folder (the design card's layout); installed, they sit
+# inside it. From a checkout's root `tornstore` is this folder, installed or not, so let it find them there.
+_checkout = Path(__file__).resolve().parent.parent
+if (_checkout / "pyproject.toml").is_file() and (_checkout / "eventstore" / "__init__.py").is_file():
+    __path__.append(str(_checkout))
 
 if TYPE_CHECKING:
     from .projections.store import Store

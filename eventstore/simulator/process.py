@@ -75,7 +75,7 @@ class SimulatorProcess:
     def start_process(self) -> SimulatorProcess:
         clock = self._live_clock()
         spec = json.dumps({"world": self._world_kw, "rate_limit": self._rate_limit, "clock": clock.path})
-        process = subprocess.Popen([sys.executable, "-m", "tornstore.eventstore.simulator.process", spec],
+        process = subprocess.Popen([sys.executable, "-P", "-m", "tornstore.eventstore.simulator.process", spec],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._process = process
         assert process.stdout is not None  # stdout=PIPE
