@@ -9,7 +9,8 @@ import pytest
 from tornstore.eventstore.collector import (ApiKey, ApiRequest, ConfigError, KeyPool, KeysBusy, NoUsableKey, TornClient,
                                   build_jobs, parse_config, parse_duration, policy)
 from tornstore.eventstore.collector import gaps as gapstore
-from tornstore.eventstore.collector.keypool import (BUG, PAUSE_ALL, RETRY, RETRY_OTHER_KEY, TARGET, UNKNOWN, next_utc_day)
+from tornstore.eventstore.collector.keypool import (BUG, HOUR, KEY_COOLDOWN, OTHER_VERSION, PAUSE_ALL, RETRY,
+                                                    RETRY_OTHER_KEY, TARGET, UNKNOWN)
 from tornstore.eventstore.collector.scheduler import (BUG as OUT_BUG, NOT_FOUND, OK, RARE_DENIED, RARE_NOT_FOUND,
                                             Scheduler, member_ids)
 from tornstore.eventstore.db import close_sync, connect_sync
@@ -62,6 +63,24 @@ def test_own_only_requests_use_the_players_own_key():
         asyncio.run(pool.acquire(access=2, own_id="300"))
 
 
+def test_faction_requests_use_a_members_key_and_key_info_its_own_key():
+    pool, _ = pool_of(ApiKey(K1, "100", access=2, faction="9420"), ApiKey(K2, "200", access=2, faction="555"),
+                      ApiKey(K3, "300", access=2))
+    picks = set()
+    for _ in range(3):
+        key = pool.choose(access=1, own_faction="9420")
+        pool.use(key)
+        picks.add(key.secret)
+    assert picks == {K1}                        # only the member of 9420, however often
+    assert pool.choose(own_faction="777") is None
+    with pytest.raises(NoUsableKey, match="member of faction 777"):
+        asyncio.run(pool.acquire(own_faction="777"))
+    assert pool.choose(key_fp=fingerprint(K3)).secret == K3
+    pool.failed(pool.keys[2], 2)
+    with pytest.raises(NoUsableKey, match=f"key {fingerprint(K3)} is not usable"):
+        asyncio.run(pool.acquire(key_fp=fingerprint(K3)))
+
+
 def test_key_budget_and_owner_limit_over_a_rolling_minute():
     # Two keys of one owner (limit 5/min together), one with its own budget of 3.
     pool, clock = pool_of(ApiKey(K1, "1", budget=3), ApiKey(K2, "1", budget=60), owner_limit=5)
@@ -99,7 +118,7 @@ async def test_acquire_waits_through_the_injected_sleep():
     (18, RETRY_OTHER_KEY), (14, RETRY_OTHER_KEY),
     (8, PAUSE_ALL), (9, PAUSE_ALL), (24, PAUSE_ALL),
     (6, TARGET), (7, TARGET), (16, TARGET),
-    (1, BUG), (3, BUG), (4, BUG), (21, BUG), (22, BUG), (23, BUG), (30, BUG),
+    (1, BUG), (3, BUG), (4, BUG), (21, BUG), (22, OTHER_VERSION), (23, OTHER_VERSION), (30, BUG),
     (31, UNKNOWN), (99, UNKNOWN), (-1, UNKNOWN),
 ])
 def test_every_code_has_a_policy(code, action):
@@ -186,16 +205,48 @@ def test_code_8_stops_every_key_for_minutes_and_9_24_briefly():
     assert pool.choose() is not None
 
 
-def test_code_14_blocks_that_category_until_the_next_utc_day():
-    pool, clock = pool_of(ApiKey(K1, "1"))
-    clock.t = T0 + 5000
+def test_code_14_pauses_that_cloud_category_of_that_owner_over_a_rolling_day():
+    """The 50,000 rows are counted over a rolling 24 h: the limit frees up gradually, not at UTC midnight.
+    An hour's pause, doubled at each further 14, never more than a day; an answer ends the backoff."""
+    pool, clock = pool_of(ApiKey(K1, "1"), ApiKey(K2, "1"), ApiKey(K3, "2"))
+    clock.t = T0 + 86400 - 60                   # a minute before UTC midnight: midnight would be too soon
+    a1, a2, b = pool.keys
+    pool.failed(a1, 14, "profile,personalstats")
+    # Every key of that owner stops asking personal stats; the other owner's key and other selections go on.
+    assert pool.choose(category="personalstats", exclude={b.fp}) is None
+    assert pool.choose(category="personalstats") is b
+    assert pool.choose(category="profile,personalstats", exclude={b.fp}) is None
+    assert pool.choose(category="profile", exclude={b.fp}) in (a1, a2)
+    assert pool.next_free(category="personalstats", exclude={b.fp}) == clock.t + HOUR
+    waits = []
+    for _ in range(7):                           # still at the limit at every probe: 2 h, 4 h, ... 24 h at most
+        clock.t = pool.next_free(category="personalstats", exclude={b.fp})
+        probe = pool.choose(category="personalstats", exclude={b.fp})
+        pool.use(probe)
+        start = clock.t
+        pool.failed(probe, 14, "personalstats")
+        waits.append((pool.next_free(category="personalstats", exclude={b.fp}) - start) / HOUR)
+    assert waits == [2, 4, 8, 16, 24, 24, 24]
+    clock.t = pool.next_free(category="personalstats", exclude={b.fp})
+    probe = pool.choose(category="personalstats", exclude={b.fp})
+    pool.use(probe)
+    pool.succeeded(probe, "personalstats")       # rows have aged out: the next 14 starts at an hour again
+    pool.failed(probe, 14, "personalstats")
+    assert pool.next_free(category="personalstats", exclude={b.fp}) == clock.t + HOUR
+    # news, events and the log are categories of their own; a selection no category names blocks itself.
+    pool.failed(b, 14, "news")
+    assert pool.choose(category="personalstats", exclude={a1.fp, a2.fp}) is b
+    assert pool.choose(category="news", exclude={a1.fp, a2.fp}) is None
+
+
+def test_code_11_waits_60_seconds_for_that_key():
+    pool, clock = pool_of(ApiKey(K1, "1"), ApiKey(K2, "2"))
     key = pool.keys[0]
-    pool.failed(key, 14, "personalstats")
-    assert pool.choose(category="personalstats") is None
-    assert pool.choose(category="profile") is key
-    assert pool.next_free(category="personalstats") == next_utc_day(clock.t) == T0 + 86400
-    clock.t = T0 + 86400
-    assert pool.choose(category="personalstats") is key
+    pool.use(key)
+    pool.failed(key, 11)
+    assert key.state == "active" and key.paused_until == T0 + KEY_COOLDOWN == T0 + 60
+    assert pool.choose() is pool.keys[1]         # another key is not held back
+    assert pool.next_free(exclude={pool.keys[1].fp}) == T0 + 60
 
 
 @pytest.mark.parametrize("code", [6, 7, 16, 1, 4, 22, 0, 17])
@@ -261,7 +312,11 @@ def test_durations():
     ({"players": [{"id": 1, "fetch": ["profile"], "interval": 5}]}, "30 s minimum"),
     ({"players": [{"id": -3}]}, "positive id"),
     ({"players": [{"id": 1, "fetch": ["v1:personalstats:networth"]}]}, "v1 items take no argument"),
-    ({"factions": [{"id": 1, "fetch": ["battlestats(own)"]}]}, "only player selections"),
+    ({"factions": [{"id": 1, "fetch": ["rackets(own)"]}]}, "cannot be \\(own\\)"),
+    ({"factions": [{"id": 1, "fetch": ["battlestats"]}]}, "not a v2 faction selection"),
+    ({"players": [{"id": 100, "fetch": ["battlestats"]}], "keys": [{"key": "env:TK2", "owner": "200"}]},
+     "owner = \"100\""),
+    ({"keys": [{"key": "env:TK1", "owner": "1", "faction": "x"}], "players": [{"id": 1}]}, "positive id"),
     ({"territories": [{"ids": ["AAC"], "all": True}]}, "either ids"),
     ({"territories": [{"ids": ["aac"]}]}, "territory codes"),
     ({}, "nothing to poll"),
@@ -286,22 +341,20 @@ def test_config_key_problems_never_echo_the_key():
                       "players": [{"id": 1}]}, env=ENV)
 
 
-def test_jobs_from_config_merge_v1_and_route_own_selections():
+def test_jobs_from_config_merge_v1_and_v2_and_route_own_selections():
     cfg = config(
         factions=[{"id": 9420, "fetch": ["basic", "members", "v1:basic", "v1:chain"], "members": True}],
-        players=[{"id": 100, "fetch": ["profile", "personalstats:networth", "battlestats", "v1:profile",
+        players=[{"id": 100, "fetch": ["profile", "personalstats:networth", "battlestats", "bars", "v1:profile",
                                        "v1:bars"]}],
         territories=[{"all": True}, {"ids": ["CAA", "AAC"]}, {"all": True, "api": "v2", "interval": "10m"}],
         wars={"ranked": True, "territory": True, "interval": "2m"},
     )
     urls = {j.request.url("https://api.torn.com"): j for j in build_jobs(cfg)}
     assert set(urls) == {
-        "https://api.torn.com/v2/faction/9420/basic",
-        "https://api.torn.com/v2/faction/9420/members",
+        "https://api.torn.com/v2/faction?selections=basic,members&id=9420",
         "https://api.torn.com/faction/9420?selections=basic,chain",
-        "https://api.torn.com/v2/user/100/profile",
-        "https://api.torn.com/v2/user/100/personalstats?cat=networth",
-        "https://api.torn.com/v2/user/battlestats?id=100",
+        "https://api.torn.com/v2/user?selections=profile,personalstats&id=100&cat=networth",
+        "https://api.torn.com/v2/user?selections=battlestats,bars",       # no id: the key says whose
         "https://api.torn.com/user/100?selections=profile,bars",
         # [[territories]] all (v1) and [wars] share one request, polled at the shorter interval
         "https://api.torn.com/torn/?selections=territory,rankedwars,territorywars",
@@ -310,12 +363,16 @@ def test_jobs_from_config_merge_v1_and_route_own_selections():
         "https://api.torn.com/v2/faction/territoryownership?limit=500",
     }
     assert urls["https://api.torn.com/torn/?selections=territory,rankedwars,territorywars"].interval == 120
-    battle = urls["https://api.torn.com/v2/user/battlestats?id=100"].request
-    assert (battle.own_id, battle.access) == ("100", 2)
+    own = urls["https://api.torn.com/v2/user?selections=battlestats,bars"].request
+    assert (own.own_id, own.access) == ("100", 2)                         # player 100's key, limited
+    public = urls["https://api.torn.com/v2/user?selections=profile,personalstats&id=100&cat=networth"].request
+    assert public.own_id is None and public.access == 0                   # any key
     bars = urls["https://api.torn.com/user/100?selections=profile,bars"].request
     assert bars.own_id == "100"                  # merged with an own-only selection: the player's key
     assert urls["https://api.torn.com/v2/torn/territory?limit=250"].paged
-    assert urls["https://api.torn.com/v2/faction/9420/members"].members_of == 9420
+    assert urls["https://api.torn.com/v2/faction?selections=basic,members&id=9420"].members_of == 9420
+    # Before: one request per v2 item (basic, members, profile, personalstats, battlestats, bars): 6; now 3.
+    assert sum(1 for u in urls if "/v2/faction?" in u or "/v2/user" in u) == 3
 
 
 # ------------------------------------------------------------------------------------------ scheduler

@@ -138,24 +138,30 @@ async def test_one_round_fills_the_store_and_later_rounds_append_only_changes(si
 
 
 # ------------------------------------------------------------------------------------------ every error code
-RETRIED = [0, 11, 12, 15, 17]
+RETRIED = [0, 12, 15, 17]
 OTHER_KEY = [2, 10, 13, 18, 14, 5]
 PAUSE_ALL = {8: 300, 9: 60, 24: 60}
-BUGS = [1, 3, 4, 19, 20, 21, 22, 23, 25, 26, 27, 28, 29, 30]
+BUGS = [1, 3, 4, 19, 20, 21, 23, 25, 26, 27, 28, 29, 30]     # 23 on a v2 request: nothing to switch to
 
 
-@pytest.mark.parametrize("code", RETRIED + OTHER_KEY + list(PAUSE_ALL) + [6, 7, 16] + BUGS + [77])
+def poll_requests(sim) -> int:
+    """Requests other than /v2/key/info (asked only when the config learns owners)."""
+    stats = sim.stats()
+    return stats["requests"] - stats["by_path"].get("/v2/key/info", 0)
+
+
+@pytest.mark.parametrize("code", RETRIED + [11] + OTHER_KEY + list(PAUSE_ALL) + [6, 7, 16] + BUGS + [22, 77])
 async def test_each_error_code_leads_to_its_action(sim, db_path, code):
     player = sim.owner_a
     cfg = config_for(sim, players=[{"id": player, "fetch": ["profile"]}])
-    sim.inject_fault("error", code=code, count=1)
+    sim.inject_fault("error", code=code, count=1, path="/profile")   # the poll, not the keys' /v2/key/info
     t0 = sim.world.now
     report, collector = await collect_once(sim, db_path, cfg)
     pool = collector.pool
     first = pool.by_fp(fingerprint(KEY_A))              # the least recently used key goes first
     other = pool.by_fp(fingerprint(KEY_B))
-    requests = sim.stats()["requests"]
-    job = next(iter(collector.scheduler.jobs.values()))
+    requests = poll_requests(sim)
+    job = next(j for j in collector.scheduler.jobs.values() if j.target == f"user:{player}")
 
     gaps = query(db_path, "SELECT target, error_code, reason FROM gaps")
     assert gaps[0][:2] == (f"user:{player}", code)
@@ -163,19 +169,24 @@ async def test_each_error_code_leads_to_its_action(sim, db_path, code):
     assert report.errors[code] == 1
     assert_no_error_events(db_path)
     keys = dict(query(db_path, "SELECT fingerprint, state FROM api_keys"))
+    observed = [at for (at,) in query(db_path, "SELECT observed_at FROM events")]
 
     if code in RETRIED:                                  # same request again after a backoff
         assert requests == 2 and report.polls_ok == 1
         assert first.state == "active" and first.paused_until == 0
+    elif code == 11:                                     # the key may change once per 60 s: retried a minute later
+        assert requests == 2 and report.polls_ok == 1
+        assert first.paused_until == t0 + 60
+        assert observed and min(observed) >= t0 + 60     # not after a ~14 s backoff
     elif code in (2, 10):                                # key disabled for good, another key serves
         assert requests == 2 and report.polls_ok == 1
         assert keys[fingerprint(KEY_A)] == "disabled"
     elif code in (13, 18):                               # key paused with a daily re-check
         assert requests == 2 and report.polls_ok == 1
         assert keys[fingerprint(KEY_A)] == "paused" and first.recheck_at == t0 + 86400
-    elif code == 14:                                     # that category waits for the next UTC day
+    elif code == 14:                                     # that owner stops asking it for an hour (rolling 24 h)
         assert requests == 2 and report.polls_ok == 1
-        assert first.blocked == {"profile": (t0 // 86400 + 1) * 86400}
+        assert first.blocked == {"profile": t0 + 3600} and other.blocked == {}
     elif code == 5:                                      # that owner backs off for a minute
         assert requests == 2 and report.polls_ok == 1
         assert first.paused_until == t0 + 60 and other.paused_until == 0
@@ -190,6 +201,11 @@ async def test_each_error_code_leads_to_its_action(sim, db_path, code):
         assert requests == 2 and report.polls_ok == 1
         assert query(db_path, "SELECT target, error_code FROM target_problems") == [(f"user:{player}", code)]
         assert first.state == "active" and first.paused_until == 0
+    elif code == 22:                                     # only in v1: asked through v1 at once, and from then on
+        assert requests == 2 and report.polls_ok == 1
+        assert job.request.url(sim.url) == f"{sim.url}/user/{player}?selections=profile"
+        assert f"asking {sim.url}/user/{player}?selections=profile instead" in gaps[0][2]
+        assert query(db_path, "SELECT view FROM streams") == [("v1.profile",)]
     elif code in BUGS:                                   # our request is wrong: no retry, poll rarely
         assert requests == 1 and report.polls_failed == 1
         assert first.state == "active" and job.due >= t0 + 6 * 3600 * 0.9
@@ -200,13 +216,13 @@ async def test_each_error_code_leads_to_its_action(sim, db_path, code):
 
 async def test_http_errors_timeouts_and_bad_bodies_are_gaps_and_retried(sim, db_path):
     cfg = config_for(sim, keys=("A",), timeout=1, max_body="64KB", max_tries=2,
-                     players=[{"id": sim.owner_a, "fetch": ["profile", "personalstats"]}],
+                     players=[{"id": sim.owner_a, "fetch": ["profile", "personalstats"]}],   # one request
                      factions=[{"id": sim.faction_a.id, "fetch": ["basic"]}],
-                     territories=[{"ids": ["AAC"]}])
-    sim.inject_fault("http", status=503, count=1, path="/profile")
+                     territories=[{"ids": ["AAC"]}, {"ids": ["CAA"], "api": "v2"}])
+    sim.inject_fault("http", status=503, count=1, path="/v2/user")
     sim.inject_fault("slow", delay=1.5, count=1, path="/basic")
     sim.inject_fault("html", count=1, path="/torn/AAC")
-    sim.inject_fault("huge", size=200_000, count=1, path="/personalstats")
+    sim.inject_fault("huge", size=200_000, count=1, path="/v2/torn/territory")
     report, _ = await collect_once(sim, db_path, cfg)
     reasons = sorted(r for (r,) in query(db_path, "SELECT reason FROM gaps WHERE error_code IS NULL"))
     assert "HTTP 503" in reasons
@@ -273,7 +289,7 @@ async def test_a_disabled_key_is_never_used_again(sim, db_path):
 @pytest.mark.parametrize("code", [13, 18])
 async def test_a_paused_key_comes_back_when_it_works(sim, db_path, code):
     cfg = config_for(sim, keys=("A",), players=[{"id": sim.owner_a, "fetch": ["profile"]}])
-    sim.inject_fault("error", code=code, count=1)
+    sim.inject_fault("error", code=code, count=1, path="/profile")
     t0 = sim.world.now
     report, _ = await collect_once(sim, db_path, cfg)
     assert report.deferred == 1                           # no other key: the poll waits, as a gap
@@ -481,7 +497,7 @@ def test_sigint_stops_collect_cleanly(threaded_sim, tmp_path):
 
 
 async def test_a_failing_sink_keeps_the_batch_for_the_final_flush(sim, db_path):
-    cfg = config_for(sim, batch=1, players=[{"id": sim.owner_a, "fetch": ["profile", "personalstats"]}])
+    cfg = config_for(sim, batch=1, players=[{"id": sim.owner_a, "fetch": ["profile", "bars"]}])
     store = await Store.open(db_path, create=True)
     calls = []
 

@@ -7,9 +7,14 @@ a scheduler of polls, and the loop that hands responses to a sink (in practice `
     async with Collector(config, store.ingest_many, run=store.run) as collector:
         report = await collector.run_once()
 
+URLs are built as the official v2 spec defines them (`endpoints`: which selections have an `{id}` path,
+which exist only for the key owner, which combine into one `?selections=a,b` request). Every response
+handed to the sink says whose key made it (`Response.owner`, `Response.key`, a fingerprint).
+
 Keys never reach the database, a capture, a log line or an exception message: they are named by
 fingerprint. This package does not import `projections` or `cli`.
 """
+from . import endpoints
 from .client import ApiRequest, FetchResult, TornClient
 from .config import (CollectConfig, ConfigError, FactionConfig, FetchSpec, KeyConfig, PlayerConfig,
                      TerritoryConfig, WarsConfig, load_config, parse_config, parse_duration)
@@ -22,6 +27,6 @@ __all__ = [
     "ACCESS_LEVELS", "ApiKey", "ApiRequest", "CollectConfig", "CollectReport", "Collector", "ConfigError",
     "FactionConfig", "FetchResult", "FetchSpec", "Gap", "Job", "KeyConfig", "KeyPool", "KeysBusy",
     "NoUsableKey", "PlayerConfig", "Scheduler", "TargetProblem", "TerritoryConfig", "TornClient",
-    "WarsConfig", "build_jobs", "gaps_between", "key_states", "load_config", "parse_config",
+    "WarsConfig", "build_jobs", "endpoints", "gaps_between", "key_states", "load_config", "parse_config",
     "parse_duration", "policy",
 ]

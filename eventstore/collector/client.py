@@ -18,6 +18,7 @@ holds the URL with the key.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -53,7 +54,9 @@ class ApiRequest:
 
     `path` is relative to the API base: 'user/123' (v1) or 'v2/faction/9420/members'. `access` is the
     access level the request needs (0 public .. 3 full), `own_id` the player whose own key must be used,
-    `target` the entity named in gaps (e.g. 'faction:9420'), `category` what a daily limit (code 14) blocks.
+    `own_faction` the faction one of whose members' keys must be used, `key_fp` the one key that must be
+    used (`/v2/key/info` asks about that key), `target` the entity named in gaps (e.g. 'faction:9420'),
+    `category` its selections (comma-separated: what a daily read limit, code 14, blocks).
     """
     path: str
     params: tuple[tuple[str, str], ...] = ()
@@ -61,6 +64,8 @@ class ApiRequest:
     own_id: str | None = None
     target: str = ""
     category: str = ""
+    own_faction: str | None = None
+    key_fp: str | None = None
 
     @property
     def version(self) -> str:
@@ -244,7 +249,7 @@ class TornClient:
         if not path.startswith("v2/"):
             path = "v2/" + path  # a link relative to the v2 root
         params = tuple((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "key")
-        nxt = ApiRequest(path, params, request.access, request.own_id, request.target, request.category)
+        nxt = dataclasses.replace(request, path=path, params=params)
         if nxt.url(self.base) == request.url(self.base):
             return None
         return nxt

@@ -9,15 +9,23 @@ Example (also in `examples/collect.toml`):
     # Optional tuning: batch = 50 (responses per transaction), flush_every = "5s", concurrency = 4,
     # owner_limit = 100 (requests per rolling minute per key owner), max_tries = 4, max_body = "8MB".
 
+    # learn_owners = true   # ask /v2/key/info with each key at start and hourly (see "Owners" below)
+
     [[keys]]
     key = "env:TORN_KEY_1"   # read from the environment variable TORN_KEY_1 (recommended)
     owner = "1234"           # the Torn user id of the key's owner: the 100/minute limit is per owner
+    faction = 9420           # the owner's faction (optional): lets this key poll the faction's own data
     access = "limited"       # public | minimal | limited | full
     budget = 60              # this key's own limit, requests per rolling minute (default 60)
 
+    [[keys]]
+    key = "env:TORN_KEY_2"
+    owner = "2491575"        # a member's own key: lets the collector read that player's battle stats
+    access = "limited"
+
     [[factions]]
     id = 9420
-    fetch = ["basic", "members", "wars"]  # v2 selections: /v2/faction/9420/basic, ...; "v1:basic" for v1
+    fetch = ["basic", "members", "wars", "news:main"]  # one request: /v2/faction?selections=basic,members,wars&id=9420
     members = true           # also poll each member (ids learned from the members list)
     member_fetch = ["profile"]            # what to poll per member (default: profile)
     member_interval = "10m"  # default: the faction's interval
@@ -43,13 +51,33 @@ secret sits in the file: prefer env. The key itself never reaches the database, 
 it is named by its fingerprint (`k:` + 8 hex digits).
 
 Fetch items: `[v1:|v2:]selection[:argument][(own)]`.
-  * v2 (the default) polls `/v2/<section>/<id>/<selection>`, one request per item; v1 items of one entity
-    are merged into one request (`user/<id>?selections=profile,personalstats`).
-  * An argument is a query parameter `name=value`; a bare argument of `personalstats` is its `cat`
-    (`personalstats:networth` -> `?cat=networth`, `personalstats:stat=networth,xantaken` -> `?stat=...`);
-    v2 `personalstats` alone means `?cat=all`.
-  * Own-only selections (battlestats, bars, cooldowns, networth, money, ...) are known and go out with the
-    key of the player being asked; mark others with `(own)`. Such a player needs a key in `[[keys]]`.
+  * v2 (the default) builds URLs exactly as the official spec defines them (`endpoints.py`). A selection
+    with an `{id}` path goes out by id with any key (`/v2/faction/9420/basic`); several of them are one
+    request (`/v2/faction?selections=basic,members&id=9420`). A selection the spec has only without an id
+    (user: bars, battlestats, attacks, money, ...; faction: news, attacks, balance, crimes, positions, ...)
+    is the key owner's own data: it goes out without an id, with the key of that player (a key whose
+    `owner` is the player) or of a member of that faction (a key whose `faction` is the faction), and
+    such items are combined too (`/v2/user?selections=bars,battlestats`). `(own)` asks a selection that
+    has an `{id}` path that way too. `rackets`, `territoryownership` and `warfare` are the same for
+    every key: they go out without an id, with any key. v2 items never name a selection the spec lacks.
+  * v1 items of one entity are merged into one request (`user/<id>?selections=profile,personalstats`).
+  * An argument is a query parameter `name=value` the spec allows for that selection; a bare argument is
+    its `cat` (`personalstats:networth` -> `?cat=networth`, `news:main` -> `?cat=main`,
+    `personalstats:stat=networth,xantaken` -> `?stat=...`); v2 `personalstats` alone means `?cat=all`.
+  * v1 own-only selections (battlestats, bars, cooldowns, networth, money, ...) go out with the key of
+    the player being asked (`user/<id>?selections=bars`).
+  * A player polled for own data needs a key with that `owner`, a faction polled for its own data a key
+    with that `faction`: the config is refused otherwise, saying which.
+
+Owners: every response the collector stores says whose key made it (`Response.owner`, the key's owner
+and faction, and `Response.key`, its fingerprint), so ingest files own-key URLs (`/v2/user/bars`) under
+the right player. The owner is the key's `owner` (when it is a player id) and `faction`. With
+`learn_owners = true` the collector also asks `/v2/key/info` with each key when it starts and every hour
+after (one request per key): the API's answer wins over the config (a mismatch is logged), so a typo in
+`owner` cannot file data under the wrong player and a member who changed faction is followed within the
+hour. Left out, this happens when some [[factions]] item is a faction's own data (it is filed under the
+faction of the key that asked, which changes when a member moves); `false` turns it off. The answers
+are not stored.
 
 Durations: a number of seconds, or a string such as "45s", "4m", "1h30m", "1d".
 '''
@@ -64,13 +92,14 @@ from pathlib import Path
 from typing import Any
 
 from ..secrets import fingerprint
+from . import endpoints
 from .keypool import ACCESS_LEVELS
 
 DEFAULT_API_BASE = "https://api.torn.com"
 MIN_INTERVAL = 30.0           # the API caches a response for about 29 s: polling faster learns nothing
 DEFAULT_INTERVAL = 240.0
 
-# Selections only answered for the key's own player, with the access they need.
+# v1 selections only answered for the key's own player, with the access they need.
 OWN_ONLY = {
     "battlestats": "limited", "bars": "minimal", "cooldowns": "minimal", "networth": "limited",
     "money": "limited", "refills": "minimal", "notifications": "minimal", "education": "minimal",
@@ -78,7 +107,7 @@ OWN_ONLY = {
     "travel": "minimal", "ammo": "limited", "inventory": "limited", "log": "full", "events": "limited",
     "messages": "limited", "newevents": "limited", "newmessages": "limited",
 }
-# Selections with their own access need (not own-only).
+# v1 selections with their own access need (not own-only).
 ACCESS_NEEDED = {"attacks": "limited", "attacksfull": "limited", "revives": "limited",
                  "revivesfull": "limited", "news": "limited", "stats": "limited", "applications": "limited",
                  "balance": "limited", "crimes": "limited", "positions": "limited", "upgrades": "limited",
@@ -101,8 +130,9 @@ class FetchSpec:
     version: str                      # 'v1' or 'v2'
     selection: str
     params: tuple[tuple[str, str], ...] = ()
-    own: bool = False
+    own: bool = False                 # asked without an id, with the entity's own key
     access: str = "public"
+    shared: bool = False              # v2, no id, any key, the same for everyone (rackets, ...)
 
     def __str__(self) -> str:
         arg = ":" + "&".join(f"{k}={v}" for k, v in self.params) if self.params else ""
@@ -116,6 +146,7 @@ class KeyConfig:
     access: str = "public"
     budget: int = 60
     source: str = ""                  # where it came from, e.g. "env TORN_KEY_1" (for messages)
+    faction: int | None = None        # the owner's faction, when the config says it
 
     @property
     def fingerprint(self) -> str:
@@ -166,6 +197,7 @@ class CollectConfig:
     owner_limit: int = 100
     max_tries: int = 4
     max_body: int = 8 * 1024 * 1024
+    learn_owners: bool | None = None  # None: when some faction item is the faction's own data
     keys: list[KeyConfig] = field(default_factory=list)
     factions: list[FactionConfig] = field(default_factory=list)
     players: list[PlayerConfig] = field(default_factory=list)
@@ -174,6 +206,13 @@ class CollectConfig:
 
     def secrets(self) -> list[str]:
         return [k.secret for k in self.keys]
+
+    @property
+    def learns_owners(self) -> bool:
+        """Whether the collector asks /v2/key/info (learn_owners, or by default: faction own-data items)."""
+        if self.learn_owners is not None:
+            return self.learn_owners
+        return any(s.own for f in self.factions for s in f.fetch)
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -229,6 +268,7 @@ def parse_fetch(item: Any, where: str, section: str) -> FetchSpec:
     version = (match.group(1) or "v2").lower()
     selection = match.group(2).lower()
     arg = match.group(3)
+    marked_own = bool(match.group(4))
     params: list[tuple[str, str]] = []
     if arg:
         if version == "v1":
@@ -239,18 +279,47 @@ def parse_fetch(item: Any, where: str, section: str) -> FetchSpec:
                 if name.strip().lower() == "key":
                     raise ConfigError(f"{where}: keys go in [[keys]], never in a fetch item")
                 params.append((name.strip(), val.strip()))
-            elif selection == "personalstats":
-                params.append(("cat", piece.strip()))
             else:
-                raise ConfigError(f"{where}: {item!r}: a bare argument only works for personalstats "
-                                  "(its category); use name=value")
-    if version == "v2" and selection == "personalstats" and not any(k in ("cat", "stat") for k, _ in params):
+                params.append(("cat", piece.strip()))
+    if version == "v1":
+        own = marked_own or (section == "user" and selection in OWN_ONLY)
+        access = OWN_ONLY.get(selection, "minimal") if own else ACCESS_NEEDED.get(selection, "public")
+        return FetchSpec(version, selection, tuple(params), own, access)
+    return _v2_fetch(item, where, section, selection, params, marked_own)
+
+
+def _v2_fetch(item: str, where: str, section: str, selection: str, params: list[tuple[str, str]],
+              marked_own: bool) -> FetchSpec:
+    """A v2 item, checked against the spec (endpoints.USER / FACTION)."""
+    table = endpoints.V2[section]
+    noun = "player" if section == "user" else section
+    if selection in endpoints.ONLY_V1.get(section, ()):
+        raise ConfigError(f"{where}: {item!r}: the spec says {section} selection '{selection}' is not available "
+                          f"in API v2; write v1:{selection}")
+    sel = table.get(selection)
+    if sel is None or selection in endpoints.NOT_POLLED[section]:
+        hint = f"; for API v1 write v1:{selection}" if selection in endpoints.V1.get(section, ()) else ""
+        raise ConfigError(f"{where}: {item!r}: '{selection}' is not a v2 {noun} selection the collector polls "
+                          f"(the official spec's paths){hint}")
+    shared = selection in endpoints.GLOBAL[section]
+    if marked_own and shared:
+        raise ConfigError(f"{where}: {item!r}: '{selection}' is the same for every key; it cannot be (own)")
+    own = not shared and (marked_own or sel.by_id is None)
+    if selection == "personalstats" and not any(k in ("cat", "stat") for k, _ in params):
         params.append(("cat", "all"))  # v2 answers personalstats only for a category or named stats
-    own = bool(match.group(4)) or (section == "user" and selection in OWN_ONLY)
-    if own and section != "user":
-        raise ConfigError(f"{where}: {item!r}: only player selections can be own-only")
-    access = OWN_ONLY.get(selection, "minimal") if own else ACCESS_NEEDED.get(selection, "public")
-    return FetchSpec(version, selection, tuple(params), own, access)
+    if selection in endpoints.PAGE_LIMIT and not any(k == "limit" for k, _ in params):
+        params.append(("limit", endpoints.PAGE_LIMIT[selection]))
+    allowed = sel.by_id if not (own or shared) and sel.by_id is not None else sel.own
+    for name, _ in params:
+        if name not in allowed:
+            form = f"/v2/{section}/{{id}}/{sel.segment}" if not (own or shared) else f"/v2/{section}/{sel.segment}"
+            raise ConfigError(f"{where}: {item!r}: the spec's {form} takes no parameter {name!r} "
+                              f"(it takes: {', '.join(allowed) or 'none'})")
+    missing = [name for name in sel.required if name not in dict(params)]
+    if missing:
+        raise ConfigError(f"{where}: {item!r}: the spec requires {' and '.join(missing)} for '{selection}' "
+                          f"(e.g. {selection}:{missing[0]}=...)")
+    return FetchSpec("v2", selection, tuple(params), own, sel.access, shared)
 
 
 def _fetch_list(value: Any, where: str, section: str, default: list[str]) -> list[FetchSpec]:
@@ -292,7 +361,7 @@ def _check_keys(table: Mapping, allowed: set[str], where: str) -> None:
 
 
 def _parse_key(table: Mapping, where: str, env: Mapping[str, str]) -> KeyConfig:
-    _check_keys(table, {"key", "owner", "access", "budget"}, where)
+    _check_keys(table, {"key", "owner", "faction", "access", "budget"}, where)
     raw = table.get("key")
     if not isinstance(raw, str) or not raw:
         raise ConfigError(f"{where}: key is required (\"env:NAME\" or the 16-character key)")
@@ -319,11 +388,13 @@ def _parse_key(table: Mapping, where: str, env: Mapping[str, str]) -> KeyConfig:
     budget = table.get("budget", 60)
     if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= 100:
         raise ConfigError(f"{where}: budget must be a whole number of requests per minute, 1 to 100")
-    return KeyConfig(secret=secret, owner=owner.strip(), access=access, budget=budget, source=source)
+    faction = _positive_id(table["faction"], f"{where}.faction") if "faction" in table else None
+    return KeyConfig(secret=secret, owner=owner.strip(), access=access, budget=budget, source=source,
+                     faction=faction)
 
 
 _TOP = {"api_base", "interval", "jitter", "timeout", "batch", "flush_every", "concurrency", "owner_limit",
-        "max_tries", "max_body", "keys", "factions", "players", "territories", "wars"}
+        "max_tries", "max_body", "learn_owners", "keys", "factions", "players", "territories", "wars"}
 
 
 def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
@@ -360,6 +431,8 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
             setattr(cfg, name, value)
     if "max_body" in data:
         cfg.max_body = parse_size(data["max_body"], "max_body")
+    if "learn_owners" in data:
+        cfg.learn_owners = _bool(data["learn_owners"], "learn_owners")
 
     for i, table in enumerate(_table_list(data, "keys")):
         cfg.keys.append(_parse_key(table, f"keys[{i}]", env))
@@ -428,7 +501,42 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
         raise ConfigError("config: nothing to poll (add [[factions]], [[players]], [[territories]] or [wars])")
     if not cfg.keys:
         raise ConfigError("config: no [[keys]] given")
+    _check_own_keys(cfg)
     return cfg
+
+
+def _check_own_keys(cfg: CollectConfig) -> None:
+    """Own-key items need a key of that player (or of a member of that faction) with the access they need."""
+    level = ACCESS_LEVELS
+    for i, player in enumerate(cfg.players):
+        own = [s for s in player.fetch if s.own]
+        if not own:
+            continue
+        need = max(own, key=lambda s: level[s.access])
+        keys = [k for k in cfg.keys if k.owner == str(player.id)]
+        if not keys:
+            raise ConfigError(
+                f"players[{i}]: {', '.join(s.selection for s in own)} can only be read with player {player.id}'s "
+                f"own key (the spec has them only without an id: /v2/user/{own[0].selection}), and no [[keys]] "
+                f"entry has owner = \"{player.id}\"; add that player's key or drop them")
+        if not any(level[k.access] >= level[need.access] for k in keys):
+            raise ConfigError(f"players[{i}]: {need.selection} needs a {need.access} key; player {player.id}'s "
+                              f"key(s) are {', '.join(sorted({k.access for k in keys}))}")
+    for i, faction in enumerate(cfg.factions):
+        own = [s for s in faction.fetch if s.own]
+        if not own:
+            continue
+        need = max(own, key=lambda s: level[s.access])
+        keys = [k for k in cfg.keys if k.faction == faction.id]
+        if not keys:
+            raise ConfigError(
+                f"factions[{i}]: {', '.join(s.selection for s in own)} can only be read with the key of a member "
+                f"of faction {faction.id} (the spec has them only without an id: /v2/faction/{own[0].selection}), "
+                f"and no [[keys]] entry has faction = {faction.id}; add faction = {faction.id} to a member's key "
+                f"or drop them")
+        if not any(level[k.access] >= level[need.access] for k in keys):
+            raise ConfigError(f"factions[{i}]: {need.selection} needs a {need.access} key; the key(s) of faction "
+                              f"{faction.id}'s members are {', '.join(sorted({k.access for k in keys}))}")
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None,

@@ -6,9 +6,11 @@ Limits kept (all on a rolling 60 s window, counted at the moment a request is se
   * per key: its own `budget` (60 by default).
 
 Choosing a key: among the keys that are usable now, have at least the access the request needs, and (for
-own-only selections such as battlestats or bars) belong to the player being asked, the least recently
-used one wins. `acquire` waits (through the injectable `sleep`) until one is free; `NoUsableKey` is raised
-when no key could ever serve the request (all disabled, none with the access, no key of that player).
+own-key selections such as battlestats or bars) belong to the player being asked (`own_id`), or to a
+member of the faction being asked (`own_faction`: the key's `faction`, from the config or learned from
+`/v2/key/info`), or are the one key a request names (`key_fp`), the least recently used one wins.
+`acquire` waits (through the injectable `sleep`) until one is free; `NoUsableKey` is raised when no key
+could ever serve the request (all disabled, none with the access, no key of that player or faction).
 
 Key states (the `api_keys` table, by fingerprint; they survive a restart):
 
@@ -19,13 +21,20 @@ Key states (the `api_keys` table, by fingerprint; they survive a restart):
                                                    ──no answer (HTTP error, timeout)──> trial again later
     active ──5──> active; every key of that owner waits `rate_limit_pause` (60 s, paused_until), then a
                   single probe request goes first; the owner's other requests wait for its answer
-    active ──14──> active; that key waits for the next UTC day for that category (e.g. personalstats)
+    active ──14──> active; every key of that owner stops asking that cloud category (personal stats,
+                   faction news, events, log) for an hour: the 50,000 rows are counted over a rolling
+                   24 h, so the limit frees up gradually, not at midnight. Each further 14 doubles the
+                   wait (2 h, 4 h, ... at most 24 h, by which time every counted row has aged out); an
+                   answer in that category resets it
+    active ──11──> active; that key waits 60 s (a key may change once per 60 s), and the request is
+                   tried again no sooner than 60 s later
     any    ──8──> every key waits `ip_block_pause` (5 min); 9, 24 ──> every key waits `api_down_pause`
                   (60 s); then a single probe request goes first, as after 5
 
-The other codes do not touch keys: 0, 11, 12, 15, 17 (and HTTP 5xx, timeouts) are retried by the caller
-with bounded exponential backoff; 6, 7, 16 are problems of the target; 1, 3, 4, 19-23, 25-30 are bugs or
-unsupported selections (recorded, not retried). `policy(code)` gives the caller's side of each code.
+The other codes do not touch keys: 0, 12, 15, 17 (and HTTP 5xx, timeouts) are retried by the caller
+with bounded exponential backoff; 6, 7, 16 are problems of the target; 22 and 23 (selection only in API
+v1 / v2) send the caller to the other API version; 1, 3, 4, 19-21, 25-30 are bugs or unsupported
+selections (recorded, not retried). `policy(code)` gives the caller's side of each code.
 
 Every time goes through the injectable `clock` (Unix seconds) and every wait through `sleep`, so tests and
 the demo drive time instead of waiting for it. The key itself is only handed to the HTTP client: every
@@ -43,6 +52,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from ..secrets import fingerprint
+from .endpoints import cloud_categories
 
 log = logging.getLogger("tornstore.collector")
 
@@ -51,6 +61,8 @@ ACCESS_NAMES = {v: k for k, v in ACCESS_LEVELS.items()}
 
 WINDOW = 60.0
 DAY = 86400
+HOUR = 3600
+KEY_COOLDOWN = 60.0             # code 11: a key can change only once every 60 s
 
 # ------------------------------------------------------------------------------------------ error policy
 RETRY = "retry"                 # transient: the same request again after backoff
@@ -59,6 +71,7 @@ PAUSE_ALL = "pause_all"         # everything waits; this poll becomes a gap
 TARGET = "target"               # the target does not exist or is not visible: target_problems, poll rarely
 BUG = "bug"                     # our request is wrong or unsupported: a gap, no retry, poll rarely
 UNKNOWN = "unknown"             # a code we do not know: a gap, and the poll backs off
+OTHER_VERSION = "other_version"  # 22, 23: ask the same data through the other API version, else a gap
 
 _POLICY = {
     0: RETRY, 11: RETRY, 12: RETRY, 15: RETRY, 17: RETRY,
@@ -66,7 +79,8 @@ _POLICY = {
     18: RETRY_OTHER_KEY, 14: RETRY_OTHER_KEY,
     8: PAUSE_ALL, 9: PAUSE_ALL, 24: PAUSE_ALL,
     6: TARGET, 7: TARGET, 16: TARGET,
-    1: BUG, 3: BUG, 4: BUG, 19: BUG, 20: BUG, 21: BUG, 22: BUG, 23: BUG, 25: BUG, 26: BUG, 27: BUG,
+    22: OTHER_VERSION, 23: OTHER_VERSION,
+    1: BUG, 3: BUG, 4: BUG, 19: BUG, 20: BUG, 21: BUG, 25: BUG, 26: BUG, 27: BUG,
     28: BUG, 29: BUG, 30: BUG,
 }
 
@@ -108,6 +122,7 @@ class ApiKey:
     uses: deque = field(default_factory=deque, repr=False)
     blocked: dict = field(default_factory=dict, repr=False)   # category -> until (error 14)
     trial_inflight: bool = False
+    faction: str | None = None         # the owner's faction, when known (config or /v2/key/info)
     dirty: bool = True                 # state changed: saved at the next flush
     used: bool = False                 # only last_used_at/requests changed: saved now and then
     use_seq: int = 0                   # order of last use (ties in last_used_at under a stopped clock)
@@ -128,8 +143,13 @@ def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-def next_utc_day(now: float) -> float:
-    return (int(now) // DAY + 1) * DAY
+def categories(category: str | None) -> set[str]:
+    """What a daily read limit (14) blocks for a request's selections: the cloud categories they touch
+    (personalstats, news, events, log), else the selections themselves; '*' when none are named."""
+    if not category:
+        return {"*"}
+    names = [c for c in category.split(",") if c]
+    return cloud_categories(names) or set(names)
 
 
 class KeyPool:
@@ -162,6 +182,7 @@ class KeyPool:
         self.global_probe: str | None = None
         self.pause_until = 0.0          # every key waits (codes 8, 9, 24)
         self.pause_reason: str | None = None
+        self.read_limit_wait: dict[tuple[str, str], float] = {}   # (owner, category) -> last wait after a 14
 
     # ------------------------------------------------------------------ persistence
     def secrets(self) -> list[str]:
@@ -210,8 +231,13 @@ class KeyPool:
                 key.dirty = True
 
     # ------------------------------------------------------------------ choosing
-    def _serves(self, key: ApiKey, access: int, own_id: str | None) -> bool:
+    def _serves(self, key: ApiKey, access: int, own_id: str | None, own_faction: str | None = None,
+                key_fp: str | None = None) -> bool:
         if key.state == "disabled" or key.access < access:
+            return False
+        if key_fp is not None and key.fp != key_fp:
+            return False
+        if own_faction is not None and key.faction != str(own_faction):
             return False
         return own_id is None or key.owner == str(own_id)
 
@@ -230,11 +256,13 @@ class KeyPool:
             if key.trial_inflight:
                 return float("inf")
             t = max(t, key.recheck_at or 0)
-        if category is not None and category in key.blocked:
-            if key.blocked[category] <= now:
-                del key.blocked[category]
-            else:
-                t = max(t, key.blocked[category])
+        if key.blocked:
+            for name in categories(category) | {"*"}:
+                if name in key.blocked:
+                    if key.blocked[name] <= now:
+                        del key.blocked[name]
+                    else:
+                        t = max(t, key.blocked[name])
         uses = self._window(key.uses, now)
         if len(uses) >= key.budget:
             t = max(t, uses[len(uses) - key.budget] + WINDOW)
@@ -244,40 +272,51 @@ class KeyPool:
         return t
 
     def candidates(self, access: int = 0, own_id: str | None = None,
-                   exclude: AbstractSet[str] = frozenset()) -> list[ApiKey]:
-        return [k for k in self.keys if self._serves(k, access, own_id) and k.fp not in exclude]
+                   exclude: AbstractSet[str] = frozenset(), own_faction: str | None = None,
+                   key_fp: str | None = None) -> list[ApiKey]:
+        return [k for k in self.keys if self._serves(k, access, own_id, own_faction, key_fp) and k.fp not in exclude]
 
     def choose(self, access: int = 0, own_id: str | None = None, category: str | None = None,
-               exclude: AbstractSet[str] = frozenset()) -> ApiKey | None:
+               exclude: AbstractSet[str] = frozenset(), own_faction: str | None = None,
+               key_fp: str | None = None) -> ApiKey | None:
         """The least recently used key free now, or None. Does not record a use."""
         now = self.clock()
-        free = [k for k in self.candidates(access, own_id, exclude) if self.free_at(k, category, now) <= now]
+        free = [k for k in self.candidates(access, own_id, exclude, own_faction, key_fp)
+                if self.free_at(k, category, now) <= now]
         if not free:
             return None
         # Paused keys due for their trial go first, so a recovered key is noticed soon.
         return min(free, key=lambda k: (k.state != "paused", k.last_used_at, k.use_seq))
 
     def next_free(self, access: int = 0, own_id: str | None = None, category: str | None = None,
-                  exclude: AbstractSet[str] = frozenset()) -> float | None:
+                  exclude: AbstractSet[str] = frozenset(), own_faction: str | None = None,
+                  key_fp: str | None = None) -> float | None:
         """When a suitable key will next be free; None if no key can ever serve the request."""
         now = self.clock()
-        times = [self.free_at(k, category, now) for k in self.candidates(access, own_id, exclude)]
-        times = [t for t in times if t != float("inf")]
+        keys = self.candidates(access, own_id, exclude, own_faction, key_fp)
+        times = [t for t in (self.free_at(k, category, now) for k in keys) if t != float("inf")]
         if not times:
-            return None if not self.candidates(access, own_id, exclude) else now + 1.0
+            return None if not keys else now + 1.0
         return min(times)
 
-    def why_none(self, access: int, own_id: str | None, exclude: AbstractSet[str] = frozenset()) -> str:
-        if own_id is not None:
-            return f"no usable key of player {own_id} with {ACCESS_NAMES.get(access, access)} access"
-        if exclude and not self.candidates(access, own_id, exclude) and self.candidates(access, own_id):
+    def why_none(self, access: int, own_id: str | None, exclude: AbstractSet[str] = frozenset(),
+                 own_faction: str | None = None, key_fp: str | None = None) -> str:
+        level = ACCESS_NAMES.get(access, access)
+        if exclude and not self.candidates(access, own_id, exclude, own_faction, key_fp) and \
+                self.candidates(access, own_id, frozenset(), own_faction, key_fp):
             return "every usable key was refused access to this target"
-        return f"no usable key with {ACCESS_NAMES.get(access, access)} access"
+        if key_fp is not None:
+            return f"key {key_fp} is not usable"
+        if own_id is not None:
+            return f"no usable key of player {own_id} with {level} access"
+        if own_faction is not None:
+            return f"no usable key of a member of faction {own_faction} with {level} access"
+        return f"no usable key with {level} access"
 
     def why_busy(self, access: int, own_id: str | None, category: str | None, exclude: AbstractSet[str],
-                 when: float) -> str:
+                 when: float, own_faction: str | None = None, key_fp: str | None = None) -> str:
         now = self.clock()
-        reasons = {k.reason for k in self.candidates(access, own_id, exclude)
+        reasons = {k.reason for k in self.candidates(access, own_id, exclude, own_faction, key_fp)
                    if k.reason and (k.paused_until > now or k.blocked) and k.reason != self.pause_reason}
         if self.pause_until > now and self.pause_reason:
             reasons.add(self.pause_reason)
@@ -314,24 +353,29 @@ class KeyPool:
             self.global_probe = "needed" if paused_all else None
 
     async def acquire(self, access: int = 0, own_id: str | None = None, category: str | None = None,
-                      exclude: AbstractSet[str] = frozenset(), deadline: float | None = None) -> ApiKey:
+                      exclude: AbstractSet[str] = frozenset(), deadline: float | None = None,
+                      own_faction: str | None = None, key_fp: str | None = None) -> ApiKey:
         """Wait until a suitable key is free, record its use and return it.
 
         Raises NoUsableKey when none can ever serve, or KeysBusy when none is free before `deadline`."""
         while True:
-            key = self.choose(access, own_id, category, exclude)
+            key = self.choose(access, own_id, category, exclude, own_faction, key_fp)
             if key is not None:
                 self.use(key)
                 return key
-            when = self.next_free(access, own_id, category, exclude)
+            when = self.next_free(access, own_id, category, exclude, own_faction, key_fp)
             if when is None:
-                raise NoUsableKey(self.why_none(access, own_id, exclude))
+                raise NoUsableKey(self.why_none(access, own_id, exclude, own_faction, key_fp))
             if deadline is not None and when > deadline:
-                raise KeysBusy(when, self.why_busy(access, own_id, category, exclude, when))
+                raise KeysBusy(when, self.why_busy(access, own_id, category, exclude, when, own_faction, key_fp))
             await self.sleep(max(0.0, when - self.clock()) + self.rng.uniform(0.0, 0.05))
 
     # ------------------------------------------------------------------ outcomes
-    def succeeded(self, key: ApiKey) -> None:
+    def succeeded(self, key: ApiKey, category: str | None = None) -> None:
+        """A request with this key was answered; `category` (its selections) ends a read-limit backoff."""
+        if category and self.read_limit_wait:
+            for name in categories(category):
+                self.read_limit_wait.pop((key.owner, name), None)
         if key.state == "paused":
             log.info("key %s: trial request worked, active again", key.fp)
             key.state = "active"
@@ -379,13 +423,22 @@ class KeyPool:
             key.reason = "rate limited (5)"
             log.warning("owner of key %s rate limited: its keys wait %.0f s", key.fp, self.rate_limit_pause)
         elif code == 14:
-            until = next_utc_day(now)
-            key.blocked[category or "*"] = until
-            if category is None:
-                key.paused_until = max(key.paused_until, until)
-            key.reason = f"daily read limit (14) for {category or 'every category'}"
-            log.warning("key %s: daily read limit reached for %s, waits until %d", key.fp,
-                        category or "every category", int(until))
+            names = categories(category)
+            for name in sorted(names):
+                wait = min(float(DAY), 2 * self.read_limit_wait.get((key.owner, name), HOUR / 2))
+                self.read_limit_wait[(key.owner, name)] = wait
+                for other in self.keys:
+                    if other.owner == key.owner:
+                        other.blocked[name] = max(other.blocked.get(name, 0.0), now + wait)
+                        other.dirty = True
+                log.warning("owner of key %s: daily read limit (14) for %s; its keys wait %.0f h (rolling 24 h)",
+                            key.fp, "every category" if name == "*" else name, wait / HOUR)
+            what = "every category" if names == {"*"} else ", ".join(sorted(names))
+            key.reason = f"daily read limit (14) for {what}"
+        elif code == 11:
+            key.paused_until = max(key.paused_until, now + KEY_COOLDOWN)
+            key.reason = "key change cooldown (11)"
+            log.warning("key %s: key change cooldown (11); waits %.0f s", key.fp, KEY_COOLDOWN)
         elif code == 8:
             self.pause_all(now + self.ip_block_pause, "IP blocked (8)")
         elif code in (9, 24):
@@ -406,7 +459,7 @@ class KeyPool:
 
     def summary(self) -> list[dict]:
         now = self.clock()
-        return [{"key": k.fp, "owner": k.owner, "access": ACCESS_NAMES.get(k.access, k.access),
+        return [{"key": k.fp, "owner": k.owner, "faction": k.faction, "access": ACCESS_NAMES.get(k.access, k.access),
                  "state": k.state, "waits": max(0, int(k.paused_until - now)) if k.paused_until > now else 0,
                  "requests": k.requests, "last_error_code": k.last_error_code, "reason": k.reason}
                 for k in self.keys]

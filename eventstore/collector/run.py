@@ -10,13 +10,23 @@
 
 `sink(list[Response]) -> IngestReport | None` receives success bodies (and bodies that are not JSON, which ingest
 quarantines), in batches of `config.batch` or every `config.flush_every` seconds, and always before the
-collector stops. Torn error bodies never reach the sink: the collector records each as a gap (with the
-target it was for) and acts on its code (see keypool). `run(fn, *args)` (EventLog.run) is used to load and
+collector stops. Every Response names the key that made it: `key` (its fingerprint) and `owner` (the
+key's owner and, when known, the owner's faction), so ingest files own-key URLs (`/v2/user/bars`,
+`/v2/faction/news`) under the right entity. Torn error bodies never reach the sink: the collector records
+each as a gap (with the target it was for) and acts on its code (see keypool). Codes 22 and 23 (only in
+API v1 / v2) switch the job to the other version where the same selections exist there (a combined
+request whose selections do not all exist there is split first), else the gap says why not.
+`run(fn, *args)` (EventLog.run) is used to load and
 save key state, gaps and target problems; without it they are kept in memory only (`collector.gaps`).
 
 Key state is saved at the first flush after it changes (a pause, an error code); a key's use count and
 last use are saved at most every `usage_every` seconds and when the collector closes, so a busy poller
 does not rewrite its key rows with every batch.
+
+When the config learns owners (`learn_owners`; by default when some faction item is the faction's own
+data) every key asks `/v2/key/info` when the collector starts (before the first poll) and every
+`OWNER_REFRESH` seconds after: the owner and faction the API names replace the config's (a mismatch is
+logged). These answers are not handed to the sink.
 
 `on_tick(now)` (sync or async) is called after each flush and at least every `tick_every` seconds while
 running; the CLI uses it to run the compactor after a UTC month boundary.
@@ -39,15 +49,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ..ingest import IngestReport, torn_error
-from ..records import Response
+from ..records import Owner, Response
 from ..secrets import scrub
+from . import endpoints
 from . import gaps as gapstore
 from .client import ApiRequest, FetchResult, TornClient
 from .config import CollectConfig
+from .endpoints import Bundle
 from .gaps import Gap, TargetProblem
-from .keypool import (ACCESS_LEVELS, BUG as P_BUG, PAUSE_ALL, RETRY, RETRY_OTHER_KEY, TARGET, ApiKey, KeyPool,
-                      KeysBusy, NoUsableKey, policy)
+from .keypool import (ACCESS_LEVELS, BUG as P_BUG, KEY_COOLDOWN, OTHER_VERSION, PAUSE_ALL, RETRY, RETRY_OTHER_KEY,
+                      TARGET, ApiKey, KeyPool, KeysBusy, NoUsableKey, policy)
 from .scheduler import (ABORTED, BUG, DEFERRED, DENIED, FAILED, NOT_FOUND, OK, RARE_NOT_FOUND, UNKNOWN, Job,
                         Scheduler, build_jobs, member_ids)
 
@@ -56,6 +70,8 @@ log = logging.getLogger("tornstore.collector")
 Sink = Callable[[list[Response]], Awaitable[IngestReport | None]]  # None: no report (counts not added)
 Runner = Callable[..., Awaitable[Any]]
 Poll = tuple[str, list[Response], float | None]  # what a poll (one job) ends with: outcome, responses, not_before
+OWNER_REFRESH = 3600.0     # how often each key asks /v2/key/info again (learn_owners)
+KEY_JOB = "key"            # the origin of the /v2/key/info jobs
 
 
 @dataclass
@@ -121,11 +137,17 @@ class Collector:
         self.usage_every = usage_every
         self.secrets = tuple(config.secrets())
         self.pool = KeyPool(
-            [ApiKey(k.secret, k.owner, ACCESS_LEVELS[k.access], k.budget) for k in config.keys],
+            [ApiKey(k.secret, k.owner, ACCESS_LEVELS[k.access], k.budget,
+                    faction=str(k.faction) if k.faction is not None else None) for k in config.keys],
             clock=clock, sleep=sleep, owner_limit=config.owner_limit, rng=self.rng)
         member_fetch = {f.id: (f.member_fetch, f.member_interval or f.interval)
                         for f in config.factions if f.members}
-        self.scheduler = Scheduler(build_jobs(config), jitter=config.jitter, rng=self.rng, member_fetch=member_fetch)
+        jobs = build_jobs(config)
+        if config.learns_owners:
+            jobs += [Job(f"key:{k.fp}", ApiRequest("v2/key/info", (), 0, None, f"key:{k.fp}", key_fp=k.fp),
+                         OWNER_REFRESH, origin=KEY_JOB) for k in self.pool.keys]
+        self.scheduler = Scheduler(jobs, jitter=config.jitter, rng=self.rng, member_fetch=member_fetch,
+                                   has_own_key=self._has_own_key)
         self.client = client or TornClient(config.api_base, timeout=config.timeout, max_body=config.max_body,
                                            clock=clock, secrets=self.secrets, raw_bodies=raw_bodies)
         self.report = CollectReport()
@@ -173,6 +195,52 @@ class Collector:
             if key.state == "disabled":
                 log.warning("key %s is disabled (%s): it will not be used", key.fp, key.reason)
         self.client.session()
+        await self._learn_owners()
+
+    async def _learn_owners(self) -> None:
+        """Ask /v2/key/info with every key (learn_owners) before the first poll: own-key polls need to
+        know whose keys they have. `collect --once` then leaves these jobs out of its round."""
+        jobs = [j for j in self.scheduler.jobs.values() if j.origin == KEY_JOB]
+        if not jobs:
+            return
+        tasks = {asyncio.ensure_future(self._run_job(job)): job for job in jobs}
+        await asyncio.wait(set(tasks))
+        for task, job in tasks.items():
+            self._finish(job, task, requeue=False)
+            job.held_until = job.due
+
+    def _has_own_key(self, player_id: int) -> bool:
+        return any(k.owner == str(player_id) and k.state != "disabled" for k in self.pool.keys)
+
+    @staticmethod
+    def owner_of(key: ApiKey) -> Owner | None:
+        """Whose key this is, as far as known: the owner (a player id) and the owner's faction."""
+        player = int(key.owner) if key.owner.isdigit() and int(key.owner) > 0 else None
+        faction = int(key.faction) if key.faction and key.faction.isdigit() and int(key.faction) > 0 else None
+        return Owner(player_id=player, faction_id=faction) if player or faction else None
+
+    def _learned(self, key: ApiKey, body: Any) -> None:
+        """Take the owner and faction a /v2/key/info answer names for `key`."""
+        if isinstance(body, msgspec.Raw):
+            try:
+                body = msgspec.json.decode(body)
+            except msgspec.DecodeError:
+                return
+        info = body.get("info") if isinstance(body, dict) else None
+        user = info.get("user") if isinstance(info, dict) else None
+        if not isinstance(user, dict):
+            log.warning("key %s: /v2/key/info named no user; keeping the configured owner", key.fp)
+            return
+        player, faction = user.get("id"), user.get("faction_id")
+        if type(player) is int and player > 0 and str(player) != key.owner:
+            log.warning("key %s: the config says its owner is %s, the API says %d: using %d", key.fp, key.owner,
+                        player, player)
+            key.owner = str(player)
+        known = str(faction) if type(faction) is int and faction > 0 else None
+        if known != key.faction and (faction is None or known is not None):
+            if key.faction is not None:
+                log.warning("key %s: owner's faction is %s now (was %s)", key.fp, known or "none", key.faction)
+            key.faction = known
 
     async def close(self) -> None:
         try:
@@ -318,13 +386,14 @@ class Collector:
             outcome, responses, not_before = FAILED, [], None
         else:
             outcome, responses, not_before = task.result()
-        self.report.polls += 1
-        if outcome == OK:
-            self.report.polls_ok += 1
-        elif outcome == DEFERRED:
-            self.report.deferred += 1
-        elif outcome != ABORTED:
-            self.report.polls_failed += 1
+        if job.origin != KEY_JOB:  # /v2/key/info is no poll of a target (its requests and gaps still count)
+            self.report.polls += 1
+            if outcome == OK:
+                self.report.polls_ok += 1
+            elif outcome == DEFERRED:
+                self.report.deferred += 1
+            elif outcome != ABORTED:
+                self.report.polls_failed += 1
         self.scheduler.done(job, outcome, now, requeue=requeue, not_before=not_before)
         if job.origin == "ondemand":
             for waiter in list(self._ondemand):
@@ -342,10 +411,14 @@ class Collector:
         outcome, not_before = OK, None
         pages = 0
         while request is not None:
-            outcome, result, not_before = await self._fetch(job, request)
-            if result is None:
+            outcome, result, not_before, key = await self._fetch(job, request)
+            if result is None or key is None:
                 break
-            response = Response(url=result.url, observed_at=result.observed_at, body=result.body)
+            if job.origin == KEY_JOB:
+                self._learned(key, result.body)
+                break
+            response = Response(url=result.url, observed_at=result.observed_at, body=result.body,
+                                owner=self.owner_of(key), key=key.fp)
             responses.append(response)
             self._pending.append(response)
             pages += 1
@@ -361,26 +434,29 @@ class Collector:
                          len({j.target for j in added}), len(removed))
         return outcome, responses, not_before
 
-    async def _fetch(self, job: Job, request: ApiRequest) -> tuple[str, FetchResult | None, float | None]:
-        """One request with its retries. Returns (outcome, result or None, not_before for DEFERRED)."""
+    async def _fetch(self, job: Job, request: ApiRequest
+                     ) -> tuple[str, FetchResult | None, float | None, ApiKey | None]:
+        """One request with its retries. Returns (outcome, result or None, not_before for DEFERRED, the key
+        that got the result)."""
         tries = 0
         exclude: set[str] = set()
         url = request.url(self.client.base)
         while True:
             if self._stopping and tries:
-                return ABORTED, None, None
+                return ABORTED, None, None, None
             tries += 1
             if tries > 1:
                 self.report.retries += 1
             try:
                 key = await self.pool.acquire(request.access, request.own_id, request.category or None, exclude,
-                                              deadline=self.clock() + self.max_wait)
+                                              deadline=self.clock() + self.max_wait, own_faction=request.own_faction,
+                                              key_fp=request.key_fp)
             except NoUsableKey as exc:
                 self._gap(int(self.clock()), url, job.target, None, str(exc))
-                return DENIED, None, None
+                return DENIED, None, None, None
             except KeysBusy as exc:
                 self._gap(int(self.clock()), url, job.target, None, f"not polled: {exc}")
-                return DEFERRED, None, exc.free_at
+                return DEFERRED, None, exc.free_at, None
             try:
                 result = await self.client.fetch(request, key.secret)
             except BaseException:
@@ -394,54 +470,120 @@ class Collector:
                 if result.retryable and tries < self.config.max_tries:
                     await self._backoff(tries)
                     continue
-                return FAILED, None, None
+                return FAILED, None, None, None
             body = result.body
             if isinstance(body, str):
                 # Not JSON (an HTML page, a cut body): ingest quarantines it; the poll is a gap and is retried.
                 self.pool.released(key)
-                self._pending.append(Response(url=result.url, observed_at=result.observed_at, body=body))
+                if job.origin != KEY_JOB:
+                    self._pending.append(Response(url=result.url, observed_at=result.observed_at, body=body,
+                                                  owner=self.owner_of(key), key=key.fp))
                 self.report.failures["body not JSON"] += 1
                 self._gap(result.observed_at, url, job.target, None, "body is not JSON (quarantined)")
                 if tries < self.config.max_tries:
                     await self._backoff(tries)
                     continue
-                return FAILED, None, None
+                return FAILED, None, None, None
             err = torn_error(body)
             if err is None:
-                self.pool.succeeded(key)
-                return OK, result, None
+                self.pool.succeeded(key, request.category or None)
+                return OK, result, None, key
             code, text = err
             self.report.errors[code] += 1
-            self._gap(result.observed_at, url, job.target, code,
-                      f"Torn API error {code}: {scrub(text, self.secrets)[:200]} (key {key.fp})")
-            self.pool.failed(key, code, request.category or None)
             action = policy(code)
+            if action == OTHER_VERSION and (code == 22) != (request.version == "v2"):
+                action = P_BUG  # "only in v2" said of a v2 request (or v1 of v1): nothing to switch to
+            switched: ApiRequest | None = None
+            note = ""
+            if action == OTHER_VERSION:
+                switched = self._other_version(job, request, code)
+                note = (f"; asking {switched.url(self.client.base)} instead" if switched is not None else
+                        f"; the collector has no API {'v1' if code == 22 else 'v2'} form of it, not retried")
+            self._gap(result.observed_at, url, job.target, code,
+                      f"Torn API error {code}: {scrub(text, self.secrets)[:200]} (key {key.fp}){note}")
+            self.pool.failed(key, code, request.category or None)
+            if code == 14 and self._split_cloud(job, request):
+                request, url = job.request, job.request.url(self.client.base)
             if action == RETRY:
                 if tries < self.config.max_tries:
-                    await self._backoff(tries)
+                    if code == 11:
+                        await self.sleep(KEY_COOLDOWN)  # once per 60 s: an earlier retry meets 11 again
+                    else:
+                        await self._backoff(tries)
                     continue
-                return FAILED, None, None
+                return FAILED, None, None, None
             if action == RETRY_OTHER_KEY:
-                # The pool has paused, blocked or disabled the key; acquire picks another or waits.
+                # The pool has paused, blocked or disabled the key; acquire picks another or waits. A key
+                # taken out of use (2, 10, 13, 18) says nothing of the request: that try is not counted
+                # (each key can be taken out once, so this ends).
+                if code in (2, 10, 13, 18) and key.state != "active":
+                    tries -= 1
                 if tries < self.config.max_tries:
                     continue
-                return FAILED, None, None
+                return FAILED, None, None, None
             if action == PAUSE_ALL:
-                return FAILED, None, None
+                return FAILED, None, None, None
             if action == TARGET:
                 self._problem(job.target, code, result.observed_at)
                 if code == 6:
-                    return NOT_FOUND, None, None
+                    return NOT_FOUND, None, None, None
                 exclude.add(key.fp)  # 7, 16: this key may not ask; another key (of a member) might
-                if tries < self.config.max_tries and self.pool.candidates(request.access, request.own_id, exclude):
+                if tries < self.config.max_tries and self.pool.candidates(
+                        request.access, request.own_id, exclude, request.own_faction, request.key_fp):
                     continue
-                return DENIED, None, None
+                return DENIED, None, None, None
+            if action == OTHER_VERSION:
+                if switched is not None and tries < self.config.max_tries:
+                    request, url = switched, switched.url(self.client.base)
+                    continue
+                if switched is None:
+                    log.warning("%s: Torn API error %d on %s: only in API %s, which the collector cannot ask "
+                                "for this; not retried", job.target, code, url, "v1" if code == 22 else "v2")
+                return BUG, None, None, None
             if action == P_BUG:
                 log.warning("%s: Torn API error %d on %s: the request is wrong or unsupported; not retried",
                             job.target, code, url)
-                return BUG, None, None
+                return BUG, None, None, None
             log.warning("%s: unknown Torn API error code %d on %s; backing off", job.target, code, url)
-            return UNKNOWN, None, None
+            return UNKNOWN, None, None, None
+
+    def _other_version(self, job: Job, request: ApiRequest, code: int) -> ApiRequest | None:
+        """After 22/23: the job asks the other API version from now on (a combined request whose
+        selections are not all there is split into single ones first). The request to try now, or None."""
+        bundle = job.bundle
+        if bundle is None or job.switched or request is not job.request:
+            return None
+        alternative = endpoints.alternative(bundle, code)
+        if alternative is not None:
+            job.switched = True
+            self.scheduler.replace(job, alternative, self.clock())
+            log.warning("%s: %s is only in API %s (%d): asking %s from now on", job.target, request.path,
+                        "v1" if code == 22 else "v2", code, job.request.url(self.client.base))
+            return job.request
+        if len(bundle.specs) > 1:
+            # Which selection is it? Ask each alone; the one answered 22/23 again switches by itself.
+            singles = [Bundle(bundle.section, bundle.entity_id, bundle.form, (spec,)) for spec in bundle.specs]
+            self.scheduler.replace(job, singles, self.clock())
+            log.warning("%s: %s answered %d: asking its selections one by one", job.target, request.path, code)
+            return job.request
+        return None
+
+    def _split_cloud(self, job: Job, request: ApiRequest) -> bool:
+        """After 14 (daily read limit of a cloud category): a combined request that also asks other
+        selections is split, so they are not held back with the blocked category. True if it was."""
+        bundle = job.bundle
+        if bundle is None or request is not job.request or len(bundle.specs) < 2:
+            return False
+        cloud = [s for s in bundle.specs if endpoints.cloud_categories([s.selection])]
+        rest = [s for s in bundle.specs if s not in cloud]
+        if not (cloud and rest):
+            return False
+        parts = endpoints.bundles(bundle.section, bundle.entity_id, rest)
+        parts += endpoints.bundles(bundle.section, bundle.entity_id, cloud)
+        self.scheduler.replace(job, parts, self.clock())
+        log.info("%s: daily read limit (14): %s polled apart from the rest from now on", job.target,
+                 ",".join(s.selection for s in cloud))
+        return True
 
     async def _backoff(self, tries: int) -> None:
         delay = min(self.backoff_cap, self.backoff_base * 2 ** (tries - 1))

@@ -2,12 +2,19 @@
 
 A `Job` is one request template polled every `interval` seconds (± jitter) for one target:
 
-  * v2 items are one job each (`/v2/faction/9420/members`); paged v2 lists follow `_metadata.links.next`;
+  * v2 items of one entity are combined as the spec allows (`endpoints.bundles`):
+    `/v2/faction?selections=basic,members,wars&id=9420`, `/v2/user?selections=bars,battlestats`; an item
+    that combines with nothing keeps its own path (`/v2/user/123/profile`); paged v2 lists go alone and
+    follow `_metadata.links.next`;
   * v1 items of one entity are merged into one job (`faction/9420?selections=basic,chain`), across config
     sections too (`[wars]` and `[[territories]] all = true` share `torn/?selections=...`);
-  * own-only player selections go out with that player's key (`own_id`);
+  * own-key items go out with the key of that player (`own_id`) or of a member of that faction
+    (`own_faction`); global ones (`/v2/faction/rackets`) with any key, once however many factions list them;
   * a faction with `members = true` gets member jobs as its member list arrives (`update_members`);
-    players that leave the faction are dropped unless configured on their own.
+    players that leave the faction are dropped unless configured on their own; a member's own-key
+    items are polled only for members with a key of their own (`has_own_key`);
+  * `replace(job, bundles)` rebuilds a job from other bundles (a split after code 14, the other API
+    version after 22/23); the first takes the job's place, the others become jobs of their own.
 
 `request_now(target)` puts a target's jobs on the on-demand queue, which is always served before any
 background poll. After a poll, `done(job, outcome)` sets its next due time: the interval after success
@@ -20,13 +27,14 @@ import heapq
 import itertools
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
 
 from .client import ApiRequest
 from .config import CollectConfig, FetchSpec
+from .endpoints import PAGED, Bundle, bundles
 from .keypool import ACCESS_LEVELS
 
 OK = "ok"
@@ -55,75 +63,59 @@ class Job:
     last_outcome: str | None = None
     held_until: float = 0.0             # set by hold(): `collect --once` skips a held job
     id: int = field(default=0)
+    bundle: Bundle | None = None        # what the request asks (None: torn and key requests)
+    switched: bool = False              # asked through the other API version already (22/23)
 
     def describe(self, base: str = "") -> str:
         return self.request.url(base) if base else self.request.path
 
 
-def _v2_request(section: str, entity_id: int | str, spec: FetchSpec, target: str) -> ApiRequest:
-    access = ACCESS_LEVELS[spec.access]
-    if spec.own:
-        # Own-only v2 selections have no {id} path (/v2/user/battlestats): the key says whose they are;
-        # ?id= names the player for routing and the gaps.
-        params = tuple(spec.params) + (("id", str(entity_id)),)
-        return ApiRequest(f"v2/{section}/{spec.selection}", params, access, str(entity_id), target,
-                          spec.selection)
-    return ApiRequest(f"v2/{section}/{entity_id}/{spec.selection}", tuple(spec.params), access, None, target,
-                      spec.selection)
+def request_for(bundle: Bundle, target: str) -> ApiRequest:
+    """The ApiRequest of a bundle: its spec path and query, the access it needs, whose key must ask."""
+    path, params = bundle.path_and_params()
+    access = max((ACCESS_LEVELS[s.access] for s in bundle.specs), default=0)
+    own = bundle.form == "own" or (bundle.form == "v1" and any(s.own for s in bundle.specs))
+    own_id = bundle.entity_id if own and bundle.section == "user" else None
+    own_faction = bundle.entity_id if own and bundle.section == "faction" else None
+    return ApiRequest(path, params, access, own_id, target, ",".join(bundle.selections), own_faction=own_faction)
 
 
-def _v1_request(section: str, entity: str, specs: list[FetchSpec], target: str,
-                own_id: str | None = None) -> ApiRequest:
-    selections = ",".join(dict.fromkeys(s.selection for s in specs))
-    access = max((ACCESS_LEVELS[s.access] for s in specs), default=0)
-    own = own_id if any(s.own for s in specs) else None
-    path = f"{section}/{entity}" if entity else f"{section}/"
-    return ApiRequest(path, (("selections", selections),), access, own, target, selections)
+def _job(bundle: Bundle, target: str, interval: float, origin: str, members_of: int | None) -> Job:
+    if bundle.form == "global":
+        target = "torn"
+    job = Job(target, request_for(bundle, target), interval, origin=origin, bundle=bundle)
+    # Whole lists are followed page by page; history lists (rankedwars, attacks, news) are not: their
+    # first page holds the newest entries, and walking all history every poll would be a storm.
+    job.paged = bundle.version == "v2" and any(s.selection in PAGED[bundle.section] for s in bundle.specs)
+    names = set(bundle.selections)
+    if members_of is not None and ("members" in names or (bundle.form == "v1" and "basic" in names)):
+        job.members_of = members_of
+    return job
 
 
-def player_jobs(player_id: int, fetch: list[FetchSpec], interval: float, origin: str = "config") -> list[Job]:
-    target = f"user:{player_id}"
-    jobs = [Job(target, _v2_request("user", player_id, s, target), interval, origin=origin)
-            for s in fetch if s.version == "v2"]
-    v1 = [s for s in fetch if s.version == "v1"]
-    if v1:
-        jobs.append(Job(target, _v1_request("user", str(player_id), v1, target, str(player_id)), interval,
-                        origin=origin))
-    return jobs
+def player_jobs(player_id: int, fetch: list[FetchSpec], interval: float, origin: str = "config",
+                own_key: bool = True) -> list[Job]:
+    """The jobs of one player; without `own_key` (a member with no key of their own) own-key items are left out."""
+    specs = fetch if own_key else [s for s in fetch if not s.own]
+    return [_job(b, f"user:{player_id}", interval, origin, None) for b in bundles("user", str(player_id), specs)]
 
 
-def faction_jobs(faction_id: int, fetch: list[FetchSpec], interval: float, members: bool) -> list[Job]:
+def faction_jobs(faction_id: int, fetch: list[FetchSpec], interval: float, members: bool,
+                 origin: str = "config") -> list[Job]:
     target = f"faction:{faction_id}"
-    jobs = []
-    for spec in fetch:
-        if spec.version == "v2":
-            job = Job(target, _v2_request("faction", faction_id, spec, target), interval)
-            if spec.selection == "members" and members:
-                job.members_of = faction_id
-            # Whole lists are followed page by page; history lists (rankedwars, attacks, news) are not:
-            # their first page holds the newest entries, and walking all history every poll would be a storm.
-            if spec.selection in ("territoryownership", "territory"):
-                job.paged = True
-            jobs.append(job)
-    v1 = [s for s in fetch if s.version == "v1"]
-    if v1:
-        job = Job(target, _v1_request("faction", str(faction_id), v1, target), interval)
-        if members and any(s.selection in ("basic", "members") for s in v1):
-            job.members_of = faction_id
-        jobs.append(job)
+    jobs = [_job(b, target, interval, origin, faction_id if members else None)
+            for b in bundles("faction", str(faction_id), fetch)]
     if members and not any(j.members_of for j in jobs):
-        jobs.append(Job(target, _v2_request("faction", faction_id, FetchSpec("v2", "members"), target),
-                        interval, members_of=faction_id))
+        jobs += [_job(b, target, interval, origin, faction_id)
+                 for b in bundles("faction", str(faction_id), [FetchSpec("v2", "members")])]
     return jobs
 
 
 def build_jobs(config: CollectConfig) -> list[Job]:
-    """Every background job the config asks for, with v1 requests of one entity merged."""
+    """Every background job the config asks for, with v1 requests of one entity merged.
+
+    The world's data (territories, wars) comes first in a round, then factions, then players."""
     jobs: list[Job] = []
-    for faction in config.factions:
-        jobs += faction_jobs(faction.id, faction.fetch, faction.interval, faction.members)
-    for player in config.players:
-        jobs += player_jobs(player.id, player.fetch, player.interval)
     for terr in config.territories:
         if terr.api == "v1":
             entity = ",".join(terr.ids) if terr.ids else ""
@@ -145,7 +137,29 @@ def build_jobs(config: CollectConfig) -> list[Job]:
         if selections:
             jobs.append(Job("torn", ApiRequest("torn/", (("selections", ",".join(selections)),), 0, None, "torn",
                                                ",".join(selections)), config.wars.interval))
-    return merge_v1(jobs)
+    for faction in config.factions:
+        jobs += faction_jobs(faction.id, faction.fetch, faction.interval, faction.members)
+    for player in config.players:
+        jobs += player_jobs(player.id, player.fetch, player.interval)
+    return merge_v1(_unique(jobs))
+
+
+def _unique(jobs: list[Job]) -> list[Job]:
+    """One job per request: a global selection listed by several factions, the territory ownership list
+    asked by [[territories]] and a faction alike."""
+    seen: dict[tuple, Job] = {}
+    out = []
+    for job in jobs:
+        req = job.request
+        ident = (req.path, req.params, req.own_id, req.own_faction)
+        first = seen.get(ident)
+        if first is None:
+            seen[ident] = job
+            out.append(job)
+        else:
+            first.interval = min(first.interval, job.interval)
+            first.members_of = first.members_of or job.members_of
+    return out
 
 
 def merge_v1(jobs: Iterable[Job]) -> list[Job]:
@@ -157,7 +171,7 @@ def merge_v1(jobs: Iterable[Job]) -> list[Job]:
         if req.version != "v1" or job.paged:
             out.append(job)
             continue
-        ident = (req.path, req.own_id)
+        ident = (req.path, req.own_id, req.own_faction)
         first = by_entity.get(ident)
         if first is None:
             by_entity[ident] = job
@@ -166,7 +180,11 @@ def merge_v1(jobs: Iterable[Job]) -> list[Job]:
         sels = dict.fromkeys(_selections(first.request) + _selections(req))
         selections = ",".join(sels)
         first.request = ApiRequest(req.path, (("selections", selections),), max(first.request.access, req.access),
-                                   first.request.own_id, first.target, selections)
+                                   first.request.own_id, first.target, selections,
+                                   own_faction=first.request.own_faction)
+        if first.bundle is not None and job.bundle is not None:
+            first.bundle = Bundle(first.bundle.section, first.bundle.entity_id, "v1",
+                                  tuple(dict.fromkeys(first.bundle.specs + job.bundle.specs)))
         first.interval = min(first.interval, job.interval)
         first.members_of = first.members_of or job.members_of
     return out
@@ -180,8 +198,10 @@ class Scheduler:
     """Jobs, their due times, and the on-demand queue. Times come from the caller (the collector's clock)."""
 
     def __init__(self, jobs: Iterable[Job], *, jitter: float = 0.1, rng: random.Random | None = None,
-                 member_fetch: dict[int, tuple[list[FetchSpec], float]] | None = None):
+                 member_fetch: dict[int, tuple[list[FetchSpec], float]] | None = None,
+                 has_own_key: Callable[[int], bool] | None = None):
         self.jitter = jitter
+        self.has_own_key = has_own_key or (lambda _player: True)
         self.rng = rng or random.Random()
         self._ids = itertools.count(1)
         self.jobs: dict[int, Job] = {}
@@ -207,6 +227,28 @@ class Scheduler:
             offset = self.rng.uniform(0, job.interval * self.jitter) if spread and self.jitter else 0.0
             job.due = max(job.due, now + offset) if job.due else now + offset
             heapq.heappush(self._heap, (job.due, job.id))
+
+    def add(self, job: Job, due: float) -> Job:
+        """A new background job, due at `due`."""
+        self._add(job)
+        job.due = due
+        heapq.heappush(self._heap, (job.due, job.id))
+        return job
+
+    def replace(self, job: Job, new: list[Bundle], now: float) -> list[Job]:
+        """Ask what `job` asked through other bundles: the first takes the job's place (same id, due time
+        and outcome handling), the others become jobs of their own, due now. Returns the added jobs."""
+        first, *rest = new
+        job.bundle = first
+        job.request = request_for(first, job.target)
+        added = []
+        for bundle in rest:
+            extra = _job(bundle, job.target, job.interval, job.origin, job.members_of)
+            extra.switched = job.switched
+            if job.origin == "ondemand" or job.id not in self.jobs:
+                continue  # a one-off poll: only the part in hand is asked
+            added.append(self.add(extra, now))
+        return added
 
     def hold(self, target: str, until: float) -> None:
         """Poll nothing for `target` before `until` (e.g. a target the API said does not exist)."""
@@ -288,7 +330,8 @@ class Scheduler:
             templates = self._adhoc(target, default_fetch or {})
         copies = []
         for job in templates:
-            copy = Job(job.target, job.request, job.interval, job.paged, job.members_of, "ondemand")
+            copy = Job(job.target, job.request, job.interval, job.paged, job.members_of, "ondemand",
+                       bundle=job.bundle, switched=job.switched)
             copies.append(copy)
             self._ondemand.append(copy)
         return copies
@@ -320,7 +363,7 @@ class Scheduler:
             target = f"user:{pid}"
             if target in self.configured_targets or any(j.target == target for j in self.jobs.values()):
                 continue
-            for job in player_jobs(pid, fetch, interval, origin):
+            for job in player_jobs(pid, fetch, interval, origin, own_key=self.has_own_key(pid)):
                 self._add(job)
                 offset = self.rng.uniform(0, interval * self.jitter) if spread and self.jitter else 0.0
                 job.due = now + offset
