@@ -194,8 +194,96 @@ async def test_v2_shapes(server):
     assert [t["id"] for t in torn["territory"]] == ["AAC", "CAA"]
     assert set(torn["territory"][0]["coordinates"]) == {"x", "y"}
     assert isinstance(torn["territory"][0]["coordinates"]["x"], float)
-    generic = await call(server, f"/v2/user/{pid}?selections=profile,basic")
+    generic = await call(server, f"/v2/user?selections=profile,basic&id={pid}")  # the spec puts the id in ?id=
     assert set(generic) == {"profile"}
+
+
+async def test_id_less_forms_answer_for_the_keys_owner(server):
+    """The spec defines many selections only without an id (bars, battlestats, ...; the own faction's
+    members, wars, ...): they answer for the key's owner, as the {id} forms do for that id."""
+    world = server.world
+    owner = server.sim.owner_of(KEY)
+    fid = world.player(owner).faction_id
+    assert (await call(server, "/v2/user/basic")) == await call(server, f"/v2/user/{owner}/basic")
+    assert (await call(server, "/v2/faction/members")) == await call(server, f"/v2/faction/{fid}/members")
+    assert (await call(server, "/v2/faction/basic"))["basic"]["id"] == fid
+    info = (await call(server, "/v2/key/info"))["info"]
+    assert info["user"]["id"] == owner and info["user"]["faction_id"] == fid
+    assert {"bars", "battlestats", "personalstats"} <= set(info["selections"]["user"])
+    other = server.sim.owner_of(OTHER_KEY)
+    assert (await call(server, "/v2/key/info", key=OTHER_KEY))["info"]["user"]["id"] == other != owner
+
+    both = await call(server, "/v2/faction?selections=basic,members")
+    assert both == {**await call(server, "/v2/faction/basic"), **await call(server, "/v2/faction/members")}
+    someone = next(pid for pid in world.factions[fid].members if pid != owner)
+    assert (await call(server, f"/v2/user?selections=profile,bars&id={owner}")).keys() == {"profile", "bars"}
+    assert error_code(await call(server, f"/v2/user?selections=profile,bars&id={someone}")) == 7
+    assert error_code(await call(server, f"/v2/user/{someone}/bars")) == 4  # not a path of the spec
+
+
+async def test_personalstats_in_every_form(server):
+    world = server.world
+    owner = server.sim.owner_of(KEY)
+    other = next(pid for pid in world.players if pid != owner)
+    full = (await call(server, "/v2/user/personalstats?cat=all"))["personalstats"]
+    battle = (await call(server, "/v2/user/battlestats"))["battlestats"]
+    assert full["battle_stats"] == {"strength": battle["strength"]["value"], "defense": battle["defense"]["value"],
+                                    "speed": battle["speed"]["value"], "dexterity": battle["dexterity"]["value"],
+                                    "total": battle["total"]}
+    assert full["networth"]["total"] == world.player(owner).networth and len(full["networth"]) == 20
+    public = (await call(server, f"/v2/user/{other}/personalstats?cat=all"))["personalstats"]
+    assert "battle_stats" not in public and public["networth"] == {"total": world.player(other).networth}
+    assert set(public) == set(full) - {"battle_stats", "investments"}
+    popular = (await call(server, f"/v2/user/{other}/personalstats?cat=popular"))["personalstats"]
+    assert popular["crimes"] == {"total": popular["crimes"]["total"], "version": "v2"}
+    assert list((await call(server, f"/v2/user/{other}/personalstats?cat=attacking"))["personalstats"]) == \
+        ["attacking"]
+    flat = (await call(server, f"/v2/user/{other}/personalstats?stat=networth,attackswon"))["personalstats"]
+    assert [(s["name"], s["value"]) for s in flat] == [("networth", public["networth"]["total"]),
+                                                       ("attackswon", public["attacking"]["attacks"]["won"])]
+    v1 = (await call(server, f"/user/{other}?selections=personalstats"))["personalstats"]
+    assert v1["attackswon"] == public["attacking"]["attacks"]["won"] and v1["networth"] == flat[0]["value"]
+    assert error_code(await call(server, f"/v2/user/{other}/personalstats?stat=strength")) == 7  # not yours
+    assert (await call(server, "/v2/user/personalstats?stat=strength"))["personalstats"][0]["value"] == \
+        battle["strength"]["value"]
+    assert error_code(await call(server, "/v2/user/personalstats?cat=battle_stats")) == 21  # no schema for it
+    assert error_code(await call(server, "/v2/user/personalstats?stat=nonsense")) == 25
+    assert error_code(await call(server, "/v2/user/personalstats?stat=networth&cat=all")) == 26
+
+
+async def test_v1_own_selections_and_ranked_war_reports(server):
+    world = server.world
+    owner = server.sim.owner_of(KEY)
+    world.set_status(owner, "Traveling", 1800)
+    own = await call(server, "/user/?selections=stocks,events,messages,travel,icons,notifications")
+    assert set(own) == {"stocks", "events", "messages", "travel", "icons", "notifications"}
+    v2_travel = (await call(server, "/v2/user/travel"))["travel"]
+    assert own["travel"]["destination"] == v2_travel["destination"] == "Japan"
+    assert own["travel"]["timestamp"] == v2_travel["arrival_at"] == world.now + 1800
+    assert own["travel"]["time_left"] == 1800 and v2_travel["method"] == "Standard"
+    v2_events = (await call(server, "/v2/user/events?limit=25"))["events"]
+    assert list(own["events"]) == [e["id"] for e in v2_events]
+    assert all(e["timestamp"] <= world.now for e in v2_events)
+    assert own["notifications"] == (await call(server, "/v2/user/notifications"))["notifications"]
+    assert own["icons"]["icon71"] == "Traveling to Japan"
+    someone = next(pid for pid in world.players if pid != owner)
+    for selection in ("stocks", "events", "messages", "travel", "icons", "notifications"):
+        assert error_code(await call(server, f"/user/{someone}?selections={selection}")) == 7
+
+    fid = next(iter(world.factions))
+    ranked = (await call(server, f"/faction/{fid}?selections=rankedwars"))["rankedwars"]
+    assert list(ranked) == [str(w.id) for w in world.ranked_wars_of(fid)]
+    war = next(w for w in world.ranked_wars_of(fid) if w.end)
+    report = (await call(server, f"/torn/{war.id}?selections=rankedwarreport"))["rankedwarreport"]
+    assert report["war"]["winner"] == war.winner and report["war"]["end"] == war.end
+    for f, body in report["factions"].items():
+        assert body["score"] == war.scores[int(f)]
+        assert abs(sum(m["score"] for m in body["members"].values()) - body["score"]) < 1
+    v2 = (await call(server, f"/v2/faction/{war.id}/rankedwarreport"))["rankedwarreport"]
+    assert v2["winner"] == war.winner and {f["id"]: f["score"] for f in v2["factions"]} == war.scores
+    ongoing = world.start_ranked_war(*[f for f in world.factions if not world._busy(f)][:2])
+    assert error_code(await call(server, f"/torn/{ongoing.id}?selections=rankedwarreport")) == 6
+    assert error_code(await call(server, f"/v2/faction/{ongoing.id}/rankedwarreport")) == 6
 
 
 async def test_v1_and_v2_say_no_value_differently(server):
@@ -210,7 +298,7 @@ async def test_v1_and_v2_say_no_value_differently(server):
 
     v1 = await call(server, f"/faction/{fid}")
     v2 = (await call(server, f"/v2/faction/{fid}/basic"))["basic"]
-    assert v1["co-leader"] == 0 and v2["co_leader_id"] is None
+    assert v1["co-leader"] == 0 and v2["co_leader_id"] == 0  # the spec's FactionBasic.co_leader_id is never null
     v1p = await call(server, f"/user/{loner}?selections=profile")
     v2p = (await call(server, f"/v2/user/{loner}/profile"))["profile"]
     assert v1p["faction"]["faction_id"] == 0 and v2p["faction_id"] is None
@@ -272,13 +360,29 @@ async def follow(handle, first: str, list_key: str) -> tuple[list, int]:
     return rows, pages
 
 
+async def by_offset(handle, first: str, list_key: str, limit: int) -> tuple[list, int]:
+    """A list the spec gives without `_metadata` (territoryownership): ask offset after offset until a
+    page comes back short."""
+    rows: list = []
+    pages = 0
+    while True:
+        page = (await call(handle, f"{first}?limit={limit}&offset={len(rows)}"))[list_key]
+        assert "_metadata" not in page
+        rows.extend(page)
+        pages += 1
+        if len(page) < limit:
+            return rows, pages
+
+
 async def test_paging_follows_next_links_to_every_territory_once(server):
-    rows, pages = await follow(server, "/v2/faction/territoryownership?limit=70", "territoryOwnership")
+    rows, pages = await by_offset(server, "/v2/faction/territoryownership", "territoryOwnership", 70)
     ids = [r["id"] for r in rows]
     assert pages == 5 and len(ids) == 300 and set(ids) == set(server.world.territories)
     assert all(set(r) == {"id", "owned_by", "acquired_at", "irradiated"} for r in rows)
     first = await call(server, "/v2/faction/territoryownership")
-    assert len(first["territoryOwnership"]) == 20 and first["_metadata"]["links"]["prev"] is None
+    assert len(first["territoryOwnership"]) == 20 and set(first) == {"territoryOwnership"}
+    first = await call(server, "/v2/torn/territory")
+    assert len(first["territory"]) == 20 and first["_metadata"]["links"]["prev"] is None
     second = await call(server, first["_metadata"]["links"]["next"])
     assert second["_metadata"]["links"]["prev"].endswith("offset=0")
     clamped = await call(server, "/v2/torn/territory?limit=1000")
@@ -292,7 +396,9 @@ async def test_full_size_map_pages_at_most_500():
     async with await start_simulator(world, rate_limit=None) as handle:
         async with aiohttp.ClientSession() as session:
             handle.session = session
-            rows, pages = await follow(handle, "/v2/faction/territoryownership?limit=9999", "territoryOwnership")
+            clamped = await call(handle, "/v2/faction/territoryownership?limit=9999")
+            assert len(clamped["territoryOwnership"]) == 500
+            rows, pages = await by_offset(handle, "/v2/faction/territoryownership", "territoryOwnership", 500)
             assert pages == 9 and len({r["id"] for r in rows}) == len(rows) == 4100
             v1 = await call(handle, "/torn/?selections=territory")
             assert len(v1["territory"]) == 4100

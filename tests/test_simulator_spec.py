@@ -18,12 +18,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from tornstore.eventstore.simulator import World
+from tornstore.eventstore.simulator import World, start_simulator
+from tornstore.eventstore.simulator.bodies import V2_ROUTES
 
 from .conftest import OPENAPI_SPEC
 
@@ -33,6 +35,8 @@ SPEC: dict = json.loads(OPENAPI_SPEC.read_text())
 SCHEMAS: dict = SPEC["components"]["schemas"]
 REF = "#/components/schemas/"
 SPEC_NAME = f"tests/fixtures/torn-api/{OPENAPI_SPEC.name}"
+KEYS = {"owner": "AbCdEfGh12345678", "traveler": "TrAvElEr12345678", "abroad": "AbRoAd1234567890",
+        "loner": "LoNeR12345678901"}  # each key's owner is set in the world fixture
 
 
 # ---- the spec's schemas, made strict ---------------------------------------------------------------
@@ -150,6 +154,132 @@ def test_the_strict_reading_rejects_what_the_spec_does_not_say():
     assert problems("/user", {**good, "invented": bars})
 
 
+# ---- every path the simulator serves -----------------------------------------------------------------
+
+def _selection(path: str) -> str | None:
+    """The selection a path names: /user/{id}/basic -> basic; the combined /user -> None."""
+    parts = path.strip("/").split("/")
+    return parts[-1] if len(parts) > 1 else None
+
+
+def test_the_simulator_serves_only_spec_paths_and_every_form_of_them():
+    """Every routing-table path is a GET path of the spec; a selection served in one form is served in every
+    form the spec has (/user/basic and /user/{id}/basic)."""
+    for path in V2_ROUTES:
+        assert "get" in SPEC["paths"].get(path, {}), f"the simulator serves {path}, which the spec does not define"
+    for path in V2_ROUTES:
+        section, selection = path.strip("/").split("/")[0], _selection(path)
+        if selection is None:
+            continue
+        for form in (f"/{section}/{selection}", f"/{section}/{{id}}/{selection}"):
+            if form in SPEC["paths"]:
+                assert form in V2_ROUTES, f"{path} is served but not its other form {form}"
+
+
+@pytest.fixture
+def world() -> World:
+    return busy_world()
+
+
+def busy_world() -> World:
+    """A world with something in every corner the schemas describe: wars of both kinds under way, members
+    in hospital, abroad and in the air, a faction without a co-leader, players without a faction."""
+    world = World(seed=12, factions=3, members_per_faction=(6, 9), territories=500)
+    mine, theirs, third = sorted(world.factions)
+    for war in list(world.ranked_wars.values()):
+        if war.end == 0:
+            world.end_ranked_war(war.id)
+    world.start_ranked_war(mine, theirs, target=10**6)
+    code = next(c for c, t in world.territories.items() if t.owner not in (None, mine) and t.war_id is None)
+    world.start_territory_war(code, mine)
+    co_leader = world.factions[third].co_leader
+    if co_leader is not None:
+        world.leave_faction(co_leader)
+    world.advance(3 * 3600)
+    members = world.factions[mine].members
+    world.set_status(members[1], "Hospital", 3600, details="Mugged by someone")
+    world.set_status(members[2], "Traveling", 3600)
+    world.set_status(members[3], "Abroad", 7200, place="Japan")
+    loner = next(pid for pid, p in world.players.items() if p.faction_id is None)
+    world.owners = {KEYS["owner"]: members[0], KEYS["traveler"]: members[2], KEYS["abroad"]: members[3],
+                    KEYS["loner"]: loner}
+    return world
+
+
+def _requests(world: World) -> list[tuple[str, str, dict[str, str], str]]:
+    """(spec path, request path, query, key) for every form the routing table serves: ids where the spec
+    has {id} (the key owner's, someone else's, a factionless player's), and the id-less forms asked with
+    several keys; the combined /user, /faction, ... with every selection at once, with and without ?id=."""
+    mine, theirs, third = sorted(world.factions)
+    owner, loner = world.owners[KEYS["owner"]], world.owners[KEYS["loner"]]
+    ids = {"user": [owner, world.factions[theirs].members[0], loner], "faction": [mine, theirs, third],
+           "rankedWarId": [max(w.id for w in world.ranked_wars.values() if w.end)]}
+    own_keys = {"user": list(KEYS.values()), "key": list(KEYS.values()), "faction": [KEYS["owner"]]}
+    out = []
+    for path, route in V2_ROUTES.items():
+        section, selection = path.strip("/").split("/")[0], _selection(path)
+        if selection is None:
+            continue
+        placeholder = next((p.strip("{}") for p in path.split("/") if p.startswith("{")), None)
+        for query in route.queries:
+            if placeholder is None:
+                for key in own_keys.get(section, [KEYS["owner"]]):
+                    out.append((path, path, dict(query), key))
+            else:
+                for ident in ids["user" if placeholder == "id" and section == "user" else
+                                 "faction" if placeholder == "id" else placeholder]:
+                    out.append((path, path.replace(f"{{{placeholder}}}", str(ident)), dict(query), KEYS["owner"]))
+    for section in ("user", "faction", "torn", "key"):
+        path = f"/{section}"
+        idless = [_selection(p) for p in V2_ROUTES if p.startswith(f"/{section}/") and p.count("/") == 2]
+        with_id = [_selection(p) for p in V2_ROUTES if p.startswith(f"/{section}/{{id}}/")]
+        query: dict[str, str] = {}
+        for sel in idless:
+            query.update(V2_ROUTES[f"/{section}/{sel}"].queries[0])
+        keys = own_keys.get(section, [KEYS["owner"]])
+        out += [(path, path, {"selections": ",".join(idless), **query}, key) for key in keys]
+        out += [(path, path, {"selections": sel, **V2_ROUTES[f"/{section}/{sel}"].queries[0]}, KEYS["owner"])
+                for sel in idless]
+        if with_id:
+            for ident in ids[section]:
+                out.append((path, path, {"selections": ",".join(with_id), "id": str(ident), **query}, KEYS["owner"]))
+    return out
+
+
+async def test_every_served_path_answers_as_the_spec_says(world):
+    requests = _requests(world)
+    failures = []
+    async with await start_simulator(world, rate_limit=None, own_ids=world.owners) as sim, \
+            aiohttp.ClientSession() as session:
+        for spec_path, path, query, key in requests:
+            async with session.get(f"{sim.url}/v2{path}", params={**query, "key": key}) as resp:
+                body = await resp.json()
+            shown = f"/v2{path}?{'&'.join(f'{k}={v}' for k, v in query.items())}"
+            if not isinstance(body, dict) or "error" in body:
+                failures.append(f"{shown}: {body}")
+            else:
+                failures += [f"{shown} ({spec_path}): {p}" for p in problems(spec_path, body)]
+    assert not failures, f"{len(failures)} answers disagree with the spec:\n" + "\n".join(failures[:40])
+    served = {spec_path for spec_path, *_ in requests}
+    assert served == set(V2_ROUTES), set(V2_ROUTES) - served  # every path of the table was asked
+    assert len(requests) > 100
+
+
+async def test_forms_the_spec_does_not_have_are_refused(world):
+    """Error 4 for a path the spec lacks (an {id} form of an own-only selection, an id in the path where the
+    spec puts it in ?id=, an id on a global selection) and for one the simulator does not serve (ammo)."""
+    mine = sorted(world.factions)[0]
+    someone = world.factions[mine].members[4]
+    async with await start_simulator(world, rate_limit=None, own_ids=world.owners) as sim, \
+            aiohttp.ClientSession() as session:
+        for path in (f"/v2/user/{someone}/bars", f"/v2/user/{someone}/battlestats", f"/v2/user/{someone}",
+                     f"/v2/faction/{mine}/territoryownership", f"/v2/faction/{mine}/rackets", "/v2/key/1/info",
+                     "/v2/user/ammo", f"/v2/faction/{mine}"):
+            async with session.get(f"{sim.url}{path}", params={"key": KEYS["owner"], "selections": "basic"}) as r:
+                body = await r.json()
+            assert body.get("error", {}).get("code") == 4, (path, body)
+
+
 # ---- modules generated from the spec ---------------------------------------------------------------
 
 def _wrap(items: list[str], indent: str = "    ", width: int = 116) -> str:
@@ -173,7 +303,7 @@ def _header(what: str) -> str:
 def territory_codes_module() -> str:
     codes = SCHEMAS["FactionTerritoryEnum"]["enum"]
     return (_header("The territory codes of the real map: the spec's FactionTerritoryEnum, in its order.")
-            + f"\nTERRITORY_CODES = (\n{_wrap(codes)}\n)\n")
+            + f"\nTERRITORY_CODES: tuple[str, ...] = (\n{_wrap(codes)}\n)\n")
 
 
 def _leaves(node: dict, prefix: str = "") -> Iterator[str]:
@@ -219,7 +349,7 @@ def personalstats_module() -> str:
     text = _header("Personal stats shapes of the spec, as the dotted paths of their leaves (all integers but "
                    "crimes.version).")
     for name, comment, items in parts:
-        text += f"\n# {comment}\n{name} = (\n{_wrap(items)}\n)\n"
+        text += f"\n# {comment}\n{name}: tuple[str, ...] = (\n{_wrap(items)}\n)\n"
     return text
 
 

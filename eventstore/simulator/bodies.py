@@ -11,12 +11,15 @@ empty collections as [] (PHP-style), territory coordinates as a mix of strings a
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from . import extras
+from . import personalstats as ps
 from .world import (CHAIN_MILESTONES, DAY, HOUR, Faction, Player, RankedWar, Racket, Territory,
                     TerritoryWar, World, _h01)
 
@@ -165,12 +168,6 @@ _OWN_PS = ("networthwallet", "networthbank", "networthpoints", "networthitems", 
            "networthstockmarket", "networthcayman", "networthvault", "networthpiggybank")
 
 
-def _personal_counter(world: World, player: Player, name: str, t: int) -> int:
-    days = max(0, (t - player.signup) // DAY)
-    base = int(_h01(world.seed, "ps", name, player.id) * 500)
-    return base + int(days * _h01(world.seed, "ps-rate", name, player.id) * 5)
-
-
 def _int_arg(query: Mapping[str, str], name: str, default: int, maximum: int) -> int:
     raw = query.get(name)
     if raw is None or raw == "":
@@ -263,14 +260,8 @@ def v1_profile(ctx: Ctx, p: Player) -> dict:
 
 def v1_personalstats(ctx: Ctx, p: Player) -> dict:
     own = p.id == ctx.owner
-    stats = {name: _personal_counter(ctx.world, p, name, ctx.now) for name in _PUBLIC_PS}
-    stats["networth"] = p.networth
-    if own:
-        for name in _OWN_PS:
-            stats[name] = int(p.networth * _h01(ctx.world.seed, "nw", name, p.id) / 5)
-        stats.update(p.stats)
-        stats["totalstats"] = p.total_stats
-    return {"personalstats": dict(sorted(stats.items()))}
+    names = _PUBLIC_PS + ("networth",) + (_OWN_PS + tuple(p.stats) + ("totalstats",) if own else ())
+    return {"personalstats": {name: ps.value(ctx.world, p, name, ctx.now) for name in sorted(names)}}
 
 
 def v1_battlestats(ctx: Ctx, p: Player) -> dict:
@@ -297,11 +288,74 @@ def v1_cooldowns(ctx: Ctx, p: Player) -> dict:
     return {"cooldowns": _cooldowns(ctx.world, p.id, ctx.now)}
 
 
+def v1_travel(ctx: Ctx, p: Player) -> dict:
+    trip = extras.travel(p, ctx.now)
+    return {"travel": {"destination": trip.destination, "method": trip.method or "Standard",
+                       "timestamp": trip.arrival or 0, "departed": trip.departed or 0, "time_left": trip.time_left}}
+
+
+def v1_icons(ctx: Ctx, p: Player) -> dict:
+    return {"icons": _icons(ctx, p)}
+
+
+def v1_stocks(ctx: Ctx, p: Player) -> dict:
+    stocks = {}
+    for h in extras.holdings(ctx.world, p, ctx.now):
+        bonus = {"ready": int(h.ready), "increment": h.increment, "progress": h.progress, "frequency": h.frequency}
+        stocks[str(h.stock_id)] = {
+            "stock_id": h.stock_id, "total_shares": h.shares, "dividend": bonus,
+            "transactions": {str(tr.id): {"shares": tr.shares, "bought_price": tr.price, "time_bought": tr.when}
+                             for tr in h.trades}}
+    return {"stocks": stocks or []}
+
+
+def _time_window(query: Mapping[str, str], default_limit: int) -> tuple[int | None, int | None, int]:
+    """from, to and limit of a v1 or v2 list of events or messages (v1 gives 100 when `from` is set)."""
+    since = _int_arg(query, "from", 0, 2**31) or None
+    until = _int_arg(query, "to", 0, 2**31) or None
+    return since, until, _int_arg(query, "limit", 100 if since and default_limit == 25 else default_limit, 100)
+
+
+def _in_window(items, since: int | None, until: int | None, limit: int) -> list:
+    """Items (newest first, with a timestamp) between since and until, at most limit + 1 (one more says
+    whether there is a next page)."""
+    out = []
+    for item in items:
+        if until is not None and item.timestamp > until:
+            continue
+        if since is not None and item.timestamp < since:
+            break
+        out.append(item)
+        if len(out) > limit:
+            break
+    return out
+
+
+def v1_events(ctx: Ctx, p: Player) -> dict:
+    since, until, limit = _time_window(ctx.query, 25)
+    shown = _in_window(extras.events(ctx.world, p, ctx.now), since, until, limit)[:limit]
+    return {"events": {e.id: {"timestamp": e.timestamp, "event": e.text} for e in shown} or []}
+
+
+def v1_messages(ctx: Ctx, p: Player) -> dict:
+    since, until, limit = _time_window(ctx.query, 25)
+    shown = _in_window(extras.messages(ctx.world, p, ctx.now), since, until, limit)[:limit]
+    return {"messages": {str(m.id): {"timestamp": m.timestamp, "ID": m.sender_id, "name": m.sender_name,
+                                     "type": m.kind, "title": m.topic, "seen": int(m.seen), "read": int(m.read)}
+                         for m in shown} or []}
+
+
+def v1_notifications(ctx: Ctx, p: Player) -> dict:
+    return {"notifications": extras.notifications(ctx.world, p, ctx.now)}
+
+
 V1_USER: dict[str, Callable[[Ctx, Player], dict]] = {
     "basic": v1_basic, "profile": v1_profile, "personalstats": v1_personalstats,
-    "battlestats": v1_battlestats, "bars": v1_bars, "cooldowns": v1_cooldowns,
+    "battlestats": v1_battlestats, "bars": v1_bars, "cooldowns": v1_cooldowns, "travel": v1_travel,
+    "icons": v1_icons, "stocks": v1_stocks, "events": v1_events, "messages": v1_messages,
+    "notifications": v1_notifications,
 }
-OWN_ONLY = {"battlestats", "bars", "cooldowns"}
+OWN_ONLY = {"battlestats", "bars", "cooldowns", "travel", "icons", "stocks", "events", "messages", "notifications"}
 
 
 # ---- v1 faction / torn ----------------------------------------------------------------------------
@@ -380,9 +434,39 @@ def v1_faction_territory(ctx: Ctx, f: Faction) -> dict:
     return {"territory": owned or []}
 
 
+def v1_faction_rankedwars(ctx: Ctx, f: Faction) -> dict:
+    """The faction's last 100 ranked wars, keyed by war id."""
+    wars = ctx.world.ranked_wars_of(f.id)[:100]
+    return {"rankedwars": {str(w.id): _v1_ranked_war(ctx.world, w) for w in wars} or []}
+
+
 V1_FACTION: dict[str, Callable[[Ctx, Faction], dict]] = {
     "basic": v1_faction_basic, "chain": v1_faction_chain, "territory": v1_faction_territory,
+    "rankedwars": v1_faction_rankedwars,
 }
+
+
+def _finished_war(ctx: Ctx, ident: str | None) -> RankedWar:
+    """A ranked war that has a report: it must exist and be over (error 6 otherwise)."""
+    war = ctx.world.ranked_wars.get(int(ident)) if ident and ident.isdigit() else None
+    if war is None or not war.end or war.winner is None:
+        raise TornError(6, "Incorrect ID (no finished ranked war with this id)")
+    return war
+
+
+def v1_rankedwarreport(ctx: Ctx, ident: str) -> dict:
+    war = _finished_war(ctx, ident)
+    factions = {}
+    for f in extras.war_report(ctx.world, war):
+        factions[str(f.id)] = {
+            "name": f.name, "score": f.score, "attacks": f.attacks, "rank_before": f.rank_before,
+            "rank_after": f.rank_after,
+            "rewards": {"respect": f.respect, "points": f.points,
+                        "items": {str(i): {"name": n, "quantity": q} for i, n, q in f.items} or []},
+            "members": {str(m.id): {"name": m.name, "faction_id": f.id, "level": m.level, "attacks": m.attacks,
+                                    "score": m.score} for m in f.members} or []}
+    return {"rankedwarreport": {"factions": factions,
+                                "war": {"start": war.start, "end": war.end, "winner": war.winner, "forfeit": 0}}}
 
 
 def v1_torn(ctx: Ctx, ident: str, selections: list[str]) -> dict:
@@ -411,6 +495,8 @@ def v1_torn(ctx: Ctx, ident: str, selections: list[str]) -> dict:
         elif sel == "territorywars":
             wars = {w.territory: _v1_territory_war(w) for w in world.active_territory_wars()}
             out["territorywars"] = wars or None
+        elif sel == "rankedwarreport":
+            out.update(v1_rankedwarreport(ctx, ident))
         else:
             raise TornError(4)
     return out
@@ -459,23 +545,106 @@ def v2_user_bars(ctx: Ctx, p: Player) -> dict:
 
 
 def v2_user_personalstats(ctx: Ctx, p: Player) -> dict:
+    """cat=all (UserPersonalStatsFull for the key's owner, FullPublic for others), cat=popular, cat=<category>
+    (that subtree of FullPublic), or stat=a,b (a list of {name, value, timestamp})."""
     cat, stat = ctx.query.get("cat"), ctx.query.get("stat")
     if cat and stat:
         raise TornError(26)
+    world, t, own = ctx.world, ctx.now, p.id == ctx.owner
     if stat:
         names = [s.strip() for s in stat.split(",") if s.strip()]
-        if any(n != "networth" for n in names):
+        if any(name not in ps.STAT_NAMES for name in names):
             raise TornError(25)
-        return {"personalstats": [{"name": "networth", "value": p.networth, "timestamp": ctx.now}]}
-    if cat in ("networth", "all", "popular"):
-        return {"personalstats": {"networth": {"total": p.networth}}}
-    raise TornError(21)
+        if not own and any(name in ps.OWN_STATS for name in names):
+            raise TornError(7)  # battle stats, networth parts, ...: the key owner's only
+        return {"personalstats": [{"name": name, "value": ps.value(world, p, name, t), "timestamp": t}
+                                  for name in dict.fromkeys(names)]}
+    if cat == "all":
+        shape = ps.FULL if own else ps.PUBLIC
+    elif cat == "popular":
+        shape = ps.POPULAR
+    elif cat in ps.CATEGORIES:
+        shape = tuple(path for path in ps.PUBLIC if path.split(".", 1)[0] == cat)
+    else:
+        # also battle_stats, investments and itemmarket*: in PersonalStatsCategoryEnum, but the spec gives
+        # no answer schema for them (UserPersonalStatsCategory lacks them), so they are not served
+        raise TornError(21)
+    return {"personalstats": ps.nested(world, p, shape, t)}
 
 
-V2_USER: dict[str, Callable[[Ctx, Player], dict]] = {
-    "basic": v2_user_basic, "profile": v2_user_profile, "battlestats": v2_user_battlestats,
-    "bars": v2_user_bars, "personalstats": v2_user_personalstats,
-}
+def v2_user_cooldowns(ctx: Ctx, p: Player) -> dict:
+    return {"cooldowns": _cooldowns(ctx.world, p.id, ctx.now)}
+
+
+def v2_user_travel(ctx: Ctx, p: Player) -> dict:
+    trip = extras.travel(p, ctx.now)
+    return {"travel": {"destination": trip.destination, "method": trip.method, "departed_at": trip.departed,
+                       "arrival_at": trip.arrival, "time_left": trip.time_left}}
+
+
+def v2_user_icons(ctx: Ctx, p: Player) -> dict:
+    """UserIconPrivate (with `until`) for the key's owner, UserIconPublic for others."""
+    own, t = p.id == ctx.owner, ctx.now
+    icons = []
+    for name, text in _icons(ctx, p).items():
+        title, _, description = text.partition(" - ")
+        icon = {"id": int(name.removeprefix("icon")), "title": title, "description": description}
+        if own:
+            s = p.status(t)
+            icon["until"] = s.until if name in ("icon15", "icon16") else None
+        icons.append(icon)
+    return {"icons": icons}
+
+
+def v2_user_stocks(ctx: Ctx, p: Player) -> dict:
+    return {"stocks": [{"id": h.stock_id, "shares": h.shares,
+                        "bonus": {"available": h.ready, "increment": h.increment, "progress": h.progress,
+                                  "frequency": h.frequency},
+                        "transactions": [{"id": tr.id, "shares": tr.shares, "price": tr.price, "timestamp": tr.when}
+                                         for tr in h.trades]}
+                       for h in extras.holdings(ctx.world, p, ctx.now)]}
+
+
+def _time_links(ctx: Ctx, shown: list, more: bool, limit: int) -> dict:
+    """_metadata.links of a list paged by time: next asks for what is older than the last item shown."""
+    keep = [(k, v) for k, v in ctx.query.items() if k.lower() not in ("key", "limit", "to", "from")]
+
+    def link(**bounds: int) -> str:
+        return f"{ctx.base_url}{ctx.path}?{urlencode(keep + [('limit', limit), *bounds.items()], safe=',')}"
+
+    nxt = link(to=shown[-1].timestamp - 1) if more and shown else None
+    prev = link(**{"from": shown[0].timestamp + 1}) if shown and ctx.query.get("to") else None
+    return {"links": {"next": nxt, "prev": prev}}
+
+
+def v2_user_events(ctx: Ctx, p: Player) -> dict:
+    since, until, limit = _time_window(ctx.query, 20)
+    found = _in_window(extras.events(ctx.world, p, ctx.now), since, until, limit)
+    shown = found[:limit]
+    return {"events": [{"id": e.id, "timestamp": e.timestamp, "event": e.text} for e in shown],
+            "_metadata": _time_links(ctx, shown, len(found) > limit, limit)}
+
+
+def v2_user_messages(ctx: Ctx, p: Player) -> dict:
+    since, until, limit = _time_window(ctx.query, 20)
+    found = _in_window(extras.messages(ctx.world, p, ctx.now), since, until, limit)
+    shown = found[:limit]
+    return {"messages": [{"id": m.id, "sender": {"id": m.sender_id, "name": m.sender_name},
+                          "timestamp": m.timestamp, "topic": m.topic, "type": m.kind, "seen": m.seen,
+                          "read": m.read} for m in shown],
+            "_metadata": _time_links(ctx, shown, len(found) > limit, limit)}
+
+
+def v2_user_notifications(ctx: Ctx, p: Player) -> dict:
+    return {"notifications": extras.notifications(ctx.world, p, ctx.now)}
+
+
+def v2_user_faction(ctx: Ctx, p: Player) -> dict:
+    f = ctx.world.factions.get(p.faction_id) if p.faction_id else None
+    if f is None:
+        return {"faction": None}
+    return {"faction": {"id": f.id, "name": f.name, "tag": f.tag, "tag_image": f.tag_image, "position": p.position,
+                        "days_in_faction": (ctx.now - p.faction_joined) // DAY}}
 
 
 def _v2_ranked_factions(world: World, war: RankedWar) -> list[dict]:
@@ -496,7 +665,7 @@ def v2_faction_basic(ctx: Ctx, f: Faction) -> dict:
     own = ctx.owner_faction == f.id
     return {"basic": {
         "id": f.id, "name": f.name, "tag": f.tag, "tag_image": f.tag_image, "banner_image": f.banner_image,
-        "leader_id": f.leader, "co_leader_id": f.co_leader, "respect": f.respect,
+        "leader_id": f.leader, "co_leader_id": f.co_leader or 0, "respect": f.respect,  # the spec: never null
         "days_old": (ctx.now - f.created) // DAY, "capacity": f.capacity, "members": len(f.members),
         "is_enlisted": f.is_enlisted if own else None, "rank": ctx.world.faction_rank(f.id),
         "best_chain": f.best_chain,
@@ -565,27 +734,36 @@ def v2_faction_chain(ctx: Ctx, f: Faction) -> dict:
     return {"chain": c}
 
 
-def v2_territoryownership(ctx: Ctx, _f: Faction | None) -> dict:
-    rows = [{"id": t.code, "owned_by": t.owner, "acquired_at": t.acquired_at, "irradiated": t.irradiated}
-            for t in ctx.world.territories.values()]
-    chunk, meta = _page(ctx, rows, 20, 500)
-    return {"territoryOwnership": chunk, "_metadata": meta}
+def v2_territoryownership(ctx: Ctx, _ident: str | None = None) -> dict:
+    """Paged by offset and limit (at most 500), but without `_metadata`: FactionTerritoriesOwnershipResponse
+    has none, so a client asks offset by offset until a page comes back short."""
+    offset = _int_arg(ctx.query, "offset", 0, 10**9)
+    limit = _int_arg(ctx.query, "limit", 20, 500)
+    page = list(ctx.world.territories.values())[offset:offset + limit]
+    return {"territoryOwnership": [{"id": t.code, "owned_by": t.owner, "acquired_at": t.acquired_at,
+                                    "irradiated": t.irradiated} for t in page]}
 
 
-def v2_rackets(ctx: Ctx, _f: Faction | None) -> dict:
+def v2_rackets(ctx: Ctx, _ident: str | None = None) -> dict:
     return {"rackets": [_v2_racket(t.racket) for t in ctx.world.territories.values() if t.racket is not None]}
 
 
-V2_FACTION: dict[str, Callable[[Ctx, Faction], dict]] = {
-    "basic": v2_faction_basic, "members": v2_faction_members, "wars": v2_faction_wars,
-    "rankedwars": v2_faction_rankedwars, "territory": v2_faction_territory, "chain": v2_faction_chain,
-}
-V2_FACTION_GLOBAL = {"territoryownership": v2_territoryownership, "rackets": v2_rackets}
+def v2_rankedwarreport(ctx: Ctx, ident: str | None) -> dict:
+    war = _finished_war(ctx, ident)
+    factions = [{"id": f.id, "name": f.name, "score": f.score, "attacks": f.attacks,
+                 "rank": {"before": f.rank_before, "after": f.rank_after},
+                 "rewards": {"respect": f.respect, "points": f.points,
+                             "items": [{"id": i, "name": n, "quantity": q} for i, n, q in f.items]},
+                 "members": [{"id": m.id, "name": m.name, "level": m.level, "attacks": m.attacks, "score": m.score}
+                             for m in f.members]}
+                for f in extras.war_report(ctx.world, war)]
+    return {"rankedwarreport": {"id": war.id, "start": war.start, "end": war.end, "winner": war.winner,
+                                "forfeit": False, "factions": factions}}
 
 
-def v2_torn_territory(ctx: Ctx) -> dict:
+def v2_torn_territory(ctx: Ctx, _ident: str | None = None) -> dict:
     world = ctx.world
-    ids = ctx.query.get("ids", "")
+    ids = ctx.query.get("ids") or ctx.query.get("id") or ""  # /torn/territory?ids=, /torn?selections=...&id=
     if ids:
         codes = [c.strip().upper() for c in ids.split(",") if c.strip()]
         if any(c not in world.territories for c in codes):
@@ -667,41 +845,134 @@ def _render_v1(ctx: Ctx, segments: list[str]) -> dict:
     return out
 
 
+def v2_key_info(ctx: Ctx, _ident: str | None = None) -> dict:
+    """KeyInfoResponse: the key's owner, and the selections this simulator serves (as a limited key)."""
+    p = _user(ctx, None)
+    served: dict[str, list[str]] = {}
+    for path in V2_ROUTES:
+        section, *rest = path.strip("/").split("/")
+        if rest:
+            served.setdefault(section, [])
+            if rest[-1] not in served[section]:
+                served[section].append(rest[-1])
+    selections = {section: sorted(served.get(section, [])) for section in
+                  ("company", "faction", "market", "property", "torn", "user", "racing", "forum", "key")}
+    return {"info": {
+        "selections": selections,
+        "access": {"level": 3, "type": "Limited Access", "faction": False, "company": False,
+                   "log": {"custom_permissions": False, "available": []}},
+        "user": {"id": p.id, "faction_id": p.faction_id, "company_id": p.job[2] or None},
+    }}
+
+
+# ---- v2 routing: the spec's paths ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Route:
+    """One path of the v2 spec that the simulator answers.
+
+    scope: "entity" - about a user or faction, given by the {id} in the path or, without one, the key's
+    owner (or the owner's faction); "own" - the key owner's only (the spec has no {id} form); "global" -
+    the same for every key; "war" - a ranked war given by its id. `queries`: the query strings the path
+    understands besides paging; tests/test_simulator_spec.py asks each and checks the answer.
+    """
+
+    answer: Callable[[Ctx, str | None], dict]
+    scope: str = "entity"
+    queries: tuple[Mapping[str, str], ...] = ({},)
+
+
+def _of_user(render: Callable[[Ctx, Player], dict], scope: str = "entity",
+             queries: tuple[Mapping[str, str], ...] = ({},)) -> Route:
+    return Route(lambda ctx, ident: render(ctx, _user(ctx, ident)), scope, queries)
+
+
+def _of_faction(render: Callable[[Ctx, Faction], dict]) -> Route:
+    return Route(lambda ctx, ident: render(ctx, _faction(ctx, ident)))
+
+
+def _combined(section: str) -> Route:
+    return Route(lambda ctx, _ident: _render_combined(ctx, section), "global")
+
+
+_PERSONALSTATS_QUERIES = ({"cat": "all"}, {"cat": "popular"}, *({"cat": c} for c in ps.CATEGORIES),
+                          {"stat": "networth,attackswon,xantaken,elo"})
+_USER = {
+    "basic": _of_user(v2_user_basic), "profile": _of_user(v2_user_profile),
+    "personalstats": _of_user(v2_user_personalstats, queries=_PERSONALSTATS_QUERIES),
+    "icons": _of_user(v2_user_icons), "faction": _of_user(v2_user_faction),
+}
+_OWN = {
+    "battlestats": _of_user(v2_user_battlestats, "own"), "bars": _of_user(v2_user_bars, "own"),
+    "cooldowns": _of_user(v2_user_cooldowns, "own"), "stocks": _of_user(v2_user_stocks, "own"),
+    "travel": _of_user(v2_user_travel, "own"), "notifications": _of_user(v2_user_notifications, "own"),
+    "events": _of_user(v2_user_events, "own", ({}, {"limit": "3"})),
+    "messages": _of_user(v2_user_messages, "own", ({}, {"limit": "2"})),
+}
+_FACTION = {
+    "basic": _of_faction(v2_faction_basic), "members": _of_faction(v2_faction_members),
+    "wars": _of_faction(v2_faction_wars), "rankedwars": _of_faction(v2_faction_rankedwars),
+    "territory": _of_faction(v2_faction_territory), "chain": _of_faction(v2_faction_chain),
+}
+# Path (as the spec writes it) -> Route. Every path here must be in the spec: tests/test_simulator_spec.py.
+V2_ROUTES: dict[str, Route] = {
+    **{f"/user/{name}": route for name, route in (_USER | _OWN).items()},
+    **{f"/user/{{id}}/{name}": route for name, route in _USER.items()},
+    "/user": _combined("user"),
+    **{f"/faction/{name}": route for name, route in _FACTION.items()},
+    **{f"/faction/{{id}}/{name}": route for name, route in _FACTION.items()},
+    "/faction/territoryownership": Route(v2_territoryownership, "global", ({}, {"limit": "7", "offset": "3"})),
+    "/faction/rackets": Route(v2_rackets, "global"),
+    "/faction/{rankedWarId}/rankedwarreport": Route(v2_rankedwarreport, "war"),
+    "/faction": _combined("faction"),
+    "/torn/territory": Route(v2_torn_territory, "global", ({}, {"ids": "AAC,CAA"}, {"limit": "5", "offset": "2"})),
+    "/torn": _combined("torn"),
+    "/key/info": Route(v2_key_info, "own"),
+    "/key": _combined("key"),
+}
+# "/faction/{}/rankedwarreport" -> its Route: how a request path finds its route, whatever the id is called
+_ROUTE_OF = {re.sub(r"\{\w+\}", "{}", path): route for path, route in V2_ROUTES.items()}
+_DEFAULT_SELECTION = {"user": "basic", "faction": "basic", "key": "info"}
+_ONLY_V1 = {"torn": ("rankedwars", "territorywars", "rankedwarreport", "rackets")}
+
+
 def _render_v2(ctx: Ctx, segments: list[str]) -> dict:
+    """/v2/<section>[/<id>][/<selection>], answered only where the spec has that path (else error 4)."""
     if not segments:
         raise TornError(3)
     section, rest = segments[0].lower(), segments[1:]
+    if f"/{section}" not in _ROUTE_OF:
+        raise TornError(3)
     ident = None
     if rest and rest[0].isdigit():
         ident, rest = rest[0], rest[1:]
     if len(rest) > 1:
         raise TornError(4)
-    selections = [rest[0].lower()] if rest else _split(ctx.query.get("selections")) or ["basic"]
+    selection = rest[0].lower() if rest else None
+    route = _ROUTE_OF.get(f"/{section}" + ("/{}" if ident is not None else "") + (f"/{selection}" if rest else ""))
+    if route is None:
+        if selection in _ONLY_V1.get(section, ()):
+            raise TornError(22)
+        raise TornError(4, f"Wrong fields: /{section}{'/{id}' if ident else ''}/{selection or ''} is not a v2 path")
+    return route.answer(ctx, ident)
+
+
+def _render_combined(ctx: Ctx, section: str) -> dict:
+    """/v2/user?selections=a,b[&id=N] (and /faction, /torn, /key): each selection answered as its own path
+    would answer it, merged. With an id, a selection that the spec has only without one is the key owner's:
+    asked for someone else it is error 7; a global one ignores the id."""
+    ident = ctx.query.get("id") or None
+    selections = _split(ctx.query.get("selections")) or [_DEFAULT_SELECTION.get(section, "")]
     out: dict = {}
-    if section == "user":
-        for sel in selections:
-            if sel not in V2_USER:
-                raise TornError(4)
-            player = _user(ctx, ident)
-            if sel in ("battlestats", "bars") and player.id != ctx.owner:
-                raise TornError(7)
-            out.update(V2_USER[sel](ctx, player))
-    elif section == "faction":
-        for sel in selections:
-            if sel in V2_FACTION_GLOBAL:
-                out.update(V2_FACTION_GLOBAL[sel](ctx, None))
-            elif sel in V2_FACTION:
-                out.update(V2_FACTION[sel](ctx, _faction(ctx, ident)))
-            else:
-                raise TornError(4)
-    elif section == "torn":
-        for sel in selections:
-            if sel == "territory":
-                out.update(v2_torn_territory(ctx))
-            elif sel in ("rankedwars", "territorywars"):
-                raise TornError(22)
-            else:
-                raise TornError(4)
-    else:
-        raise TornError(3)
+    for selection in selections:
+        route = _ROUTE_OF.get(f"/{section}/{{}}/{selection}") if ident else None
+        if route is not None:
+            out.update(route.answer(ctx, ident))
+            continue
+        route = _ROUTE_OF.get(f"/{section}/{selection}")
+        if route is None:
+            raise TornError(22 if selection in _ONLY_V1.get(section, ()) else 4)
+        if ident and route.scope == "own" and ident not in (str(ctx.owner), "0"):
+            raise TornError(7)
+        out.update(route.answer(ctx, None))
     return out

@@ -6,7 +6,7 @@ matches the spec. Do not edit by hand.
 """
 
 # UserPersonalStatsFull: cat=all for the key's owner
-FULL = (
+FULL: tuple[str, ...] = (
     "attacking.attacks.won", "attacking.attacks.lost", "attacking.attacks.stalemate", "attacking.attacks.assist",
     "attacking.attacks.stealth", "attacking.defends.won", "attacking.defends.lost", "attacking.defends.stalemate",
     "attacking.defends.total", "attacking.elo", "attacking.unarmored_wins", "attacking.highest_level_beaten",
@@ -66,7 +66,7 @@ FULL = (
 )
 
 # UserPersonalStatsFullPublic: cat=all for anyone else
-PUBLIC = (
+PUBLIC: tuple[str, ...] = (
     "attacking.attacks.won", "attacking.attacks.lost", "attacking.attacks.stalemate", "attacking.attacks.assist",
     "attacking.attacks.stealth", "attacking.defends.won", "attacking.defends.lost", "attacking.defends.stalemate",
     "attacking.defends.total", "attacking.elo", "attacking.unarmored_wins", "attacking.highest_level_beaten",
@@ -117,7 +117,7 @@ PUBLIC = (
 )
 
 # UserPersonalStatsPopular: cat=popular
-POPULAR = (
+POPULAR: tuple[str, ...] = (
     "attacking.attacks.won", "attacking.attacks.lost", "attacking.attacks.stalemate", "attacking.attacks.assist",
     "attacking.defends.won", "attacking.defends.lost", "attacking.defends.stalemate", "attacking.elo",
     "attacking.escapes.player", "attacking.escapes.foes", "attacking.killstreak.best", "attacking.hits.success",
@@ -138,13 +138,13 @@ POPULAR = (
 )
 
 # UserPersonalStatsCategory: the cat= values that answer a PUBLIC subtree
-CATEGORIES = (
+CATEGORIES: tuple[str, ...] = (
     "attacking", "jobs", "trading", "jail", "hospital", "finishing_hits", "communication", "crimes", "bounties",
     "items", "travel", "drugs", "missions", "racing", "networth", "other",
 )
 
 # PersonalStatsStatName: the stat= names
-STAT_NAMES = (
+STAT_NAMES: tuple[str, ...] = (
     "attackswon", "attackslost", "attacksdraw", "attacksassisted", "defendswon", "defendslost", "defendsstalemated",
     "elo", "yourunaway", "theyrunaway", "unarmoredwon", "bestkillstreak", "attackhits", "attackmisses",
     "attackdamage", "bestdamage", "onehitkills", "attackcriticalhits", "roundsfired", "specialammoused",

@@ -5,7 +5,7 @@ by `python -m tests.test_simulator_spec --write`; tests/test_simulator_spec.py f
 matches the spec. Do not edit by hand.
 """
 
-TERRITORY_CODES = (
+TERRITORY_CODES: tuple[str, ...] = (
     "AAB", "AAC", "AAD", "AAE", "AAF", "AAG", "ABA", "ABB", "ABC", "ABD", "ABE", "ABF", "ACA", "ACB", "ACC", "ACD",
     "ACE", "ACF", "ACG", "ADA", "ADB", "ADC", "ADD", "ADE", "ADF", "ADG", "AEA", "AEB", "AEC", "AED", "AEE", "AEF",
     "AFA", "AFB", "AFC", "AFD", "AFE", "AFF", "AFG", "AGA", "AGB", "AGC", "AGD", "AGE", "AGF", "AGG", "AHA", "AHB",

@@ -160,8 +160,9 @@ class _Span:
     state: str
     place: str = ""
     details: str = ""
-    plane: str | None = None
+    plane: str | None = None  # the flight's plane; an Abroad span keeps the one it came on
     returning: bool = False
+    departed: int = 0  # Abroad: when the flight there took off
 
 
 def relative_text(seconds: int) -> str:
@@ -276,7 +277,7 @@ class Player:
             fly = int(minutes * MINUTE * factor)
             stay = r.randint(15 * MINUTE, 6 * HOUR)
             self._spans.append(_Span(t0, t0 + fly, "Traveling", place=country, plane=plane))
-            self._spans.append(_Span(t0 + fly, t0 + fly + stay, "Abroad", place=country))
+            self._spans.append(_Span(t0 + fly, t0 + fly + stay, "Abroad", place=country, plane=plane, departed=t0))
             end = t0 + 2 * fly + stay
             self._spans.append(_Span(t0 + fly + stay, end, "Traveling", place=country, plane=plane, returning=True))
         self._free_from = end
