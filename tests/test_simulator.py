@@ -554,6 +554,12 @@ def _snapshot(world: World) -> bytes:
     for pid in sorted(world.players)[:30]:
         own = Ctx(world, pid, {"selections": "profile,battlestats,personalstats"})
         parts.append(render(own, 1, ["user", str(pid)]))
+        parts.append(render(Ctx(world, pid, {"selections": "stocks,events,messages,travel,notifications"}), 1,
+                            ["user"]))
+        parts.append(render(Ctx(world, owner, {"cat": "all"}), 2, ["user", str(pid), "personalstats"]))
+    parts.append(render(Ctx(world, owner), 2, ["key", "info"]))
+    finished = max(w.id for w in world.ranked_wars.values() if w.end)
+    parts.append(render(Ctx(world, owner, {"selections": "rankedwarreport"}), 1, ["torn", str(finished)]))
     return msgspec.json.encode(parts)
 
 

@@ -1,7 +1,10 @@
 """An offline Torn API, because the real one cannot be reached from here.
 
 - world.py: a seeded world (factions, players, territories, wars, rackets) that changes as its clock moves.
-- bodies.py: that world as v1 and v2 response bodies, with each version's quirks.
+- bodies.py: that world as v1 and v2 response bodies, with each version's quirks. v2 answers only the
+  paths of the official spec (bodies.V2_ROUTES; tests/test_simulator_spec.py validates every one).
+- extras.py, personalstats.py: pages drawn from the seed (travel, stocks, events, messages, war reports)
+  and personal stats; territory_codes.py and personalstats_shapes.py are generated from the spec.
 - server.py: HTTP around the bodies: keys, the per-user rate limit, fault injection, clock control.
 - process.py: the server in a child process on a clock shared through a mapped file (the demo uses it,
   so the client and the server do not share one core).
