@@ -465,6 +465,13 @@ def test_the_example_config_and_the_docstring_example_parse():
     data = tomllib.loads("\n".join(line[4:] for line in text.splitlines()))
     parsed = parse_config(data, env=env)
     assert parsed.wars.interval == 120 and parsed.territories[0].ids == ["AAC", "CAA"]
+    # The README's config too (its faction's own news needs the key's `faction`).
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Collecting from the Torn API"):]
+    block = section[section.index("```toml\n") + 8:section.index("```\n", section.index("```toml\n") + 8)]
+    jobs = build_jobs(parse_config(tomllib.loads(block), env=env))
+    assert "https://api.torn.com/v2/faction?selections=basic,members,wars&id=9420" in {
+        j.request.url("https://api.torn.com") for j in jobs}
 
 
 def test_collectors_sharing_a_key_add_up_its_request_count(db_path):

@@ -6,6 +6,7 @@ simulator's rate-limit window), so pauses of minutes or days take no real time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from tornstore.eventstore.collector import Collector, parse_config
+from tornstore.eventstore.records import Owner
 from tornstore.eventstore.secrets import fingerprint
 from tornstore.eventstore.simulator import World, start_simulator
 from tornstore.projections.store import Store
@@ -123,6 +125,7 @@ async def test_one_round_fills_the_store_and_later_rounds_append_only_changes(si
     # The v2 territory list (300 rows, 250 a page) was followed to its last page.
     assert query(db_path, "SELECT count(*) FROM streams WHERE view = 'v2.territory'")[0][0] == 300
     assert sim.stats()["by_path"]["/v2/torn/territory"] == 2
+    assert sim.stats()["by_path"]["/v2/faction"] == 1           # basic, members and wars: one request
     # Own-only battle stats went out with the player's own key.
     assert query(db_path, "SELECT count(*) FROM streams WHERE entity_id = ? AND view = 'v2.battlestats'",
                  str(sim.owner_a))[0][0] == 1
@@ -324,6 +327,192 @@ async def test_request_now_goes_first_and_resolves_after_commit(sim, db_path):
     finally:
         await store.close()
     assert report.polls_ok == 2
+
+
+# ------------------------------------------------------------------------------------------ owners and spec URLs
+@contextlib.asynccontextmanager
+async def capturing(sim, db_path, cfg):
+    """A started collector on the simulator's clock whose sink keeps the Responses it is handed."""
+    clock = SimClock(sim)
+    seen: list = []
+    store = await Store.open(db_path, create=True)
+
+    async def sink(responses):
+        seen.extend(responses)
+        return await store.ingest_many(responses)
+
+    try:
+        collector = Collector(cfg, sink, run=store.run, clock=clock, sleep=clock.sleep)
+        async with collector:
+            yield collector, seen
+    finally:
+        await store.close()
+
+
+async def collect_capturing(sim, db_path, cfg, rounds=1, between=0):
+    """Like collect_once, with the Responses handed to the sink kept; `rounds` on one collector."""
+    async with capturing(sim, db_path, cfg) as (collector, seen):
+        for i in range(rounds):
+            if i:
+                sim.advance(between)
+            report = await collector.run_once()
+    return report, collector, seen
+
+
+def streams(db_path, entity_id):
+    return {view for (view,) in query(db_path, "SELECT view FROM streams WHERE entity_id = ?", str(entity_id))}
+
+
+@pytest.mark.parametrize("learn", [False, True])
+async def test_every_response_names_its_key_and_the_keys_owner(sim, db_path, learn):
+    """Own-key URLs (/v2/user?selections=bars,battlestats) name no player: the owner sent with them files
+    them. With learn_owners the faction comes from /v2/key/info, which is not stored."""
+    a, b = sim.owner_a, sim.owner_b
+    cfg = config_for(sim, learn_owners=learn,
+                     players=[{"id": a, "fetch": ["profile", "bars", "battlestats"]},
+                              {"id": b, "fetch": ["profile"]}],
+                     factions=[{"id": sim.faction_a.id, "fetch": ["basic", "members"]}])
+    report, collector, seen = await collect_capturing(sim, db_path, cfg)
+    assert report.polls_failed == 0 and report.gaps == 0 and len(seen) == report.responses == 4
+    faction_of = {a: sim.world.player(a).faction_id, b: sim.world.player(b).faction_id} if learn else {a: None, b: None}
+    expected = {fingerprint(KEY_A): Owner(player_id=a, faction_id=faction_of[a]),
+                fingerprint(KEY_B): Owner(player_id=b, faction_id=faction_of[b])}
+    for response in seen:
+        assert response.owner == expected[response.key], response.url
+    urls = {r.url.removeprefix(sim.url): r for r in seen}
+    assert urls["/v2/user?selections=bars,battlestats"].key == fingerprint(KEY_A)   # a's own key
+    assert {r.key for r in seen} == set(expected)                                     # both keys served
+    assert {"v2.bars", "v2.battlestats", "v2.profile"} <= streams(db_path, a)
+    assert "v2.profile" in streams(db_path, b)
+    assert query(db_path, "SELECT count(*) FROM quarantine") == [(0,)]
+    key_info = sim.stats()["by_path"].get("/v2/key/info", 0)
+    assert key_info == (2 if learn else 0) and not any("/key/" in r.url for r in seen)
+
+
+async def test_the_api_corrects_a_wrong_owner_in_the_config(sim, db_path, caplog):
+    caplog.set_level(logging.WARNING)
+    cfg = parse_config({"api_base": sim.url, "interval": "1m", "jitter": 0, "learn_owners": True,
+                        "keys": [{"key": "env:TK_A", "owner": "1", "access": "limited"}],
+                        "players": [{"id": sim.owner_b, "fetch": ["profile"]}]}, env=ENV)
+    report, collector, seen = await collect_capturing(sim, db_path, cfg)
+    key = collector.pool.keys[0]
+    assert key.owner == str(sim.owner_a) and key.faction == str(sim.faction_a.id)
+    assert f"the config says its owner is 1, the API says {sim.owner_a}" in caplog.text
+    assert [r.owner for r in seen] == [Owner(player_id=sim.owner_a, faction_id=sim.faction_a.id)]
+
+
+async def test_a_factions_own_data_goes_out_with_a_members_key(sim, db_path):
+    fa = sim.faction_a
+    keys = [{"key": "env:TK_A", "owner": str(sim.owner_a), "access": "limited", "faction": fa.id},
+            {"key": "env:TK_B", "owner": str(sim.owner_b), "access": "limited"}]
+    cfg = parse_config({"api_base": sim.url, "interval": "1m", "jitter": 0, "keys": keys,
+                        "factions": [{"id": fa.id, "fetch": ["basic", "chain(own)", "members(own)"]}]}, env=ENV)
+    report, collector, seen = await collect_capturing(sim, db_path, cfg)
+    assert report.polls_ok == 2 and report.gaps == 0
+    urls = {r.url.removeprefix(sim.url): r for r in seen}
+    assert set(urls) == {f"/v2/faction/{fa.id}/basic", "/v2/faction?selections=chain,members"}
+    own = urls["/v2/faction?selections=chain,members"]
+    assert own.key == fingerprint(KEY_A) and own.owner == Owner(player_id=sim.owner_a, faction_id=fa.id)
+    assert {"v2.faction", "v2.chain", "v2.members"} <= streams(db_path, fa.id)
+    assert sim.stats()["by_path"]["/v2/key/info"] == 2    # a faction's own data: owners are learned
+
+
+async def test_members_own_data_is_polled_only_for_members_with_a_key(sim, db_path):
+    fa = sim.faction_a
+    cfg = config_for(sim, factions=[{"id": fa.id, "fetch": ["basic", "members"], "members": True,
+                                     "member_fetch": ["profile", "bars"]}])
+    report, _ = await collect_once(sim, db_path, cfg)
+    assert report.polls_failed == 0 and report.gaps == 0
+    for member in fa.members:
+        assert ("v2.bars" in streams(db_path, member)) == (member == sim.owner_a)
+        assert "v2.profile" in streams(db_path, member)
+
+
+async def test_code_22_on_a_combined_request_switches_it_to_v1(sim, db_path):
+    b = sim.owner_b
+    cfg = config_for(sim, players=[{"id": b, "fetch": ["profile", "personalstats"]}])
+    sim.inject_fault("error", code=22, count=1, path="/v2/user")
+    report, collector, seen = await collect_capturing(sim, db_path, cfg, rounds=2, between=120)
+    paths = sim.stats()["by_path"]
+    assert paths["/v2/user"] == 1 and paths["/user/{id}"] == 2       # from then on straight to v1
+    assert [r.url.removeprefix(sim.url) for r in seen] == [f"/user/{b}?selections=profile,personalstats"] * 2
+    assert {"v1.profile", "v1.personalstats"} <= streams(db_path, b)
+    (reason,) = query(db_path, "SELECT reason FROM gaps WHERE error_code = 22")[0]
+    assert f"asking {sim.url}/user/{b}?selections=profile,personalstats instead" in reason
+
+
+async def test_code_22_splits_a_combined_request_and_records_why_when_v1_has_no_such_selection(sim, db_path):
+    b = sim.owner_b
+    cfg = config_for(sim, players=[{"id": b, "fetch": ["profile", "faction"]}])    # user 'faction': v2 only
+    sim.inject_fault("error", code=22, count=1, path="/v2/user")
+    async with capturing(sim, db_path, cfg) as (collector, seen):
+        report = await collector.run_once()
+        assert report.polls_ok == 2 and report.polls_failed == 0
+        assert sorted(r.url.removeprefix(sim.url) for r in seen) == [f"/v2/user/{b}/faction",
+                                                                     f"/v2/user/{b}/profile"]
+        assert {"v2.profile", "v2.faction"} <= streams(db_path, b)
+        # The single that still answers 22 has no v1 form: a gap says so, and it is not retried.
+        sim.inject_fault("error", code=22, count=1, path="/faction")
+        sim.advance(120)
+        t0 = sim.world.now
+        report = await collector.run_once()
+        job = next(j for j in collector.scheduler.jobs.values() if j.request.path == f"v2/user/{b}/faction")
+        assert job.due >= t0 + 6 * 3600 * 0.9
+    assert report.polls_failed == 1
+    (reason,) = query(db_path, "SELECT reason FROM gaps WHERE error_code = 22 ORDER BY id DESC LIMIT 1")[0]
+    assert reason.endswith("the collector has no API v1 form of it, not retried")
+
+
+@pytest.mark.parametrize("fetch, asks, stored", [
+    (["v1:profile", "v1:personalstats"], "/v2/user?selections=profile,personalstats&id={id}&cat=all",
+     {"v2.profile", "v2.personalstats"}),
+    (["v1:armorynews"], None, set()),                       # faction armory news has no v2 form
+])
+async def test_code_23_switches_a_v1_request_to_v2_where_it_can(sim, db_path, fetch, asks, stored):
+    b, fb = sim.owner_b, sim.world.player(sim.owner_b).faction_id
+    section = "players" if fetch[0] != "v1:armorynews" else "factions"
+    entity = b if section == "players" else fb
+    cfg = config_for(sim, **{section: [{"id": entity, "fetch": fetch}]})
+    sim.inject_fault("error", code=23, count=1)
+    report, collector, seen = await collect_capturing(sim, db_path, cfg)
+    (reason,) = query(db_path, "SELECT reason FROM gaps WHERE error_code = 23")[0]
+    if asks is None:
+        assert report.polls_failed == 1 and not seen
+        assert reason.endswith("the collector has no API v2 form of it, not retried")
+    else:
+        url = sim.url + asks.format(id=entity)
+        assert report.polls_ok == 1 and [r.url for r in seen] == [url] and f"asking {url} instead" in reason
+        assert stored <= streams(db_path, entity)
+
+
+async def test_code_14_holds_back_that_category_for_an_hour_not_until_midnight(sim, db_path):
+    a = sim.owner_a
+    t0 = (sim.world.now // 86400 + 1) * 86400 - 600       # ten minutes before UTC midnight
+    sim.set_clock(t0)
+    cfg = config_for(sim, keys=("A",), players=[{"id": a, "fetch": ["profile", "personalstats"]}])
+    sim.inject_fault("error", code=14, count=1, path="/v2/user")
+    async with capturing(sim, db_path, cfg) as (collector, seen):
+        report = await collector.run_once()
+        # Split: the profile is asked at once; personal stats wait (a gap says why).
+        assert [r.url.removeprefix(sim.url) for r in seen] == [f"/v2/user/{a}/profile"]
+        assert report.deferred == 1
+        rounds = []
+        for at in (t0 + 900, t0 + 1800, t0 + 3600):       # past midnight: still waiting; after an hour: asked
+            sim.set_clock(at)
+            before = sim.stats()["by_path"].get("/v2/user/{id}/personalstats", 0)
+            await collector.run_once()
+            rounds.append(sim.stats()["by_path"].get("/v2/user/{id}/personalstats", 0) - before)
+    assert rounds == [0, 0, 1]
+    assert query(db_path, "SELECT reason FROM gaps WHERE error_code IS NULL")[0][0].endswith(
+        "(daily read limit (14) for personalstats)")
+
+
+async def test_a_key_taken_out_of_use_does_not_use_up_the_requests_tries(sim, db_path):
+    cfg = config_for(sim, max_tries=1, players=[{"id": sim.owner_b, "fetch": ["profile"]}])
+    sim.inject_fault("error", code=2, count=1, path="/profile")
+    report, collector = await collect_once(sim, db_path, cfg)
+    assert report.polls_ok == 1 and poll_requests(sim) == 2
+    assert collector.pool.by_fp(fingerprint(KEY_A)).state == "disabled"
 
 
 # ------------------------------------------------------------------------------------------ secrets
