@@ -401,6 +401,18 @@ async def test_the_api_corrects_a_wrong_owner_in_the_config(sim, db_path, caplog
     assert [r.owner for r in seen] == [Owner(player_id=sim.owner_a, faction_id=sim.faction_a.id)]
 
 
+async def test_owners_are_learned_at_start_and_again_after_an_hour(sim, db_path):
+    cfg = config_for(sim, learn_owners=True, players=[{"id": sim.owner_b, "fetch": ["profile"]}])
+    asked = []
+    async with capturing(sim, db_path, cfg) as (collector, seen):
+        for step in (0, 600, 1200, 2400, 600):             # rounds over 80 minutes
+            sim.advance(step)
+            await collector.run_once()
+            asked.append(sim.stats()["by_path"].get("/v2/key/info", 0))
+    assert asked == [2, 2, 2, 4, 4]                         # two keys: at start, then after the hour
+    assert len(seen) == 5 and not any("/key/" in r.url for r in seen)
+
+
 async def test_a_factions_own_data_goes_out_with_a_members_key(sim, db_path):
     fa = sim.faction_a
     keys = [{"key": "env:TK_A", "owner": str(sim.owner_a), "access": "limited", "faction": fa.id},

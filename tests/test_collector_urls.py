@@ -355,3 +355,26 @@ def test_own_data_without_the_owners_key_is_refused_by_name():
     data["keys"][0]["access"] = "minimal"
     with pytest.raises(ConfigError, match="money needs a limited key"):
         parse_config(data, env=KEYS)
+
+
+@pytest.mark.parametrize("section", ["user", "faction"])
+def test_the_v2_urls_a_code_23_switches_to_are_the_specs(section):
+    """After 23 ("only in API v2") a v1 item is asked through v2: those URLs are spec URLs too."""
+    from tornstore.eventstore.collector.scheduler import request_for
+
+    switched = 0
+    for name in sorted(endpoints.V1[section]):
+        for item in (f"v1:{name}", f"v1:{name}(own)"):
+            try:
+                jobs = _jobs(section, [item])
+            except ConfigError:
+                continue                                   # e.g. own data of a player without a key
+            for job in jobs:
+                alternative = endpoints.alternative(job.bundle, 23)
+                if name not in endpoints.V2[section] or endpoints.V2[section][name].required:
+                    assert alternative is None, item       # nothing to switch to: a gap says so
+                    continue
+                for bundle in alternative:
+                    check_url(request_for(bundle, job.target).url(BASE))
+                    switched += 1
+    assert switched > 10

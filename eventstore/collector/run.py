@@ -207,7 +207,6 @@ class Collector:
         await asyncio.wait(set(tasks))
         for task, job in tasks.items():
             self._finish(job, task, requeue=False)
-            job.held_until = job.due
 
     def _has_own_key(self, player_id: int) -> bool:
         return any(k.owner == str(player_id) and k.state != "disabled" for k in self.pool.keys)
@@ -395,6 +394,8 @@ class Collector:
             elif outcome != ABORTED:
                 self.report.polls_failed += 1
         self.scheduler.done(job, outcome, now, requeue=requeue, not_before=not_before)
+        if job.origin == KEY_JOB:
+            job.held_until = job.due  # `collect --once` rounds leave it out until it is due again
         if job.origin == "ondemand":
             for waiter in list(self._ondemand):
                 if any(j is job for j in waiter.jobs):
