@@ -583,15 +583,15 @@ def v2_user_travel(ctx: Ctx, p: Player) -> dict:
 
 
 def v2_user_icons(ctx: Ctx, p: Player) -> dict:
-    """UserIconPrivate (with `until`) for the key's owner, UserIconPublic for others."""
-    own, t = p.id == ctx.owner, ctx.now
+    """UserIconPrivate (with `until`) for the key's owner, UserIconPublic for others: v1's "Title - text"
+    icons split in two. The spec requires `description` of UserIconPublic without declaring it."""
+    own, until = p.id == ctx.owner, p.status(ctx.now).until
     icons = []
     for name, text in _icons(ctx, p).items():
         title, _, description = text.partition(" - ")
         icon = {"id": int(name.removeprefix("icon")), "title": title, "description": description}
         if own:
-            s = p.status(t)
-            icon["until"] = s.until if name in ("icon15", "icon16") else None
+            icon["until"] = until if name in ("icon15", "icon16") else None  # hospital, jail
         icons.append(icon)
     return {"icons": icons}
 
