@@ -63,8 +63,8 @@ URLS = [
     f"{BASE}/torn/?selections=rankedwars,territorywars",
     f"{BASE}/v2/user/{P0}/profile",
     f"{BASE}/v2/user/{P0}/basic",
-    f"{BASE}/v2/user/{P0}/battlestats",
-    f"{BASE}/v2/user/{P0}/bars",
+    f"{BASE}/v2/user/battlestats",          # own-key forms: the spec has no {id} path for these
+    f"{BASE}/v2/user/bars",
     f"{BASE}/v2/faction/{F0}/basic",
     f"{BASE}/v2/faction/{F0}/members",
     f"{BASE}/v2/faction/{F0}/wars",
