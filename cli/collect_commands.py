@@ -63,14 +63,30 @@ def _logging_to_stderr(verbose: int, quiet: bool):
         collector_log.setLevel(old_level)
 
 
-async def _collect(path: str, config, once: bool, compact: bool):
-    from tornstore.eventstore.collector import Collector
+async def _open_store(path: str):
+    """The store, or one clear line saying why it cannot be opened (then nothing has been polled)."""
+    from tornstore.eventstore.spool import STORE_FAILURES
     from tornstore.projections.store import Store
 
-    store = await Store.open(path, create=True)
     try:
+        return await Store.open(path, create=True)
+    except STORE_FAILURES as exc:
+        raise UserError(f"cannot open the database {path} ({type(exc).__name__}: {exc}); nothing was polled") \
+            from None
+
+
+async def _collect(path: str, config, once: bool, compact: bool):
+    from tornstore.eventstore.collector import Collector
+    from tornstore.eventstore.spool import STORE_FAILURES, SpoolingSink, spool_path_for
+
+    store = await _open_store(path)
+    # Responses the database cannot take (locked for long, disk full) wait in a spool beside it.
+    sink = SpoolingSink(store.ingest_many, spool_path_for(path))
+    try:
+        with contextlib.suppress(*STORE_FAILURES):   # if it fails, it stays spooled; the sink retries
+            await sink.drain()                        # what an earlier run left in the spool comes first
         hook = _MonthlyCompaction(store) if compact else None
-        collector = Collector(config, store.ingest_many, run=store.run, on_tick=hook)
+        collector = Collector(config, sink, run=store.run, on_tick=hook)
         loop = asyncio.get_running_loop()
         signals = []
 
@@ -92,6 +108,12 @@ async def _collect(path: str, config, once: bool, compact: bool):
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
+        with contextlib.suppress(*STORE_FAILURES):
+            await sink.drain()
+        if sink.spool.waiting() or sink.held:
+            print(f"Warning: {len(sink.spool.read()) + len(sink.held)} responses wait in {sink.spool.path}: the "
+                  f"next collect stores them first (or: tornstore --db {path} ingest {sink.spool.path})",
+                  file=sys.stderr)
         return report, collector.stopping
     finally:
         await store.close()

@@ -19,7 +19,7 @@ import click
 
 from tornstore.eventstore.gctuning import fewer_collections
 
-from .common import emit_json, emit_table
+from .common import UserError, emit_json, emit_table
 
 DEMO_KEY = "DEMOdemoDEMOdemo"  # the simulator accepts any 16-character key
 
@@ -172,9 +172,17 @@ def demo(out_db: str, chart: str, months: int, factions: int, seed: int, interva
             os.remove(f"{db}{suffix}")
     click.echo(f"simulating {months} month(s) of {interval // 60}-minute polls of {factions} faction(s) "
                f"and their members against a local Torn API simulator...", err=as_json)
-    with fewer_collections():  # this process makes tens of thousands of short-lived requests
-        stats = asyncio.run(run_demo(db, months=months, factions=factions, seed=seed, interval=interval,
-                                     profile_every=profile_every))
+    from tornstore.eventstore.spool import STORE_FAILURES
+    from tornstore.projections.ingest_process import IngestProcessError
+
+    stopped_by: tuple[type[BaseException], ...] = (IngestProcessError, *STORE_FAILURES)
+    try:
+        with fewer_collections():  # this process makes tens of thousands of short-lived requests
+            stats = asyncio.run(run_demo(db, months=months, factions=factions, seed=seed, interval=interval,
+                                         profile_every=profile_every))
+    except stopped_by as exc:
+        # The demo's data is simulated: nothing to spool. Say what stopped it, in one line.
+        raise UserError(f"the demo stopped: {type(exc).__name__}: {exc}") from None
     if as_json:
         no_chart = _chart(db, stats, chart)
         emit_json({

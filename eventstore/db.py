@@ -6,7 +6,9 @@ round trip (`run_in_connection`), instead of awaiting per row.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +25,10 @@ PRAGMAS = (
     "PRAGMA cache_size = -64000",       # 64 MB page cache
     "PRAGMA temp_store = MEMORY",
     "PRAGMA mmap_size = 268435456",     # 256 MB memory-mapped I/O
-    "PRAGMA busy_timeout = 30000",      # wait up to 30 s for another writer instead of failing at once
 )
+# Wait this long for another writer instead of failing at once; TORNSTORE_BUSY_TIMEOUT_MS changes it (a
+# collector that should spool sooner, a test).
+BUSY_TIMEOUT_MS = 30000
 
 
 class StoreConnection(sqlite3.Connection):
@@ -40,6 +44,13 @@ def apply_pragmas(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     for pragma in PRAGMAS:
         conn.execute(pragma)
+    conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
+
+
+def busy_timeout_ms() -> int:
+    """BUSY_TIMEOUT_MS, or TORNSTORE_BUSY_TIMEOUT_MS when set to a whole number of milliseconds."""
+    text = os.environ.get("TORNSTORE_BUSY_TIMEOUT_MS", "")
+    return int(text) if text.isdigit() else BUSY_TIMEOUT_MS
 
 
 def connect_sync(path: str | Path) -> sqlite3.Connection:
@@ -64,7 +75,18 @@ async def connect(path: str | Path, *, read_only: bool = False) -> aiosqlite.Con
 
     `read_only`: for queries; `PRAGMA query_only` makes any write on it an error.
     """
-    conn = await aiosqlite.connect(str(path), isolation_level=None, factory=StoreConnection)
+    if not Path(path).parent.is_dir():
+        raise sqlite3.OperationalError(f"unable to open database file: the folder {Path(path).parent} does not exist")
+    conn = aiosqlite.connect(str(path), isolation_level=None, factory=StoreConnection)
+    try:
+        await conn
+    except BaseException:
+        # aiosqlite stops its worker thread when the file cannot be opened, but does not wait for it: wait
+        # here, or the thread reports to an event loop that is closed by then (a traceback at exit).
+        thread = getattr(conn, "_thread", None)
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join, 5)
+        raise
     try:
         await run_in_connection(conn, apply_pragmas)
         if read_only:

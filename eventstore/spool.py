@@ -29,7 +29,7 @@ from .migrate import MigrationError
 from .records import Response
 from .secrets import scrub, strip_key
 
-log = logging.getLogger("tornstore.spool")
+log = logging.getLogger("tornstore.collector.spool")  # shown where the collector logs
 
 # What "the database cannot take it right now" looks like: locked, full, gone, not a database, a newer
 # schema, an I/O error. Anything else is a bug and is raised.

@@ -46,7 +46,7 @@ class Clock:
 
 
 async def test_a_full_database_spools_and_the_spool_is_stored_first_when_it_takes_data_again(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, "tornstore.spool")
+    caplog.set_level(logging.WARNING, "tornstore.collector.spool")
     db = tmp_path / "torn.db"
     clock = Clock()
     async with Store.open(db, create=True) as store:

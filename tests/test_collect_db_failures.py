@@ -1,0 +1,76 @@
+"""`collect` survives a locked, foreign, newer or unreachable database without a traceback, losing nothing.
+
+A database it cannot open is one clear Error: line before anything is polled. A database that cannot
+take responses while collecting (locked by another process) makes the collector spool them beside it;
+the next run stores the spool first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from tornstore.eventstore.spool import spool_path_for
+
+from .test_cli_collect import KEY, simulator, write_config  # noqa: F401  (simulator is a fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _collect(db: Path, config: Path, base: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "TORNSTORE_DB"} | {"TK_CLI": KEY} | env
+    return subprocess.run([sys.executable, "-m", "tornstore", "--db", str(db), "collect", "-c", str(config),
+                           "--api-base", base, "--once", "--json", "-q"], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_database_that_cannot_be_opened_is_one_clear_line(simulator, tmp_path):
+    config = write_config(tmp_path / "collect.toml", simulator)
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("these are my notes, not a database\n" * 100)
+    newer = tmp_path / "newer.db"
+    conn = sqlite3.connect(newer)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER, description TEXT,"
+                 " checksum TEXT)")
+    conn.execute("INSERT INTO schema_version VALUES (99, 0, 'from the future', 'x')")
+    conn.commit()
+    conn.close()
+    for db, says in ((foreign, "not a database"), (tmp_path / "no" / "such" / "dir" / "torn.db", "unable to open"),
+                     (newer, "99")):
+        done = _collect(db, config, simulator)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and says in errors[0] and "nothing was polled" in errors[0], done.stderr
+    assert foreign.read_text().startswith("these are my notes")     # left as it was
+
+
+def test_a_locked_database_spools_and_the_next_run_stores_the_spool_first(simulator, tmp_path):
+    config = write_config(tmp_path / "collect.toml", simulator)
+    db = tmp_path / "torn.db"
+    first = _collect(db, config, simulator)
+    assert first.returncode == 0, first.stderr
+    before = json.loads(first.stdout)
+
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")                 # another process holds the write lock throughout
+    try:
+        locked = _collect(db, config, simulator, TORNSTORE_BUSY_TIMEOUT_MS="300")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "Traceback" not in locked.stderr
+    report = json.loads(locked.stdout)
+    assert report["responses"] > 0 and report["appended"] == 0    # fetched, and nothing stored yet...
+    spool = spool_path_for(db)
+    assert spool.exists() and len(spool.read_text().splitlines()) == report["responses"]   # ...but spooled
+    assert "wait in" in locked.stderr and str(spool) in locked.stderr
+
+    again = _collect(db, config, simulator)
+    assert again.returncode == 0, again.stderr
+    assert not spool.exists()
+    assert f"stored {report['responses']} spooled responses" in again.stderr
+    assert before["responses"] > 0
