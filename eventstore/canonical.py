@@ -25,7 +25,8 @@ RULES = "r3"
 # r2 -> r3: v2 personalstats noise under its `personalstats.` wrapper (`other.activity` never matched, so
 # every poll of an active player stored an event); donator days in both versions; v1 user views other
 # than profile/basic (icons, travel, events: `v1.other` and selection-named views) get the clock rules
-# of _V1_USER_OTHER; `server_time` is noise in every view.
+# of _V1_USER_OTHER; `server_time` is noise in every view; a user's v2 faction selection drops its
+# `days_in_faction`.
 
 # Per view (see routing.py): dotted paths removed before hashing. '*' matches any key or list item.
 _PLAYER = (
@@ -63,7 +64,8 @@ NOISE: dict[str, tuple[str, ...]] = {
     "v2.travel": ("travel.time_left",),
     "v1.faction": ("age",),
     "v1.faction_territorywar": ("_faction_id",),   # stored by r1 routing; now the source URL says it
-    "v2.faction": ("days_old",),
+    "v2.faction": ("days_old",                    # a faction's basic data
+                   "faction.days_in_faction"),     # a user's faction selection (user:<id>:v2.faction)
     "v1.chain": ("chain.timeout", "chain.cooldown"),
     "v2.chain": ("timeout", "cooldown"),
 }

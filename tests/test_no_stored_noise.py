@@ -1,7 +1,7 @@
 """Unchanged polls append nothing, for every view: only the clock moved between two polls.
 
-Each fixture body (real responses, tests/fixtures/torn-api) and each own-key form is polled twice; the
-second copy has every clock-only field moved (timestamps of activity, countdowns, `relative` texts,
+Each fixture body (real responses, tests/fixtures/torn-api), each own-key form and each v2 form the
+simulator serves (spec-valid bodies) is polled twice; the second copy has every clock-only field moved (timestamps of activity, countdowns, `relative` texts,
 tick timers, days counters). The second poll must append no event.
 """
 from __future__ import annotations
@@ -120,3 +120,41 @@ def test_every_view_the_fixtures_route_to_has_its_rules_considered():
         "v1.faction_rankedwars", "v1.racket", "v1.rackets", "v1.rankedwar", "v1.territory", "v1.territorywar",
         "v1.territorywars", "v2.members", "v2.rankedwar", "v2.war", "v2.wars",
     ]), without_rules
+
+
+def _simulator_cases() -> list[tuple[str, Any, Owner]]:
+    """Every v2 form the simulator serves (the spec test's list), as (url, body, owner of the key)."""
+    from urllib.parse import urlencode
+
+    from tornstore.eventstore.simulator.workload import answer
+
+    from .test_simulator_spec import _requests, busy_world
+
+    world = busy_world()
+    cases = []
+    for _spec_path, path, query, key in _requests(world):
+        pid = world.owners[key]
+        url = f"https://api.torn.com/v2{path}" + (f"?{urlencode(query)}" if query else "")
+        body = answer(world, url, owner=pid)
+        if "error" not in body:
+            cases.append((url, body, Owner(player_id=pid, faction_id=world.players[pid].faction_id)))
+    return cases
+
+
+def test_simulator_bodies_polled_twice_with_only_the_clock_moved_append_nothing(tmp_path):
+    cases = _simulator_cases()
+    assert len(cases) > 100
+    noisy = []
+    conn = connect_sync(tmp_path / "torn.db")
+    try:
+        migrate(conn)
+        for i, (url, body, owner) in enumerate(cases):
+            at = OBSERVED_AT + 1000 * i
+            ingest_batch(conn, [Response(url=url, observed_at=at, body=body, owner=owner)])
+            later = moved(copy.deepcopy(body))
+            report = ingest_batch(conn, [Response(url=url, observed_at=at + 240, body=later, owner=owner)])
+            if report.appended:
+                noisy.append(url)
+    finally:
+        close_sync(conn)
+    assert noisy == []
