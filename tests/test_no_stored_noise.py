@@ -1,8 +1,9 @@
 """Unchanged polls append nothing, for every view: only the clock moved between two polls.
 
 Each fixture body (real responses, tests/fixtures/torn-api), each own-key form and each v2 form the
-simulator serves (spec-valid bodies) is polled twice; the second copy has every clock-only field moved (timestamps of activity, countdowns, `relative` texts,
-tick timers, days counters). The second poll must append no event.
+simulator serves (spec-valid bodies) is polled twice; the second copy has every clock-only field moved
+(timestamps of activity, countdowns, `relative` texts, tick timers, days counters). The second poll must
+append no event.
 """
 from __future__ import annotations
 
