@@ -2,17 +2,35 @@
 
 Each handler keeps a checkpoint (the last event position it has applied) in `projection_checkpoints`,
 written in the same transaction as its rows, and it only moves forward: a batch fed twice (a crash
-between commit and acknowledgement) is skipped, and a handler that is behind (new, or after `replay`
-was interrupted) first catches up from the log.
+between commit and acknowledgement) is skipped, and a handler that is behind (a new one) first catches
+up from the log.
 
 An event a handler cannot project (a CHECK fails, the model refuses the shape) is rolled back to a
 savepoint taken before it, recorded in `projection_errors` with the reason, and the handler moves on.
 A later replay retries it.
+
+Replay after pruning. The compactor keeps the projections' state at the prune horizon (migration 0004:
+`projection_snapshots` and the `*_at_horizon` tables, written by compactor/snapshot.py): every current-state
+row and each entity's history rows in force at the horizon, as the projection of a prefix of the log
+(positions 1..prefix, all observed before the horizon). Handlers read a row in force before the horizon
+there (Context.kept), inline and in replay alike. Replay starts from that state's current-state rows and
+applies the events after the prefix in position order, each with the horizon inline projection gave it
+(the one in force when it was appended), so it makes the rows inline projection made: replay = snapshot
++ retained events. With no snapshot (nothing pruned yet) the state is empty and the prefix 0.
+
+Replay is atomic for readers: it rebuilds into a `Shadow` (TEMP tables of the same names, which only this
+connection sees, so the handlers run unchanged) while the live tables stay as they are, then catches up
+with what writers appended meanwhile and swaps the result in, all in one write transaction. Readers see
+the old tables or the new ones, never a half-built state; a killed replay leaves the live tables as they
+were. The live columns (refreshed by heartbeats, which replay cannot see) keep their live values.
 """
 from __future__ import annotations
 
+import bisect
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import msgspec
 
@@ -25,6 +43,24 @@ _decode = msgspec.json.Decoder().decode
 # Failures that belong to one event. Anything else (disk I/O, a locked database) aborts the batch.
 EVENT_FAILURES = (ProjectionError, sqlite3.IntegrityError, msgspec.ValidationError, ValueError, TypeError,
                   KeyError, AttributeError, OverflowError, IndexError)
+
+# Current-state tables (key column), in the order their rows may refer to each other.
+STATE_TABLES = {"factions": "faction_id", "players": "player_id", "territories": "territory_id"}
+# History tables: (time column, the columns of the rows a handler looks up as "the row in force": the
+# snapshot keeps, per value of these, the latest row before the horizon).
+HISTORY_TABLES = {
+    "player_stats_history": ("timestamp", ("player_id",)),
+    "faction_history": ("timestamp", ("faction_id",)),
+    "war_status_history": ("recorded_at", ("war_id", "war_type", "territory_id", "started_at")),
+    "territory_ownership_history": ("recorded_at", ("territory_id",)),
+}
+PROJECTED_TABLES = (*STATE_TABLES, *HISTORY_TABLES)
+# Columns refreshed on every poll, from unchanged polls too (heartbeats): replay cannot see those polls, so
+# a rebuilt row keeps the live table's values, and comparisons leave them out.
+LIVE_COLUMNS = {
+    "players": ("status_description", "life_current", "last_action_status", "last_action_at"),
+    "factions": ("age",),
+}
 
 
 _HANDLERS: list[Handler] | None = None
@@ -58,11 +94,62 @@ def _save_checkpoint(conn: sqlite3.Connection, name: str, position: int) -> None
     )
 
 
+# ------------------------------------------------------------------------------------------ horizons
 def prune_horizon(conn: sqlite3.Connection) -> int:
+    """store_meta's prune_horizon: months before it are folded and their detail deleted."""
     row = conn.execute("SELECT value FROM store_meta WHERE key = 'prune_horizon'").fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
+@dataclass(frozen=True)
+class SnapshotMeta:
+    """The newest snapshot of the projections' state (horizon 0, prefix 0: none, the empty state), and
+    every horizon move: (sealed_position, horizon), oldest first."""
+    horizon: int = 0
+    prefix: int = 0
+    made_at: int | None = None
+    moves: tuple[tuple[int, int], ...] = ()
+
+    def horizon_at(self, position: int) -> int:
+        """The horizon inline projection gave the event at `position`: the newest one sealed before it."""
+        found = bisect.bisect_left(self.moves, (position, -1))
+        return max((h for _, h in self.moves[:found]), default=0)
+
+    @property
+    def legacy(self) -> bool:
+        """Pruned with no state kept at the horizon (before migration 0004)."""
+        return self.made_at is None and any(h for _, h in self.moves)
+
+
+def snapshot_meta(conn: sqlite3.Connection) -> SnapshotMeta:
+    """The newest snapshot and the horizon moves. A prune horizon later than every snapshot (set by a
+    compactor older than 0004, or by hand) was in force for every event, as far as anyone can tell."""
+    try:
+        rows = conn.execute("SELECT horizon, prefix_position, sealed_position, made_at FROM projection_snapshots "
+                            "ORDER BY horizon").fetchall()
+    except sqlite3.OperationalError:   # a schema before 0004 (a test of an old database): nothing kept
+        rows = []
+    moves = sorted((sealed, h) for h, _, sealed, _ in rows)
+    horizon, prefix, made_at = (rows[-1][0], rows[-1][1], rows[-1][3]) if rows else (0, 0, None)
+    pruned = prune_horizon(conn)
+    if pruned > horizon:
+        moves.insert(0, (0, pruned))
+    return SnapshotMeta(horizon, prefix, made_at, tuple(moves))
+
+
+def projection_horizon(conn: sqlite3.Connection) -> int:
+    """The horizon inline projection uses now: no history row is written before it. The newest snapshot's
+    horizon (taken just before its months are pruned) or the prune horizon, whichever is later."""
+    return projection_context(conn).horizon
+
+
+def projection_context(conn: sqlite3.Connection) -> Context:
+    """What inline projection gives the handlers now: the horizon, and whether the state at it is kept."""
+    meta = snapshot_meta(conn)
+    return Context(horizon=max(prune_horizon(conn), meta.horizon), kept=meta.made_at is not None)
+
+
+# ------------------------------------------------------------------------------------------ applying
 def _apply(conn: sqlite3.Connection, handler: Handler, event: Event, ctx: Context) -> bool:
     """Apply one event under a savepoint; on failure record it and go on. True when it projected."""
     conn.execute("SAVEPOINT event")
@@ -131,7 +218,7 @@ def _catch_up(conn: sqlite3.Connection, handler: Handler, after: int, upto: int,
 
 def project_inline(conn: sqlite3.Connection, events: list[Event], heartbeats: list[Heartbeat]) -> None:
     """The Projector given to ingest: runs inside the ingest transaction, so reads see their own writes."""
-    ctx = Context(horizon=prune_horizon(conn))
+    ctx = projection_context(conn)
     checkpoints = load_checkpoints(conn)
     if events:
         first, last = events[0].position, events[-1].position
@@ -181,7 +268,7 @@ def catch_up(conn: sqlite3.Connection, batch: int = 5000,
             if not chunk:
                 conn.execute("COMMIT")
                 return total
-            ctx = Context(horizon=prune_horizon(conn))
+            ctx = projection_context(conn)
             for handler in handlers():
                 done = checkpoints.get(handler.name, 0)
                 _apply_many(conn, handler, [e for e in chunk if e.position > done and e.stream.view in handler.views],
@@ -196,43 +283,243 @@ def catch_up(conn: sqlite3.Connection, batch: int = 5000,
             progress(len(chunk))
 
 
-def reset(conn: sqlite3.Connection, names: Iterable[str]) -> None:
-    """Prepare handlers for a rebuild, in one transaction: history cleared (ids restart), current state
-    opened for rewriting, checkpoints and recorded errors dropped."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for name in names:
-            handler = handler_named(name)
-            handler.reset(conn)
-            for table in handler.history_tables:
-                conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
-            for table in handler.state_tables:
-                # Rows stay (summaries refer to them); last_updated 0 lets every event rewrite them.
-                conn.execute(f"UPDATE {table} SET last_updated = 0")
-            conn.execute("DELETE FROM projection_errors WHERE projection = ?", (name,))
-            conn.execute("DELETE FROM projection_checkpoints WHERE projection = ?", (name,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+# ------------------------------------------------------------------------------------------ the shadow
+# Tables rebuilt in a shadow: the projected ones and the projections' bookkeeping.
+SHADOWED = (*PROJECTED_TABLES, "projection_checkpoints", "projection_errors")
+_CREATE_TABLE = re.compile(r"^CREATE TABLE ", re.IGNORECASE)
+_CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX (\S+) ", re.IGNORECASE)
 
 
-def replay(conn: sqlite3.Connection, projection: str | None = None, batch: int = 5000,
-           progress: Callable[[int], None] | None = None) -> int:
-    """Rebuild one projection (or all) from the retained log. Never touches summary tables.
+def _columns(conn: sqlite3.Connection, schema: str, table: str) -> list[str]:
+    return [r[1] for r in conn.execute(f"PRAGMA {schema}.table_info({table})")]
 
-    Interrupted, it can simply be run again: it starts over from a reset.
+
+class Shadow:
+    """The projections rebuilt beside the live tables.
+
+    TEMP tables named like the projected tables (and checkpoints, errors) shadow main's on this connection
+    only: SQLite looks names up in `temp` first, so the handlers run unchanged against the shadow, while
+    other connections, and `main.<table>` here, still see the live tables. The events are read from main.
+    Use as a context manager: the shadow is dropped on the way out, so the connection projects into its
+    live tables again.
     """
-    if batch < 1:
-        raise ValueError("replay batch must be at least 1 event")
-    names = [projection] if projection else [h.name for h in handlers()]
-    reset(conn, names)
-    return catch_up(conn, batch=batch, progress=progress)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.exists = False
+
+    def __enter__(self) -> Shadow:
+        self.create()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.drop()
+
+    def create(self) -> None:
+        conn = self.conn
+        if conn.in_transaction:
+            raise RuntimeError("a shadow is made outside any transaction")
+        self.drop()
+        self.exists = True
+        for table in SHADOWED:
+            sql = conn.execute("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?",
+                               (table,)).fetchone()[0]
+            conn.execute(_CREATE_TABLE.sub("CREATE TEMP TABLE ", sql, count=1))
+            for (index_sql,) in conn.execute(
+                    "SELECT sql FROM main.sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+                    (table,)).fetchall():
+                conn.execute(_CREATE_INDEX.sub(lambda m: f"CREATE {m[1] or ''}INDEX temp.{m[2]} ", index_sql,
+                                               count=1))
+
+    def drop(self) -> None:
+        if not self.exists:
+            return
+        conn = self.conn
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for table in reversed(SHADOWED):
+            conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        self.exists = False
+
+    def load(self, meta: SnapshotMeta) -> None:
+        """Start from the snapshot: its current-state rows, and each history table's id sequence at its
+        prefix. Its history rows stay where they are: handlers read the rows in force at the horizon in
+        `<table>_at_horizon` (Context.kept), inline projection and replay alike."""
+        if meta.made_at is None:
+            return   # no snapshot (or a database pruned before 0004): the empty state
+        conn = self.conn
+        for table in STATE_TABLES:
+            cols = ", ".join(_columns(conn, "main", table))
+            conn.execute(f"INSERT INTO temp.{table} ({cols}) SELECT {cols} FROM main.{table}_at_horizon ORDER BY 1")
+        for name, seq in conn.execute("SELECT table_name, seq FROM main.sequences_at_horizon").fetchall():
+            conn.execute("DELETE FROM temp.sqlite_sequence WHERE name = ?", (name,))
+            conn.execute("INSERT INTO temp.sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
+
+    def apply(self, meta: SnapshotMeta, after: int, upto: int, batch: int = 5000,
+              progress: Callable[[int], None] | None = None) -> int:
+        """Apply the events after `after` up to `upto` as inline projection did: in position order, every
+        handler, each event with the horizon in force when it was appended. Returns events applied."""
+        conn = self.conn
+        applied = 0
+        for chunk in read_events(conn, after, upto, batch=batch):
+            start = 0
+            while start < len(chunk):
+                horizon = meta.horizon_at(chunk[start].position)
+                end = start + 1
+                while end < len(chunk) and meta.horizon_at(chunk[end].position) == horizon:
+                    end += 1
+                part, ctx = chunk[start:end], Context(horizon=horizon, kept=meta.made_at is not None)
+                for handler in handlers():
+                    _apply_many(conn, handler, [e for e in part if e.stream.view in handler.views], ctx)
+                start = end
+            applied += len(chunk)
+            if progress:
+                progress(len(chunk))
+        for handler in handlers():
+            _save_checkpoint(conn, handler.name, upto)
+        return applied
+
+    def trim(self, horizon: int) -> None:
+        """Delete the shadow's history rows observed before `horizon` (the snapshot's in-force rows, and rows
+        of months being pruned): live history holds none there."""
+        for table, (time, _) in HISTORY_TABLES.items():
+            self.conn.execute(f"DELETE FROM temp.{table} WHERE {time} < ?", (horizon,))
+
+    def save(self, horizon: int, prefix: int, now: int) -> None:
+        """Inside the caller's write transaction: make the shadow (the projection of events 1..prefix) the
+        snapshot at `horizon`, replacing the one before."""
+        conn = self.conn
+        for table, (time, keys) in HISTORY_TABLES.items():
+            # Per entity, the latest row before the horizon: one written since the last snapshot, else its row.
+            cols = ", ".join(_columns(conn, "main", table))
+            conn.execute(f"DROP TABLE IF EXISTS temp._kept_{table}")
+            conn.execute(
+                f"CREATE TEMP TABLE _kept_{table} AS SELECT {cols} FROM ("
+                f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {', '.join(keys)} ORDER BY {time} DESC, id DESC) AS rn "
+                f"FROM (SELECT {cols} FROM temp.{table} WHERE {time} < ? UNION ALL "
+                f"SELECT {cols} FROM main.{table}_at_horizon)) WHERE rn = 1", (horizon,))
+        for table in PROJECTED_TABLES:
+            conn.execute(f"DELETE FROM main.{table}_at_horizon")
+        for table in STATE_TABLES:
+            cols = ", ".join(_columns(conn, "main", table))
+            conn.execute(f"INSERT INTO main.{table}_at_horizon ({cols}) SELECT {cols} FROM temp.{table} ORDER BY 1")
+        for table in HISTORY_TABLES:
+            cols = ", ".join(_columns(conn, "main", table))
+            conn.execute(f"INSERT INTO main.{table}_at_horizon ({cols}) SELECT {cols} FROM temp._kept_{table} "
+                         "ORDER BY id")
+            conn.execute(f"DROP TABLE temp._kept_{table}")
+        conn.execute("DELETE FROM main.sequences_at_horizon")
+        conn.execute("INSERT INTO main.sequences_at_horizon (table_name, seq) SELECT name, MAX(seq) "
+                     f"FROM temp.sqlite_sequence WHERE name IN ({', '.join('?' * len(HISTORY_TABLES))}) AND seq > 0 "
+                     "GROUP BY name ORDER BY name", tuple(HISTORY_TABLES))
+        conn.execute("INSERT INTO main.projection_snapshots (horizon, prefix_position, sealed_position, made_at) "
+                     "VALUES (?, ?, (SELECT COALESCE(MAX(position), 0) FROM main.events), ?)", (horizon, prefix, now))
+
+    def swap(self, names: list[str], end: int, prefix: int, since: int) -> None:
+        """Inside the caller's write transaction: make the live tables of the projections `names` what the
+        shadow holds. Rows that did not change are not written; live columns keep their live values; a
+        current-state row the rebuild does not know (possible only in a database pruned before 0004) is
+        left as it is; history rows observed before `since` (detail of months being pruned, which replay
+        cannot rebuild) are left to the compactor. Errors of events inside the snapshot's prefix stay as
+        recorded."""
+        conn = self.conn
+        chosen = [handler_named(n) for n in names]
+        state = [t for t in STATE_TABLES if any(t in h.state_tables for h in chosen)]
+        history = [t for t in HISTORY_TABLES if any(t in h.history_tables for h in chosen)]
+        for table in state:
+            key = STATE_TABLES[table]
+            cols = _columns(conn, "main", table)
+            rebuilt = [c for c in cols if c != key and c not in LIVE_COLUMNS.get(table, ())]
+            conn.execute(
+                f"INSERT INTO main.{table} AS cur ({', '.join(cols)}) SELECT {', '.join(cols)} FROM temp.{table} "
+                f"WHERE true ORDER BY {key} ON CONFLICT ({key}) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in rebuilt)
+                + " WHERE " + " OR ".join(f"cur.{c} IS NOT excluded.{c}" for c in rebuilt))
+        for table in history:
+            listed, time = ", ".join(_columns(conn, "main", table)), HISTORY_TABLES[table][0]
+            conn.execute(f"DELETE FROM main.{table} WHERE id IN (SELECT id FROM (SELECT {listed} FROM main.{table} "
+                         f"WHERE {time} >= ? EXCEPT SELECT {listed} FROM temp.{table}))", (since,))
+            missing = f"SELECT {listed} FROM temp.{table} EXCEPT SELECT {listed} FROM main.{table}"
+            if conn.execute(f"SELECT EXISTS ({missing})").fetchone()[0]:
+                # (only then: an INSERT of no rows still starts the table's AUTOINCREMENT sequence)
+                conn.execute(f"INSERT OR REPLACE INTO main.{table} ({listed}) {missing} ORDER BY 1")
+            seq = conn.execute("SELECT MAX(seq) FROM temp.sqlite_sequence WHERE name = ?", (table,)).fetchone()[0]
+            live = conn.execute("SELECT MAX(seq) FROM main.sqlite_sequence WHERE name = ?", (table,)).fetchone()[0]
+            if seq and seq != live:   # the ids inline projection gave: the next row gets the id it would get there
+                conn.execute("DELETE FROM main.sqlite_sequence WHERE name = ?", (table,))
+                conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES (?, ?)", (table, seq))
+        marks = ", ".join("?" * len(names))
+        same = ("t.projection = m.projection AND t.position = m.position AND t.stream = m.stream "
+                "AND t.reason = m.reason AND t.observed_at = m.observed_at")
+        conn.execute(f"DELETE FROM main.projection_errors WHERE id IN (SELECT m.id FROM main.projection_errors AS m "
+                     f"WHERE m.projection IN ({marks}) AND m.position > ? "
+                     f"AND NOT EXISTS (SELECT 1 FROM temp.projection_errors AS t WHERE {same}))", (*names, prefix))
+        new = (f"FROM temp.projection_errors AS t WHERE t.projection IN ({marks}) "
+               f"AND NOT EXISTS (SELECT 1 FROM main.projection_errors AS m WHERE {same})")
+        if conn.execute(f"SELECT EXISTS (SELECT 1 {new})", tuple(names)).fetchone()[0]:
+            conn.execute("INSERT OR REPLACE INTO main.projection_errors (projection, position, stream, reason, "
+                         f"observed_at) SELECT projection, position, stream, reason, observed_at {new} "
+                         "ORDER BY t.position, t.projection", tuple(names))
+        conn.executemany("INSERT INTO main.projection_checkpoints (projection, position) VALUES (?, ?) "
+                         "ON CONFLICT (projection) DO UPDATE SET position = excluded.position "
+                         "WHERE position IS NOT excluded.position", [(n, end) for n in names])
+
+
+# ------------------------------------------------------------------------------------------ replay
+class ReplayConflict(RuntimeError):
+    """The compactor took a new snapshot while replay was rebuilding from the old one, every time."""
 
 
 def log_end(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT MAX(position) FROM events").fetchone()
     return row[0] or 0
+
+
+def replay_event_count(conn: sqlite3.Connection) -> int:
+    """The events a replay applies: those after the snapshot's prefix."""
+    return conn.execute("SELECT COUNT(*) FROM events WHERE position > ?", (snapshot_meta(conn).prefix,)).fetchone()[0]
+
+
+def replay(conn: sqlite3.Connection, projection: str | None = None, batch: int = 5000,
+           progress: Callable[[int], None] | None = None, attempts: int = 3) -> int:
+    """Rebuild one projection (or all) from the snapshot at the horizon and the retained log, atomically.
+    Never touches summary tables. Returns the events applied.
+
+    Every projection is rebuilt in a shadow (a projection reads the others' rows); only `projection`'s
+    tables are swapped in. The rebuild reads one consistent view of the log (writers keep appending); the
+    swap takes the write lock, applies what was appended meanwhile and replaces the live rows in one
+    transaction. Killed at any point, the live tables are untouched: run it again.
+    """
+    if batch < 1:
+        raise ValueError("replay batch must be at least 1 event")
+    if conn.in_transaction:
+        raise RuntimeError("replay needs a connection outside any transaction")
+    names = [handler_named(projection).name] if projection else [h.name for h in handlers()]
+    for _ in range(attempts):
+        with Shadow(conn) as shadow:
+            conn.execute("BEGIN")   # a read transaction: one view of the log, writers go on
+            meta = snapshot_meta(conn)
+            shadow.load(meta)
+            built = log_end(conn)
+            applied = shadow.apply(meta, meta.prefix, built, batch, progress)
+            conn.execute("COMMIT")  # only the shadow (temp) was written
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if snapshot_meta(conn) != meta:
+                    conn.execute("ROLLBACK")
+                    continue   # the compactor moved the horizon meanwhile: rebuild from its new snapshot
+                end = log_end(conn)
+                applied += shadow.apply(meta, built, end, batch, progress)
+                since = projection_horizon(conn)
+                shadow.trim(since)
+                shadow.swap(names, end, meta.prefix, since)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return applied
+    raise ReplayConflict(f"the snapshot changed during each of {attempts} replays: run it again")
 
 
 def lag(conn: sqlite3.Connection) -> dict[str, int]:

@@ -14,11 +14,13 @@ run would have ended):
 2. **Mark** the months to refold `stale` in one transaction (a crash before they are refolded leaves
    them marked), then **fold** each month, oldest first, each in one transaction: the month's summary
    rows are replaced whole and the ledger row says `folded`, with the log position it covered.
-3. **Back up** (before the first delete of the run; see eventstore.backup), then **prune**: each
-   closed month older than the retention window (`retention_months` closed months before the current
-   month, plus the current month, are kept) whose fold is complete, oldest first, stopping at the
-   first month that is not folded (or that received late rows since its fold: it is folded again by the
-   next run first). Bounded batches, each its own transaction (see retention.py). When a month is done
+3. **Back up** (before the first delete of the run; see eventstore.backup), **keep the state at the
+   new horizon** (snapshot.py: the projections replayed up to it, so replay can start there; this seals
+   the months before it), then **prune**: each closed month older than the retention window
+   (`retention_months` closed months before the current month, plus the current month, are kept) whose
+   fold is complete, oldest first, stopping at the first month that is not folded (or that received late
+   rows since its fold: it is folded again by the next run first). Bounded batches, each its own
+   transaction (see retention.py); no event after the snapshot's prefix is deleted. When a month is done
    the ledger says `pruned` and store_meta `prune_horizon` moves to the first second after it; after
    the last month it is the start of the retention window.
 4. **Reclaim** the freed pages (incremental vacuum) so the file shrinks.
@@ -31,7 +33,8 @@ folded_at, pruned_at, backup name) comes from it.
 
 Crash hooks (TORNSTORE_CRASH_AT=<name> makes the process `os._exit` at that step, see ledger.crash_point):
   plan:marked, fold:<YYYY-MM>:computed, fold:<YYYY-MM>:before-commit, fold:<YYYY-MM>:committed,
-  backup:before, backup:copied, backup:rotated, prune:batch:<N>:before-commit, prune:batch:<N> (after
+  backup:before, backup:copied, backup:rotated, snapshot:built, snapshot:before-commit, snapshot:committed,
+  prune:batch:<N>:before-commit, prune:batch:<N> (after
   the N-th batch of the run commits), prune:<YYYY-MM>:before-seal, prune:<YYYY-MM>:sealed, vacuum:step,
   compact:done.
 """
@@ -45,9 +48,10 @@ from pathlib import Path
 from tornstore.eventstore.backup import (backup_database, database_path, dated_backup_path, forget_backups,
                                record_backup, rotate_backups)
 
+from tornstore.projections import runner
 from tornstore.projections.runner import prune_horizon
 
-from . import folds, ledger, retention
+from . import folds, ledger, retention, snapshot
 from .ledger import crash_point
 from .periods import Period, iso, last_closed, months_between, retention_start
 
@@ -56,8 +60,8 @@ __all__ = ["compact", "months_to_fold", "plan", "CompactionReport", "CompactionE
 
 DEFAULT_RETENTION_MONTHS = 2
 
-# progress(stage, done, total): stage is "fold", "prune <YYYY-MM>" or "vacuum"; done and total count months
-# (fold) or rows scanned (prune).
+# progress(stage, done, total): stage is "fold", "keep state", "prune <YYYY-MM>" or "vacuum"; done and total
+# count months (fold), events replayed (keep state) or rows scanned (prune).
 Progress = Callable[[str, int, int], None]
 
 
@@ -101,6 +105,7 @@ class CompactionReport:
     late_behind_horizon_by_month: dict[str, int] = field(default_factory=dict)
     backup: str | None = None
     removed_backups: list[str] = field(default_factory=list)
+    snapshot: dict | None = None     # the state kept at the horizon by this run: horizon, prefix_position
     reclaimed: dict | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -122,6 +127,8 @@ class CompactionReport:
         out["window_start_iso"] = iso(self.window_start)
         out["horizon_before_iso"] = iso(self.horizon_before) if self.horizon_before else None
         out["horizon_after_iso"] = iso(self.horizon_after) if self.horizon_after else None
+        if self.snapshot:
+            out["snapshot"] = dict(self.snapshot, horizon_iso=iso(self.snapshot["horizon"]))
         out["totals"] = {"months_folded": len(self.folded), "summary_rows": self.summary_rows,
                          "months_pruned": len(self.pruned), "events_pruned": self.events_pruned,
                          "history_rows_pruned": self.history_rows_pruned}
@@ -173,14 +180,15 @@ def plan(conn: sqlite3.Connection, now: int, month: Period | str | None = None) 
     last = last_closed(now)
     rows = ledger.read(conn)
     horizon = prune_horizon(conn)
+    sealed = runner.projection_horizon(conn)   # a snapshot taken for a prune seals its months at once
     if month is not None:
         if not month.is_closed(now):
             raise CompactionError(f"month {month} is not closed yet at {iso(now)}: only closed months are folded")
         row = rows.get(month)
         if row is not None and row.prune_started:
             raise CompactionError(f"month {month} is pruned: its detail is gone and its summary is sealed")
-        if month.end < horizon:
-            raise CompactionError(f"month {month} is behind the prune horizon {iso(horizon)}: its summary is sealed")
+        if month.end < sealed:
+            raise CompactionError(f"month {month} is behind the prune horizon {iso(sealed)}: its summary is sealed")
     starts = []
     earliest = _earliest_detail(conn, horizon)
     if earliest is not None:
@@ -197,7 +205,7 @@ def plan(conn: sqlite3.Connection, now: int, month: Period | str | None = None) 
     cascading = False
     for period in months_between(min(starts), last):
         row = rows.get(period)
-        if row is not None and row.prune_started:
+        if (row is not None and row.prune_started) or period.end < sealed:
             continue
         reason = None
         if row is None:
@@ -352,17 +360,26 @@ def _run(conn, now, month, window_start, report, progress, backup, keep_backups,
     rows = ledger.read(conn)
     horizon = prune_horizon(conn)
     candidates = _prune_candidates(rows, set(), window_start, horizon, report.notes)
-    if not candidates:
-        return
-    if backup:
-        _backup(conn, now, keep_backups, db_path, report)
-    pruner = retention.Pruner(conn, batch=batch)
+    kept = runner.snapshot_meta(conn).horizon   # months before it are sealed already (a run died pruning them)
+    ready: list[Period] = []
     for period in candidates:
         row = rows[period]
-        if not row.prune_started and _has_late_rows(conn, period, row.covered_position):
+        if not row.prune_started and period.end >= kept and _has_late_rows(conn, period, row.covered_position):
             # Late rows landed after this run folded it: fold it again next run rather than seal them out.
             report.notes.append(f"{period} received late data during this run: it is pruned after the next fold")
             break
+        ready.append(period)
+    if not ready:
+        return
+    if backup:
+        _backup(conn, now, keep_backups, db_path, report)
+    new_horizon = ready[-1].end + 1
+    prefix = snapshot.take(conn, new_horizon, now, batch=max(batch, 5000), progress=progress)
+    if prefix is not None and kept < new_horizon:
+        report.snapshot = {"horizon": new_horizon, "prefix_position": prefix}
+    pruner = retention.Pruner(conn, batch=batch)
+    for period in ready:
+        row = rows[period]
         if progress:
             total = retention.estimate_rows(conn, period)
             scanned = [0]
@@ -373,7 +390,8 @@ def _run(conn, now, month, window_start, report, progress, backup, keep_backups,
                 scanned[0] += n
                 progress(stage, min(scanned[0], total), total)
             pruner.progress = advance
-        pruner.prune_month(period, row.covered_position)
+        # Events after the snapshot's prefix are not in it: replay applies them, so they stay.
+        pruner.prune_month(period, row.covered_position if prefix is None else min(row.covered_position, prefix))
         crash_point(f"prune:{period.label}:before-seal")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -435,9 +453,17 @@ def _dry_run(conn, now, month, window_start, report, progress) -> None:
             report.folded.append(result)
         horizon = prune_horizon(conn)
         planned = {i.period for i in items}
-        for period in _prune_candidates(rows, planned, window_start, horizon, report.notes):
+        candidates = _prune_candidates(rows, planned, window_start, horizon, report.notes)
+        prefix = None
+        if candidates and snapshot.supported(conn):
+            meta = runner.snapshot_meta(conn)
+            new_horizon = candidates[-1].end + 1
+            prefix = meta.prefix if meta.horizon >= new_horizon else snapshot.prefix_for(conn, new_horizon, meta.prefix)
+        for period in candidates:
             row = rows.get(period)
             covered = covered_now if (period in planned or row is None) else row.covered_position
+            if prefix is not None:
+                covered = min(covered, prefix)
             events, history = retention.count_prunable(conn, period, covered)
             report.pruned.append(PruneResult(period.label, events, history))
             report.horizon_after = max(report.horizon_after, period.end + 1)

@@ -17,8 +17,13 @@ class Context:
 
     `horizon`: history rows observed before this time are not written (their month was folded and
     pruned; a replay must not bring back detail the compactor deleted). Current state is still updated.
+
+    `kept`: the compactor kept the state at the horizon (`*_at_horizon` tables, migration 0004). A history row
+    in force before the horizon is then read there, not from the history table, whose rows before the
+    horizon are gone or on their way out: inline projection and replay read the same rows (common.History).
     """
     horizon: int = 0
+    kept: bool = False
 
 
 class Handler:

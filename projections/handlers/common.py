@@ -8,9 +8,12 @@ Rules they implement, for all handlers:
   * a history row is written only when a tracked value changed compared with the row in force at the
     event's time, never before `Context.horizon`; several events of one observation (same observed_at)
     fold into one row;
-  * when no history row is in force (first sight, after a replay past the prune horizon), the values to
-    carry forward are seeded from the latest retained events of the entity, up to this event's position,
-    so inline projection and replay agree.
+  * the row in force is the latest row at or before the event's time: in the history table from the
+    horizon on, else (once the compactor kept the state at the horizon, `Context.kept`) the entity's row
+    in force at the horizon, in `<table>_at_horizon`;
+  * when no history row is in force (first sight), the values to carry forward are seeded from the
+    latest retained events of the entity, up to this event's position, so inline projection and replay
+    agree.
 """
 from __future__ import annotations
 
@@ -94,14 +97,24 @@ class History:
         cols = ", ".join(self.fields)
         self._latest_sql = (f"SELECT id, {time}, {cols} FROM {table} WHERE {key} = ? AND {time} <= ? "
                             f"ORDER BY {time} DESC, id DESC LIMIT 1")
+        self._latest_since_sql = (f"SELECT id, {time}, {cols} FROM {table} WHERE {key} = ? AND {time} <= ? "
+                                  f"AND {time} >= ? ORDER BY {time} DESC, id DESC LIMIT 1")
+        self._kept_sql = (f"SELECT id, {time}, {cols} FROM {table}_at_horizon WHERE {key} = ? AND {time} <= ? "
+                          f"ORDER BY {time} DESC, id DESC LIMIT 1")
         self._insert_sql = (f"INSERT INTO {table} ({key}, {time}, {cols}, event_position) "
                             f"VALUES (?, ?, {', '.join('?' * len(self.fields))}, ?)")
         self._update_sql = (f"UPDATE {table} SET {', '.join(f + ' = ?' for f in self.fields)}, "
                             f"event_position = ? WHERE id = ?")
 
-    def latest(self, conn: sqlite3.Connection, key: Any, at: int) -> PastRow | None:
-        """The row in force at time `at` (the latest with time <= at)."""
-        row = conn.execute(self._latest_sql, (key, at)).fetchone()
+    def latest(self, conn: sqlite3.Connection, key: Any, at: int, ctx: Context | None = None) -> PastRow | None:
+        """The row in force at time `at` (the latest with time <= at): from the horizon on in this table,
+        before it in the state kept at the horizon (when `ctx.kept`)."""
+        if ctx is not None and ctx.kept:
+            row = conn.execute(self._latest_since_sql, (key, at, ctx.horizon)).fetchone()
+            if row is None:
+                row = conn.execute(self._kept_sql, (key, at)).fetchone()
+        else:
+            row = conn.execute(self._latest_sql, (key, at)).fetchone()
         if row is None:
             return None
         return PastRow(row[0], row[1], dict(zip(self.fields, row[2:], strict=True)))
@@ -122,7 +135,7 @@ class History:
         tracked value changed. `finish(merged)` may derive fields from the merged values. True if written."""
         if event.observed_at < ctx.horizon:
             return False
-        prev = self.latest(conn, key, event.observed_at)
+        prev = self.latest(conn, key, event.observed_at, ctx)
         base = prev.values if prev is not None else (seed() if seed else {})
         merged = {f: base.get(f) for f in self.fields}
         merged.update({k: v for k, v in partial.items() if k in merged})

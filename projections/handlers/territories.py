@@ -141,12 +141,40 @@ WHERE h.status = 'ongoing'
 ORDER BY h.recorded_at DESC, h.id DESC LIMIT 1"""
 
 
-def war_status_at(conn: sqlite3.Connection, code: str, event: Event) -> str:
+# The same with the state kept at the horizon (Context.kept): each war's latest row from the horizon on, or, for
+# a war with none, its row in force at the horizon (war_status_history_at_horizon); merged in Python.
+WAR_ROWS_SINCE_SQL = """
+SELECT h.war_id, h.recorded_at, h.id, h.status, h.attacking_score FROM (
+    SELECT DISTINCT war_id FROM war_status_history
+    WHERE territory_id = :code AND war_type = 'territory' AND recorded_at BETWEEN :floor AND :t
+      AND event_position <= :pos) w
+JOIN war_status_history h ON h.id = (
+    SELECT id FROM war_status_history
+    WHERE war_id = w.war_id AND +territory_id = :code AND war_type = 'territory' AND recorded_at BETWEEN :floor AND :t
+      AND event_position <= :pos
+    ORDER BY recorded_at DESC, id DESC LIMIT 1)"""
+KEPT_WAR_ROWS_SQL = """
+SELECT war_id, recorded_at, id, status, attacking_score FROM war_status_history_at_horizon
+WHERE territory_id = :code AND war_type = 'territory' AND recorded_at <= :t AND event_position <= :pos"""
+
+
+def war_status_at(conn: sqlite3.Connection, code: str, event: Event, ctx: Context | None = None) -> str:
     """'none', 'under_attack' or 'defending' from the wars rows of `code` known at this event."""
-    row = conn.execute(WAR_STATUS_SQL, {"code": code, "t": event.observed_at, "pos": event.position}).fetchone()
-    if row is None:
+    args = {"code": code, "t": event.observed_at, "pos": event.position}
+    if ctx is not None and ctx.kept:
+        latest: dict[int, tuple] = {}
+        for war_id, *row in conn.execute(KEPT_WAR_ROWS_SQL, args).fetchall():
+            if war_id not in latest or row[:2] > latest[war_id][:2]:
+                latest[war_id] = tuple(row)
+        for war_id, *row in conn.execute(WAR_ROWS_SINCE_SQL, {**args, "floor": ctx.horizon}).fetchall():
+            latest[war_id] = tuple(row)
+        ongoing = sorted(r for r in latest.values() if r[2] == "ongoing")
+        found = ongoing[-1][2:] if ongoing else None
+    else:
+        found = conn.execute(WAR_STATUS_SQL, args).fetchone()
+    if found is None:
         return "none"
-    return "defending" if row[1] == 0 else "under_attack"
+    return "defending" if found[1] == 0 else "under_attack"
 
 
 def _war_territory(view: str, payload: Any) -> str | None:
@@ -172,12 +200,12 @@ class TerritoriesHandler(Handler):
                 raise ProjectionError(f"territory {eid} ({view}): racket level {values['racket_level']} is negative")
             if _OWNER in values:
                 values["faction_id"] = ensure_faction(conn, values.pop(_OWNER), None, t)
-            values["war_status"] = war_status_at(conn, eid, event)
+            values["war_status"] = war_status_at(conn, eid, event, ctx)
             self.change(conn, eid, values, event, ctx)
         elif et == "territorywar" and view in WAR_VIEWS:
             code = _war_territory(view, event.payload)
             if code:
-                self.change(conn, code, {"war_status": war_status_at(conn, code, event)}, event, ctx)
+                self.change(conn, code, {"war_status": war_status_at(conn, code, event, ctx)}, event, ctx)
         elif view in WAR_LISTS and et in ("torn", "faction"):
             if view == "v1.faction":
                 ids = decode(event.payload, V1Faction).territory_war_ids
@@ -185,7 +213,7 @@ class TerritoriesHandler(Handler):
                     return
             for (code,) in conn.execute("SELECT territory_id FROM territories WHERE war_status != 'none' "
                                         "AND last_updated BETWEEN 1 AND ? ORDER BY territory_id", (t,)).fetchall():
-                self.change(conn, code, {"war_status": war_status_at(conn, code, event)}, event, ctx)
+                self.change(conn, code, {"war_status": war_status_at(conn, code, event, ctx)}, event, ctx)
         elif et == "faction" and view in ("v1.territory", "v2.territory"):
             faction_id = opt_id(eid)
             listed = decode(event.payload, TerritoryIds).territory_ids
@@ -228,6 +256,6 @@ class TerritoriesHandler(Handler):
                          f"WHERE territory_id = ?", (*merged.values(), t, code))
         if t < ctx.horizon or (not fresh and merged == base):
             return
-        prev = HISTORY.latest(conn, code, t)
+        prev = HISTORY.latest(conn, code, t, ctx)
         if prev is None or prev.values != merged:
             HISTORY.write(conn, code, merged, event, prev)

@@ -72,6 +72,28 @@ FROM ids JOIN war_status_history h ON h.id = (
     ORDER BY recorded_at DESC, id DESC LIMIT 1)
 WHERE h.war_type = 'territory' AND h.status = 'ongoing'
 ORDER BY h.war_id"""
+# With the state kept at the horizon (Context.kept): each war's latest row from the horizon on, else its row in
+# force at the horizon (war_status_history_at_horizon).
+OPEN_TERRITORY_WARS_SINCE_SQL = OPEN_TERRITORY_WARS_SQL.replace(
+    "war_id = ids.war_id AND recorded_at <= :t", "war_id = ids.war_id AND recorded_at BETWEEN :floor AND :t")
+assert OPEN_TERRITORY_WARS_SINCE_SQL != OPEN_TERRITORY_WARS_SQL
+KEPT_OPEN_TERRITORY_WARS_SQL = """
+SELECT s.war_id, s.territory_id, s.started_at, s.attacking_faction_id, s.defending_faction_id
+FROM war_status_history_at_horizon AS s
+WHERE s.war_type = 'territory' AND s.status = 'ongoing' AND s.recorded_at <= :t
+  AND s.id = (SELECT id FROM war_status_history_at_horizon WHERE war_id = s.war_id AND recorded_at <= :t
+              ORDER BY recorded_at DESC, id DESC LIMIT 1)
+  AND NOT EXISTS (SELECT 1 FROM war_status_history AS h WHERE h.war_id = s.war_id
+                  AND h.recorded_at BETWEEN :floor AND :t)"""
+
+
+def open_territory_wars(conn: sqlite3.Connection, t: int, ctx: Context) -> list[tuple]:
+    """(war_id, territory, started_at, attacking, defending) of the territory wars ongoing at `t`, by war id."""
+    if not ctx.kept:
+        return conn.execute(OPEN_TERRITORY_WARS_SQL, {"t": t}).fetchall()
+    args = {"t": t, "floor": ctx.horizon}
+    return sorted(conn.execute(OPEN_TERRITORY_WARS_SINCE_SQL, args).fetchall()
+                  + conn.execute(KEPT_OPEN_TERRITORY_WARS_SQL, args).fetchall())
 
 
 # ------------------------------------------------------------------------------------------ ids
@@ -97,15 +119,21 @@ def parse_war_key(entity_id: str) -> tuple[int | None, str | None, int | None]:
 
 
 def resolve_territory_war_id(conn: sqlite3.Connection, real_id: int | None, code: str | None,
-                             start: int | None) -> int:
+                             start: int | None, ctx: Context | None = None) -> int:
     if code and start is not None:
         synthetic = synthetic_war_id(code, start)
         if real_id is not None:
             conn.execute("UPDATE war_status_history SET war_id = ? WHERE war_id = ?", (real_id, synthetic))
             return real_id
-        row = conn.execute(
-            "SELECT war_id FROM war_status_history WHERE territory_id = ? AND started_at = ? "
-            "AND war_type = 'territory' AND war_id > 0 ORDER BY id DESC LIMIT 1", (code, start)).fetchone()
+        known = ("SELECT war_id FROM {} WHERE territory_id = ? AND started_at = ? AND war_type = 'territory' "
+                 "AND war_id > 0{} ORDER BY id DESC LIMIT 1")
+        if ctx is not None and ctx.kept:   # rows before the horizon are read in the state kept there
+            row = conn.execute(known.format("war_status_history", " AND recorded_at >= ?"),
+                               (code, start, ctx.horizon)).fetchone()
+            if row is None:
+                row = conn.execute(known.format("war_status_history_at_horizon", ""), (code, start)).fetchone()
+        else:
+            row = conn.execute(known.format("war_status_history", ""), (code, start)).fetchone()
         return row[0] if row else synthetic
     if real_id is not None:
         return real_id
@@ -258,7 +286,7 @@ class WarsHandler(Handler):
                    att_score, def_score, required, winner, names: dict) -> None:
         t = event.observed_at
         code = str(code) if code else None
-        war_id = resolve_territory_war_id(conn, real_id, code, start)
+        war_id = resolve_territory_war_id(conn, real_id, code, start, ctx)
         values: dict[str, Any] = {
             "war_type": "territory", "territory_id": code,
             "attacking_faction_id": ensure_faction(conn, attacking, names.get(attacking), t),
@@ -287,8 +315,7 @@ class WarsHandler(Handler):
                 ids.add(real_id)
             elif code and start is not None:
                 keys.add((code, start))
-        rows = conn.execute(OPEN_TERRITORY_WARS_SQL, {"t": t}).fetchall()
-        for war_id, territory, started, attacking, defending in rows:
+        for war_id, territory, started, attacking, defending in open_territory_wars(conn, t, ctx):
             if faction_id is not None and faction_id not in (attacking, defending):
                 continue
             if war_id in ids or (territory, started) in keys:
