@@ -7,7 +7,8 @@ Example (also in `examples/collect.toml`):
     jitter = 0.1                        # spread each poll by up to ±10% of its interval (optional)
     timeout = "15s"                     # per HTTP request (optional)
     # Optional tuning: batch = 50 (responses per transaction), flush_every = "5s", concurrency = 4,
-    # owner_limit = 100 (requests per rolling minute per key owner), max_tries = 4, max_body = "8MB".
+    # owner_limit = 100 (requests per rolling minute per key owner), max_tries = 4, max_body = "8MB",
+    # max_wait = "90s" (how long a poll waits for a free key before it is deferred, as a gap).
 
     # learn_owners = true   # ask /v2/key/info with each key at start and hourly (see "Owners" below)
 
@@ -197,6 +198,7 @@ class CollectConfig:
     owner_limit: int = 100
     max_tries: int = 4
     max_body: int = 8 * 1024 * 1024
+    max_wait: float = 90.0            # a poll no key can serve sooner is deferred (a gap says until when)
     learn_owners: bool | None = None  # None: when some faction item is the faction's own data
     keys: list[KeyConfig] = field(default_factory=list)
     factions: list[FactionConfig] = field(default_factory=list)
@@ -394,7 +396,7 @@ def _parse_key(table: Mapping, where: str, env: Mapping[str, str]) -> KeyConfig:
 
 
 _TOP = {"api_base", "interval", "jitter", "timeout", "batch", "flush_every", "concurrency", "owner_limit",
-        "max_tries", "max_body", "learn_owners", "keys", "factions", "players", "territories", "wars"}
+        "max_tries", "max_body", "max_wait", "learn_owners", "keys", "factions", "players", "territories", "wars"}
 
 
 def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
@@ -422,6 +424,10 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
             raise ConfigError("timeout: between 1 s and 5 min")
     if "flush_every" in data:
         cfg.flush_every = parse_duration(data["flush_every"], "flush_every")
+    if "max_wait" in data:
+        cfg.max_wait = parse_duration(data["max_wait"], "max_wait")
+        if cfg.max_wait > 3600:
+            raise ConfigError("max_wait: at most 1 h")
     for name, low, high in (("batch", 1, 10000), ("concurrency", 1, 64), ("owner_limit", 1, 100),
                             ("max_tries", 1, 10)):
         if name in data:

@@ -1,6 +1,7 @@
 """The key pool: which API key serves the next request, and what every Torn error code does to the keys.
 
-Limits kept (all on a rolling 60 s window, counted at the moment a request is sent):
+Limits kept (all on a rolling 60 s window, counted from the moment a request is sent for 61 s: Torn counts
+it when it arrives, so at the edge of the window a request the pool thinks gone may still count there):
   * per key owner (a Torn user): `owner_limit` requests (100 by default, as the API allows) across all of
     that owner's keys;
   * per key: its own `budget` (60 by default).
@@ -36,9 +37,23 @@ with bounded exponential backoff; 6, 7, 16 are problems of the target; 22 and 23
 v1 / v2) send the caller to the other API version; 1, 3, 4, 19-21, 25-30 are bugs or unsupported
 selections (recorded, not retried). `policy(code)` gives the caller's side of each code.
 
-Every time goes through the injectable `clock` (Unix seconds) and every wait through `sleep`, so tests and
-the demo drive time instead of waiting for it. The key itself is only handed to the HTTP client: every
-log line, state row and message names a key by its fingerprint.
+Two injectable clocks. The rolling windows and every pause (paused_until, recheck_at, a category's block,
+`free_at`, an `acquire` deadline) run on `monotonic`, which never steps: a wall clock set back an hour
+does not hold the keys for 59 minutes. `clock` (Unix seconds) only stamps (last_used_at, last_error_at)
+and converts what is saved and loaded. By default `monotonic` is `time.monotonic` when `clock` is
+`time.time`, else `clock` itself: a simulated clock, as the demo and tests inject, is monotonic and drives
+the windows too. Every wait goes through `sleep`, so tests and the demo drive time instead of waiting.
+
+Saved and loaded (the `api_keys` and `owner_requests` tables, through `gaps`): the key states, with their
+pauses as Unix times, and the times of the requests each owner sent in the last minute (`owner_rows`,
+`load_requests`), so two runs back to back stay within the owner's 100 a minute. At load a saved time is
+read against the wall clock: a request time ahead of it (the clock was set back) counts as just now, one
+older than 60 s is dropped; a pause is cut to the longest its policy sets from now (a paused key's
+`recheck`; any other pause the longest of `rate_limit_pause`, `KEY_COOLDOWN`, `ip_block_pause` and
+`api_down_pause`), so a pause saved before a step back does not trap a key.
+
+The key itself is only handed to the HTTP client: every log line, state row and message names a key by
+its fingerprint.
 """
 from __future__ import annotations
 
@@ -46,10 +61,11 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..secrets import fingerprint
 from .endpoints import cloud_categories
@@ -59,7 +75,9 @@ log = logging.getLogger("tornstore.collector")
 ACCESS_LEVELS = {"public": 0, "minimal": 1, "limited": 2, "full": 3}
 ACCESS_NAMES = {v: k for k, v in ACCESS_LEVELS.items()}
 
-WINDOW = 60.0
+WINDOW = 60.0                   # Torn's rolling minute
+SEND_MARGIN = 1.0               # Torn counts a request when it arrives, the pool when it is sent: at the edge
+COUNTED = WINDOW + SEND_MARGIN  # of the window a request it thinks gone may still count there
 DAY = 86400
 HOUR = 3600
 KEY_COOLDOWN = 60.0             # code 11: a key can change only once every 60 s
@@ -90,16 +108,25 @@ def policy(code: int) -> str:
     return _POLICY.get(code, UNKNOWN)
 
 
+class OwnerRequests(NamedTuple):
+    """Requests an owner's keys sent that are not saved yet (`KeyPool.owner_rows`, `gaps.persist`)."""
+    owner: str
+    sent: dict[str, list[float]]   # key fingerprint -> Unix times
+    saved_at: float                # the saving clock (Unix): times older than COUNTED before it are dropped
+
+
 class NoUsableKey(Exception):
     """No key in the pool can ever serve this request (the message says why; it names no key)."""
 
 
 class KeysBusy(Exception):
-    """No suitable key is free before the caller's deadline; `free_at` says when one will be."""
+    """No suitable key is free before the caller's deadline; `free_at` says when one will be (on the
+    pool's monotonic clock) and `wait` in how many seconds."""
 
-    def __init__(self, free_at: float, reason: str):
+    def __init__(self, free_at: float, reason: str, wait: float = 0.0):
         super().__init__(reason)
         self.free_at = free_at
+        self.wait = wait
 
 
 @dataclass
@@ -111,16 +138,16 @@ class ApiKey:
     budget: int = 60
     fp: str = ""
     state: str = "active"              # active | paused | disabled
-    paused_until: float = 0.0          # no request before this time (any state)
-    recheck_at: float | None = None    # paused keys: when the trial request may go
+    paused_until: float = 0.0          # no request before this time (any state; the pool's monotonic clock)
+    recheck_at: float | None = None    # paused keys: when the trial request may go (monotonic)
     last_error_code: int | None = None
-    last_error_at: float | None = None
-    last_used_at: float = 0.0
+    last_error_at: float | None = None  # Unix time
+    last_used_at: float = 0.0          # Unix time
     requests: int = 0                  # as loaded, plus this pool's own since
     unsaved: int = 0                   # this pool's requests not yet added to the saved count
     reason: str | None = None
-    uses: deque = field(default_factory=deque, repr=False)
-    blocked: dict = field(default_factory=dict, repr=False)   # category -> until (error 14)
+    uses: deque = field(default_factory=deque, repr=False)    # times of its requests in the window (monotonic)
+    blocked: dict = field(default_factory=dict, repr=False)   # category -> until (error 14; monotonic)
     trial_inflight: bool = False
     faction: str | None = None         # the owner's faction, when known (config or /v2/key/info)
     dirty: bool = True                 # state changed: saved at the next flush
@@ -131,16 +158,25 @@ class ApiKey:
         if not self.fp:
             self.fp = fingerprint(self.secret)
 
-    def row(self) -> tuple:
+    def row(self, offset: float = 0.0) -> tuple:
         """The api_keys row (no secret). Its request count is the increment since the last save: saving
-        adds it, so collectors sharing a key (two processes, a bot and a collector) count together."""
-        return (self.fp, self.owner, self.state, _int(self.paused_until or None), _int(self.recheck_at),
-                self.last_error_code, _int(self.last_error_at), _int(self.last_used_at or None),
-                self.unsaved, self.reason)
+        adds it, so collectors sharing a key (two processes, a bot and a collector) count together.
+        `offset` turns the pool's monotonic times into Unix times (wall clock minus monotonic clock)."""
+        return (self.fp, self.owner, self.state, _int(self.paused_until + offset if self.paused_until else None),
+                _int(None if self.recheck_at is None else self.recheck_at + offset), self.last_error_code,
+                _int(self.last_error_at), _int(self.last_used_at or None), self.unsaved, self.reason)
 
 
 def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
+
+
+def window_clock(clock: Callable[[], float], monotonic: Callable[[], float] | None = None) -> Callable[[], float]:
+    """The clock of the rate windows and pauses: `monotonic` if given; `time.monotonic` when `clock` is the
+    wall clock (`time.time`); else `clock` itself (an injected, simulated clock is monotonic)."""
+    if monotonic is not None:
+        return monotonic
+    return time.monotonic if clock is time.time else clock
 
 
 def categories(category: str | None) -> set[str]:
@@ -158,7 +194,8 @@ class KeyPool:
     def __init__(self, keys: Iterable[ApiKey], *, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, owner_limit: int = 100,
                  rate_limit_pause: float = 60.0, ip_block_pause: float = 300.0, api_down_pause: float = 60.0,
-                 recheck: float = DAY, rng: random.Random | None = None):
+                 recheck: float = DAY, rng: random.Random | None = None,
+                 monotonic: Callable[[], float] | None = None):
         self.keys: list[ApiKey] = []
         seen: set[str] = set()
         for key in keys:
@@ -166,7 +203,8 @@ class KeyPool:
                 continue  # the same key listed twice counts once
             seen.add(key.fp)
             self.keys.append(key)
-        self.clock = clock
+        self.clock = clock              # Unix seconds: stamps, and what is saved and loaded
+        self.monotonic = window_clock(clock, monotonic)   # the windows and pauses
         self.sleep = sleep
         self.owner_limit = owner_limit
         self.rate_limit_pause = rate_limit_pause
@@ -174,7 +212,9 @@ class KeyPool:
         self.api_down_pause = api_down_pause
         self.recheck = recheck
         self.rng = rng or random.Random()
-        self.owner_uses: dict[str, deque] = {}
+        self.owner_uses: dict[str, deque] = {}      # owner -> times of its requests in the window (monotonic)
+        self._unsaved: dict[str, deque[tuple[str, float]]] = {}   # owner -> (fingerprint, time) not saved yet
+        self._handed_out: list[OwnerRequests] = []                # the last owner_rows, until saved or not
         self._seq = 0
         # After a pause (code 5 for an owner; 8, 9, 24 for everyone) a single probe request goes first:
         # "needed" until it is sent, "inflight" until its answer; the others wait for it.
@@ -191,16 +231,42 @@ class KeyPool:
     def by_fp(self, fp: str) -> ApiKey | None:
         return next((k for k in self.keys if k.fp == fp), None)
 
+    def offset(self) -> float:
+        """Wall clock minus monotonic clock now: add it to a monotonic time to get a Unix time."""
+        return self.clock() - self.monotonic()
+
+    def longest_pause(self, state: str) -> float:
+        """The longest pause a policy sets for a key in this state (what a loaded pause is cut to)."""
+        if state == "paused":
+            return float(self.recheck)
+        return max(self.rate_limit_pause, KEY_COOLDOWN, self.ip_block_pause, self.api_down_pause)
+
+    def _loaded_deadline(self, key: ApiKey, what: str, unix: float | None, wall: float, mono: float) -> float | None:
+        """A saved Unix deadline on the monotonic clock: at most its policy's longest pause from now."""
+        if unix is None:
+            return None
+        left = float(unix) - wall
+        cap = self.longest_pause(key.state)
+        if left > cap:
+            log.warning("key %s: its saved %s is %.0f s away, longer than any such pause (%.0f s): the clock "
+                        "was set back; it waits %.0f s", key.fp, what, left, cap, cap)
+            left = cap
+        return mono + max(0.0, left)
+
     def load_rows(self, rows: Iterable[tuple]) -> None:
         """Apply saved state: rows of (fingerprint, state, paused_until, recheck_at, last_error_code,
-        last_error_at, last_used_at, requests, reason). The owner, access and budget come from the config."""
+        last_error_at, last_used_at, requests, reason). The owner, access and budget come from the config.
+        The saved Unix times become monotonic ones, cut to the policy's longest pause (module docstring)."""
+        wall, mono = self.clock(), self.monotonic()
         for fp, state, paused_until, recheck_at, code, code_at, used_at, requests, reason in rows:
             key = self.by_fp(fp)
             if key is None:
                 continue
             key.state = state if state in ("active", "paused", "disabled") else "active"
-            key.paused_until = float(paused_until or 0)
-            key.recheck_at = float(recheck_at) if recheck_at is not None else None
+            key.paused_until = 0.0
+            if paused_until and float(paused_until) > wall:
+                key.paused_until = self._loaded_deadline(key, "pause", paused_until, wall, mono) or 0.0
+            key.recheck_at = self._loaded_deadline(key, "recheck time", recheck_at, wall, mono)
             if key.state == "paused" and key.recheck_at is None:
                 key.recheck_at = key.paused_until
             key.last_error_code = code
@@ -214,21 +280,101 @@ class KeyPool:
     def dirty_rows(self, usage: bool = True) -> list[tuple]:
         """Rows of keys whose state changed; with `usage`, also of keys that were only used (their
         last_used_at and request count), which the collector saves on a slower cadence."""
-        rows = [k.row() for k in self.keys if k.dirty or (usage and k.used)]
+        offset = self.offset()
+        rows = [k.row(offset) for k in self.keys if k.dirty or (usage and k.used)]
         for k in self.keys:
             if k.dirty or usage:
                 k.dirty = k.used = False
                 k.unsaved = 0
         return rows
 
-    def save_failed(self, rows: list[tuple]) -> None:
-        """The rows from dirty_rows were not saved: keep their increments and save them next time."""
+    def owner_rows(self) -> list[OwnerRequests]:
+        """The owners' requests sent since the last call (those still in the window), as Unix times by key
+        fingerprint: for `gaps.persist`, which adds them to the saved ones."""
+        mono = self.monotonic()
+        offset = self.clock() - mono
+        rows = []
+        for owner, unsaved in self._unsaved.items():
+            sent: dict[str, list[float]] = {}
+            for fp, t in unsaved:
+                if t > mono - COUNTED:
+                    sent.setdefault(fp, []).append(t + offset)
+            if sent:
+                rows.append(OwnerRequests(owner, sent, mono + offset))
+        self._unsaved = {}
+        self._handed_out = rows
+        return rows
+
+    def load_requests(self, rows: Iterable[tuple[str, dict[str, list[float]]]]) -> None:
+        """Take the saved request times of owners (gaps.load_owner_requests) into the windows: of the
+        owner, and of each key by fingerprint. A time ahead of the wall clock counts as now (the clock was
+        set back); one older than the window is dropped."""
+        wall, mono = self.clock(), self.monotonic()
+        by_fp = {k.fp: k for k in self.keys}
+        for owner, sent in rows:
+            times: list[float] = []
+            ahead = 0
+            for fp, unix_times in sent.items():
+                mine = []
+                for unix in unix_times:
+                    age = wall - unix
+                    if age >= COUNTED:
+                        continue
+                    if age < 0:
+                        ahead += 1
+                        age = 0.0
+                    mine.append(mono - age)
+                key = by_fp.get(fp)
+                if key is not None and mine:
+                    key.uses = deque(sorted([*key.uses, *mine]))
+                times += mine
+            if times:
+                self.owner_uses[owner] = deque(sorted([*self.owner_uses.get(owner, ()), *times]))
+                log.info("owner %s: %d request(s) in the last minute before this start count against its limit",
+                         owner, len(times))
+            if ahead:
+                log.warning("owner %s: %d saved request time(s) are ahead of the clock (it was set back): "
+                            "counted as just now", owner, ahead)
+
+    def set_owner(self, key: ApiKey, owner: str) -> None:
+        """The key belongs to another owner (the API said so): its requests in the window count for that
+        owner from now on, the ones already sent included."""
+        if owner == key.owner:
+            return
+        old, key.owner = key.owner, owner
+        window = self.owner_uses.setdefault(owner, deque())
+        have = Counter(window)
+        moved = []
+        for t in key.uses:
+            if have[t]:
+                have[t] -= 1     # already counted there (loaded from that owner's saved times)
+            else:
+                moved.append(t)
+        if moved:
+            self.owner_uses[owner] = deque(sorted([*window, *moved]))
+        unsaved = self._unsaved.get(old)
+        if unsaved:
+            mine = [u for u in unsaved if u[0] == key.fp]
+            self._unsaved[old] = deque(u for u in unsaved if u[0] != key.fp)
+            self._unsaved[owner] = deque(sorted([*self._unsaved.get(owner, ()), *mine], key=lambda u: u[1]))
+        key.dirty = True
+
+    def save_failed(self, rows: list[tuple], owner_rows: Iterable[OwnerRequests] | None = None) -> None:
+        """The rows from dirty_rows were not saved, nor `owner_rows` (by default: those the last call of
+        owner_rows handed out): keep their increments and save them next time."""
         by_fp = {k.fp: k for k in self.keys}
         for row in rows:
             key = by_fp.get(row[0])
             if key is not None:
                 key.unsaved += row[8]
                 key.dirty = True
+        if owner_rows is None:
+            owner_rows = self._handed_out
+        self._handed_out = []
+        offset = self.offset()
+        for owner, sent, _saved_at in owner_rows:
+            again = [(fp, t - offset) for fp, times in sent.items() for t in times]
+            self._unsaved[owner] = deque(sorted([*again, *self._unsaved.get(owner, ())], key=lambda u: u[1]))
 
     # ------------------------------------------------------------------ choosing
     def _serves(self, key: ApiKey, access: int, own_id: str | None, own_faction: str | None = None,
@@ -242,13 +388,13 @@ class KeyPool:
         return own_id is None or key.owner == str(own_id)
 
     def _window(self, uses: deque, now: float) -> deque:
-        while uses and uses[0] <= now - WINDOW:
+        while uses and uses[0] <= now - COUNTED:
             uses.popleft()
         return uses
 
     def free_at(self, key: ApiKey, category: str | None = None, now: float | None = None) -> float:
-        """The earliest time this key may send a request (now or later)."""
-        now = self.clock() if now is None else now
+        """The earliest time (monotonic) this key may send a request (now or later)."""
+        now = self.monotonic() if now is None else now
         if self.global_probe == "inflight" or self.owner_probe.get(key.owner) == "inflight":
             return float("inf")
         t = max(now, key.paused_until)
@@ -265,10 +411,10 @@ class KeyPool:
                         t = max(t, key.blocked[name])
         uses = self._window(key.uses, now)
         if len(uses) >= key.budget:
-            t = max(t, uses[len(uses) - key.budget] + WINDOW)
+            t = max(t, uses[len(uses) - key.budget] + COUNTED)
         owner = self._window(self.owner_uses.setdefault(key.owner, deque()), now)
         if len(owner) >= self.owner_limit:
-            t = max(t, owner[len(owner) - self.owner_limit] + WINDOW)
+            t = max(t, owner[len(owner) - self.owner_limit] + COUNTED)
         return t
 
     def candidates(self, access: int = 0, own_id: str | None = None,
@@ -280,19 +426,21 @@ class KeyPool:
                exclude: AbstractSet[str] = frozenset(), own_faction: str | None = None,
                key_fp: str | None = None) -> ApiKey | None:
         """The least recently used key free now, or None. Does not record a use."""
-        now = self.clock()
+        now = self.monotonic()
         free = [k for k in self.candidates(access, own_id, exclude, own_faction, key_fp)
                 if self.free_at(k, category, now) <= now]
         if not free:
             return None
-        # Paused keys due for their trial go first, so a recovered key is noticed soon.
-        return min(free, key=lambda k: (k.state != "paused", k.last_used_at, k.use_seq))
+        # Paused keys due for their trial go first, so a recovered key is noticed soon. The order of use
+        # in this pool comes first (keys not used yet by it have 0), then the saved last use: a wall clock
+        # set back does not make the keys used since look least recently used.
+        return min(free, key=lambda k: (k.state != "paused", k.use_seq, k.last_used_at))
 
     def next_free(self, access: int = 0, own_id: str | None = None, category: str | None = None,
                   exclude: AbstractSet[str] = frozenset(), own_faction: str | None = None,
                   key_fp: str | None = None) -> float | None:
-        """When a suitable key will next be free; None if no key can ever serve the request."""
-        now = self.clock()
+        """When (monotonic) a suitable key will next be free; None if no key can ever serve the request."""
+        now = self.monotonic()
         keys = self.candidates(access, own_id, exclude, own_faction, key_fp)
         times = [t for t in (self.free_at(k, category, now) for k in keys) if t != float("inf")]
         if not times:
@@ -315,20 +463,24 @@ class KeyPool:
 
     def why_busy(self, access: int, own_id: str | None, category: str | None, exclude: AbstractSet[str],
                  when: float, own_faction: str | None = None, key_fp: str | None = None) -> str:
-        now = self.clock()
+        now = self.monotonic()
         reasons = {k.reason for k in self.candidates(access, own_id, exclude, own_faction, key_fp)
                    if k.reason and (k.paused_until > now or k.blocked) and k.reason != self.pause_reason}
         if self.pause_until > now and self.pause_reason:
             reasons.add(self.pause_reason)
-        text = f"no key free until {int(when)}"
+        text = f"no key free until {int(when + self.clock() - now)}"   # (as a Unix time)
         return text + (f" ({'; '.join(sorted(reasons))})" if reasons else " (rate limits)")
 
     def use(self, key: ApiKey) -> None:
         """Record that a request is being sent with this key now."""
-        now = self.clock()
+        now = self.monotonic()
         key.uses.append(now)
         self.owner_uses.setdefault(key.owner, deque()).append(now)
-        key.last_used_at = now
+        unsaved = self._unsaved.setdefault(key.owner, deque())
+        while unsaved and unsaved[0][1] <= now - COUNTED:
+            unsaved.popleft()             # (without a database nothing takes them: keep only the window)
+        unsaved.append((key.fp, now))
+        key.last_used_at = self.clock()
         self._seq += 1
         key.use_seq = self._seq
         key.requests += 1
@@ -357,7 +509,8 @@ class KeyPool:
                       own_faction: str | None = None, key_fp: str | None = None) -> ApiKey:
         """Wait until a suitable key is free, record its use and return it.
 
-        Raises NoUsableKey when none can ever serve, or KeysBusy when none is free before `deadline`."""
+        Raises NoUsableKey when none can ever serve, or KeysBusy when none is free before `deadline` (a
+        time on the pool's monotonic clock: `pool.monotonic() + seconds`)."""
         while True:
             key = self.choose(access, own_id, category, exclude, own_faction, key_fp)
             if key is not None:
@@ -367,8 +520,9 @@ class KeyPool:
             if when is None:
                 raise NoUsableKey(self.why_none(access, own_id, exclude, own_faction, key_fp))
             if deadline is not None and when > deadline:
-                raise KeysBusy(when, self.why_busy(access, own_id, category, exclude, when, own_faction, key_fp))
-            await self.sleep(max(0.0, when - self.clock()) + self.rng.uniform(0.0, 0.05))
+                raise KeysBusy(when, self.why_busy(access, own_id, category, exclude, when, own_faction, key_fp),
+                               wait=max(0.0, when - self.monotonic()))
+            await self.sleep(max(0.0, when - self.monotonic()) + self.rng.uniform(0.0, 0.05))
 
     # ------------------------------------------------------------------ outcomes
     def succeeded(self, key: ApiKey, category: str | None = None) -> None:
@@ -397,10 +551,10 @@ class KeyPool:
 
     def failed(self, key: ApiKey, code: int, category: str | None = None) -> None:
         """Apply a Torn error code's effect on the keys (see the module docstring)."""
-        now = self.clock()
+        now = self.monotonic()
         key.trial_inflight = False
         key.last_error_code = code
-        key.last_error_at = now
+        key.last_error_at = self.clock()
         key.dirty = True
         self._answered(key, rate_limited=code == 5, paused_all=code in (8, 9, 24))
         if code in (2, 10):
@@ -413,7 +567,7 @@ class KeyPool:
             key.paused_until = key.recheck_at = now + self.recheck
             key.reason = ("owner inactive for more than 7 days (13)" if code == 13
                           else "paused by its owner (18)")
-            log.warning("key %s paused until %d: %s", key.fp, int(key.paused_until), key.reason)
+            log.warning("key %s paused for %.0f h: %s", key.fp, self.recheck / HOUR, key.reason)
         elif code == 5:
             until = now + self.rate_limit_pause
             for other in self.keys:
@@ -449,7 +603,8 @@ class KeyPool:
             self.succeeded(key)
 
     def pause_all(self, until: float, reason: str) -> None:
-        log.warning("every key waits until %d: %s", int(until), reason)
+        """Every key waits until `until` (monotonic)."""
+        log.warning("every key waits %.0f s: %s", until - self.monotonic(), reason)
         if until > self.pause_until:
             self.pause_until, self.pause_reason = until, reason
         for key in self.keys:
@@ -458,7 +613,7 @@ class KeyPool:
                 key.dirty = True
 
     def summary(self) -> list[dict]:
-        now = self.clock()
+        now = self.monotonic()
         return [{"key": k.fp, "owner": k.owner, "faction": k.faction, "access": ACCESS_NAMES.get(k.access, k.access),
                  "state": k.state, "waits": max(0, int(k.paused_until - now)) if k.paused_until > now else 0,
                  "requests": k.requests, "last_error_code": k.last_error_code, "reason": k.reason}

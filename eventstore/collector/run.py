@@ -119,9 +119,10 @@ class Collector:
     def __init__(self, config: CollectConfig, sink: Sink, *, run: Runner | None = None,
                  on_tick: Callable[[float], Any] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None,
-                 tick_every: float = 60.0, max_wait: float = 90.0, backoff_base: float = 2.0,
+                 tick_every: float = 60.0, max_wait: float | None = None, backoff_base: float = 2.0,
                  backoff_cap: float = 60.0, stop_grace: float = 5.0, usage_every: float = 60.0,
-                 client: TornClient | None = None, raw_bodies: bool = False):
+                 client: TornClient | None = None, raw_bodies: bool = False,
+                 monotonic: Callable[[], float] | None = None):
         self.config = config
         self.sink = sink
         self.run_db = run
@@ -130,7 +131,7 @@ class Collector:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.tick_every = tick_every
-        self.max_wait = max_wait
+        self.max_wait = config.max_wait if max_wait is None else max_wait
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.stop_grace = stop_grace
@@ -139,7 +140,7 @@ class Collector:
         self.pool = KeyPool(
             [ApiKey(k.secret, k.owner, ACCESS_LEVELS[k.access], k.budget,
                     faction=str(k.faction) if k.faction is not None else None) for k in config.keys],
-            clock=clock, sleep=sleep, owner_limit=config.owner_limit, rng=self.rng)
+            clock=clock, sleep=sleep, owner_limit=config.owner_limit, rng=self.rng, monotonic=monotonic)
         member_fetch = {f.id: (f.member_fetch, f.member_interval or f.interval)
                         for f in config.factions if f.members}
         jobs = build_jobs(config)
@@ -184,8 +185,10 @@ class Collector:
         self._wake = asyncio.Event()
         self._last_flush = self.clock()
         if self.run_db is not None:
-            rows, problems = await self.run_db(gapstore.load_state, [k.fp for k in self.pool.keys])
+            rows, problems, sent = await self.run_db(gapstore.load_state, [k.fp for k in self.pool.keys],
+                                                     sorted({k.owner for k in self.pool.keys}))
             self.pool.load_rows(rows)
+            self.pool.load_requests(sent)   # the owners' requests of the last minute, an earlier run's too
             now = self.clock()
             for target, code, last_seen, _count in problems:
                 self._known_problems.add((target, code))
@@ -234,7 +237,7 @@ class Collector:
         if type(player) is int and player > 0 and str(player) != key.owner:
             log.warning("key %s: the config says its owner is %s, the API says %d: using %d", key.fp, key.owner,
                         player, player)
-            key.owner = str(player)
+            self.pool.set_owner(key, str(player))
         known = str(faction) if type(faction) is int and faction > 0 else None
         if known != key.faction and (faction is None or known is not None):
             if key.faction is not None:
@@ -450,14 +453,15 @@ class Collector:
                 self.report.retries += 1
             try:
                 key = await self.pool.acquire(request.access, request.own_id, request.category or None, exclude,
-                                              deadline=self.clock() + self.max_wait, own_faction=request.own_faction,
+                                              deadline=self.pool.monotonic() + self.max_wait,
+                                              own_faction=request.own_faction,
                                               key_fp=request.key_fp)
             except NoUsableKey as exc:
                 self._gap(int(self.clock()), url, job.target, None, str(exc))
                 return DENIED, None, None, None
             except KeysBusy as exc:
                 self._gap(int(self.clock()), url, job.target, None, f"not polled: {exc}")
-                return DEFERRED, None, exc.free_at, None
+                return DEFERRED, None, self.clock() + exc.wait, None
             try:
                 result = await self.client.fetch(request, key.secret)
             except BaseException:
@@ -639,11 +643,12 @@ class Collector:
                 now = self.clock()
                 usage = final or now - self._usage_saved >= self.usage_every
                 key_rows = self.pool.dirty_rows(usage=usage)
+                owner_rows = self.pool.owner_rows() if self.run_db is not None else []
                 if usage:
                     self._usage_saved = now
-                if self.run_db is not None and (gaps or key_rows or problems):
+                if self.run_db is not None and (gaps or key_rows or problems or owner_rows):
                     try:
-                        await self.run_db(gapstore.persist, gaps, key_rows, problems)
+                        await self.run_db(gapstore.persist, gaps, key_rows, problems, owner_rows)
                     except BaseException:
                         self.pool.save_failed(key_rows)  # saved next time
                         self._usage_saved = float("-inf")
