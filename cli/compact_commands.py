@@ -148,6 +148,9 @@ def _print_report(report) -> None:
         click.echo("no detail to prune")
     if report.backup:
         click.echo(f"backup: {report.backup}")
+    if report.snapshot:
+        click.echo(f"kept the projections' state at {iso(report.snapshot['horizon'])} for replay "
+                   f"(the log up to position {report.snapshot['prefix_position']})")
     for removed in report.removed_backups:
         click.echo(f"removed old backup: {removed}")
     if report.reclaimed and report.reclaimed.get("bytes_freed"):

@@ -26,16 +26,18 @@ PROJECTIONS = [h.name for h in runner.handlers()]
 @click.option("--projection", "name", type=click.Choice(PROJECTIONS), metavar="NAME",
               help=f"Rebuild only this projection ({', '.join(PROJECTIONS)}).")
 @click.option("--batch", default=5000, show_default=True, type=click.IntRange(min=1),
-              help="Events per transaction.")
+              help="Events read from the log at a time.")
 @json_option
 @progress_option
 @db_option
 @click.pass_context
 @friendly_errors
 def replay(ctx: click.Context, name: str | None, batch: int, as_json: bool, progress: bool | None) -> None:
-    """Rebuild projection tables from the retained event log (summaries are never touched).
+    """Rebuild projection tables from the state kept at the prune horizon and the retained event log
+    (summaries are never touched).
 
-    Runs in batches with bounded memory; if interrupted, run it again.
+    The rebuild happens beside the live tables, which readers and writers keep using; it is swapped in
+    at once at the end. If interrupted, nothing changed: run it again.
 
     \b
     Examples:
@@ -58,8 +60,8 @@ def replay(ctx: click.Context, name: str | None, batch: int, as_json: bool, prog
 
 
 def _event_count(conn) -> int:
-    """The events a replay reads (the progress bar's length): the retained log, not its last position."""
-    return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    """The events a replay reads (the progress bar's length): those after the state kept at the horizon."""
+    return runner.replay_event_count(conn)
 
 
 @click.command()
@@ -146,6 +148,7 @@ def verify(ctx: click.Context, as_json: bool, progress: bool | None) -> None:
                             + (f", {hashes['other_rules']} made by older rules" if hashes["other_rules"] else ""),
             "replay": "identical" if not result["replay"]["differences"]
                       else f"differs in {', '.join(result['replay']['differences'])}",
+            **({"note": result["replay"]["note"]} if result["replay"].get("note") else {}),
             "verdict": "OK" if result["ok"] else "PROBLEMS FOUND",
         })
     if not result["ok"]:

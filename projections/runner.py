@@ -419,16 +419,22 @@ class Shadow:
         """Inside the caller's write transaction: make the live tables of the projections `names` what the
         shadow holds. Rows that did not change are not written; live columns keep their live values; a
         current-state row the rebuild does not know (possible only in a database pruned before 0004) is
-        left as it is; history rows observed before `since` (detail of months being pruned, which replay
-        cannot rebuild) are left to the compactor. Errors of events inside the snapshot's prefix stay as
-        recorded."""
+        left as it is, and of another projection's current-state table only the rows it lacks are added
+        (stubs the rebuilt rows refer to); history rows observed before `since` (detail of months being
+        pruned, which replay cannot rebuild) are left to the compactor. Errors of events inside the
+        snapshot's prefix stay as recorded."""
         conn = self.conn
         chosen = [handler_named(n) for n in names]
         state = [t for t in STATE_TABLES if any(t in h.state_tables for h in chosen)]
         history = [t for t in HISTORY_TABLES if any(t in h.history_tables for h in chosen)]
-        for table in state:
-            key = STATE_TABLES[table]
+        for table, key in STATE_TABLES.items():
             cols = _columns(conn, "main", table)
+            if table not in state:
+                # Another projection's table: only the rows the rebuilt ones refer to and it lacks (stubs).
+                listed = ", ".join(cols)
+                conn.execute(f"INSERT INTO main.{table} ({listed}) SELECT {listed} FROM temp.{table} "
+                             f"WHERE {key} NOT IN (SELECT {key} FROM main.{table}) ORDER BY {key}")
+                continue
             rebuilt = [c for c in cols if c != key and c not in LIVE_COLUMNS.get(table, ())]
             conn.execute(
                 f"INSERT INTO main.{table} AS cur ({', '.join(cols)}) SELECT {', '.join(cols)} FROM temp.{table} "
