@@ -140,6 +140,47 @@ async def test_one_round_fills_the_store_and_later_rounds_append_only_changes(si
     assert_no_error_events(db_path)
 
 
+async def collect_map(db_path, territories: int, **kw):
+    """One round of `[[territories]] all = true` (v2) over a world of `territories`; returns (report,
+    the world's codes, the simulator's requests by path)."""
+    world = World(seed=5, factions=2, members_per_faction=(3, 4), territories=territories)
+    async with await start_simulator(world, keys=[KEY_A], rate_clock="sim") as handle:
+        cfg = parse_config({"api_base": handle.url, "interval": "1m", "jitter": 0,
+                            "keys": [{"key": "env:TK_A", "owner": "1", "access": "public"}],
+                            "territories": [{"all": True, "api": "v2"}]}, env=ENV)
+        report, _ = await collect_once(handle, db_path, cfg, **kw)
+        return report, set(world.territories), handle.stats()["by_path"]
+
+
+@pytest.mark.parametrize("territories, asked, raw", [(1234, 3, False), (1000, 3, True), (499, 1, False)])
+async def test_territory_ownership_is_paged_by_offset_to_the_last_territory(db_path, territories, asked, raw):
+    # The spec's /v2/faction/territoryownership has offset and limit (at most 500) but no `_metadata` links:
+    # the collector asks offset 0, 500, 1000, ... until a page comes back shorter than 500 (for 1000
+    # territories the third page is empty). Undecoded bodies (raw_bodies, as with an ingest process) too.
+    report, codes, by_path = await collect_map(db_path, territories, raw_bodies=raw)
+    assert len(codes) == territories
+    assert report.polls_failed == 0 and report.gaps == 0
+    assert by_path["/v2/faction/territoryownership"] == asked
+    owned = {c for (c,) in query(db_path, "SELECT entity_id FROM streams WHERE view = 'v2.ownership'")}
+    assert owned == codes
+    urls = {u for (u,) in query(db_path, "SELECT DISTINCT source_url FROM events WHERE source_url LIKE "
+                                         "'%territoryownership%'")}
+    assert {u.split("?")[1] for u in urls} == {"limit=500"} | {f"limit=500&offset={500 * i}" for i in
+                                                               range(1, asked)}
+
+
+async def test_a_list_longer_than_the_page_cap_leaves_a_gap_that_says_so(db_path):
+    report, codes, by_path = await collect_map(db_path, 1234, max_pages=2)
+    assert by_path["/v2/faction/territoryownership"] == 2
+    assert len(query(db_path, "SELECT entity_id FROM streams WHERE view = 'v2.ownership'")) == 1000
+    gaps = query(db_path, "SELECT source_url, target, reason FROM gaps ORDER BY source_url")
+    assert [(url.split("/", 3)[3], target) for url, target, _ in gaps] == [
+        ("v2/faction/territoryownership?limit=500&offset=1000", "torn"),   # the page not asked
+        ("v2/torn/territory?limit=250&offset=500", "torn")]                # (the link-paged list, 250 a page)
+    assert all("stopped after 2 pages" in reason for _, _, reason in gaps)
+    assert report.gaps == 2 and report.polls_failed == 0
+
+
 # ------------------------------------------------------------------------------------------ every error code
 RETRIED = [0, 12, 15, 17]
 OTHER_KEY = [2, 10, 13, 18, 14, 5]

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from tornstore.eventstore.collector import ConfigError, build_jobs, endpoints, parse_config
+from tornstore.eventstore.collector import ApiRequest, ConfigError, TornClient, build_jobs, endpoints, parse_config
 from tornstore.eventstore.collector.run import KEY_JOB, Collector
 
 SPEC_FILE = Path(__file__).resolve().parent / "fixtures" / "torn-api" / "openapi-v2-6.6.1.json"
@@ -320,6 +320,56 @@ def test_the_other_urls_the_collector_builds():
     # The ownership list is asked once although [[territories]] all and the faction both want it.
     assert sum(u.startswith(f"{BASE}/v2/faction/territoryownership") for u in urls) == 1
     assert f"{BASE}/v2/faction/rackets" in urls
+
+
+def derived_offset_paging() -> dict[str, endpoints.OffsetPaging]:
+    """The spec's paths that take `offset` and `limit` but whose response has no `_metadata` (no links).
+    (Combined `?selections=` paths aside: the collector asks such lists alone, by their own path.)"""
+    out = {}
+    for path, item in spec()["paths"].items():
+        op = item.get("get", {})
+        params = _parameters(op)
+        if "offset" not in params or "limit" not in params or "selections" in params or "{" in path:
+            continue
+        schema = next(iter(op["responses"]["200"]["content"].values()))["schema"]
+        if "_metadata" in _props(schema):
+            continue
+        members = [m for m, s in _resolve(schema)["properties"].items() if _resolve(s).get("type") == "array"]
+        assert len(members) == 1, path
+        limit = _resolve(params["limit"])["schema"]
+        out["v2" + path] = endpoints.OffsetPaging(members[0], limit.get("default", 20), limit.get("maximum"))
+    return out
+
+
+def test_the_lists_paged_by_offset_without_links_are_the_specs():
+    assert endpoints.OFFSET_PAGED == derived_offset_paging()
+    # The one the collector polls, at the spec's largest page.
+    assert endpoints.PAGE_LIMIT["territoryownership"] == str(endpoints.OFFSET_PAGED[
+        "v2/faction/territoryownership"].max_limit)
+
+
+@pytest.mark.parametrize("path", sorted(endpoints.OFFSET_PAGED))
+def test_the_next_offset_is_a_spec_url_and_a_short_page_ends_the_list(path):
+    paging = endpoints.OFFSET_PAGED[path]
+    client = TornClient(BASE)
+    limit = min(paging.max_limit or 100, 100)
+    first = ApiRequest(path, (("limit", str(limit)),))
+    full, short = {paging.member: [{}] * limit}, {paging.member: [{}] * (limit - 1)}
+    second = client.next_page(first, full)
+    assert second is not None
+    assert second.url(BASE) == f"{BASE}/{path}?limit={limit}&offset={limit}"
+    third = client.next_page(second, full)
+    assert third is not None and third.url(BASE) == f"{BASE}/{path}?limit={limit}&offset={2 * limit}"
+    for url in (first.url(BASE), second.url(BASE), third.url(BASE)):
+        check_url(url)
+    assert client.next_page(third, short) is None                   # shorter than the limit: the last page
+    assert client.next_page(third, {paging.member: []}) is None
+    # Without a limit the spec's default page size counts; links, when an answer has them, win.
+    bare = ApiRequest(path)
+    assert client.next_page(bare, {paging.member: [{}] * (paging.default_limit - 1)}) is None
+    nxt = client.next_page(bare, {paging.member: [{}] * paging.default_limit})
+    assert nxt is not None and nxt.params == (("offset", str(paging.default_limit)),)
+    assert client.next_page(first, {**full, "_metadata": {"links": {"next": None, "prev": None}}}) is None
 
 
 @pytest.mark.parametrize("items, message", [

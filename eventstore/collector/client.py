@@ -32,11 +32,12 @@ import msgspec
 import yarl
 
 from ..secrets import fingerprint, scrub, strip_key
+from .endpoints import OFFSET_PAGED, OffsetPaging
 
 log = logging.getLogger("tornstore.collector")
 
 _decode = msgspec.json.Decoder().decode
-MAX_PAGES = 200
+MAX_PAGES = 200   # the most pages one poll follows (a gap says so when a list has more)
 
 
 class _Envelope(msgspec.Struct):
@@ -227,12 +228,24 @@ class TornClient:
         return bytes(data), False
 
     def next_page(self, request: ApiRequest, body: Any) -> ApiRequest | None:
-        """The request for the next page of a v2 list (`_metadata.links.next`), or None.
+        """The request for the next page of a v2 list, or None: `_metadata.links.next`; for a list the spec
+        pages by offset without links (`endpoints.OFFSET_PAGED`, a response with no `_metadata`), the
+        next offset, until a page comes back shorter than the limit.
 
         The link carries no key (it is stripped if it does); links to another host are not followed, so a
         key is never sent anywhere but the configured API."""
-        if request.version != "v2" or not isinstance(body, dict):
+        if request.version != "v2":
             return None
+        paging = OFFSET_PAGED.get(request.path)
+        if paging is not None and isinstance(body, msgspec.Raw):  # (raw_bodies: its items must be counted)
+            try:
+                body = _decode(body)
+            except msgspec.DecodeError:
+                return None
+        if not isinstance(body, dict):
+            return None
+        if paging is not None and "_metadata" not in body:
+            return next_offset(request, body, paging)
         meta = body.get("_metadata")
         links = meta.get("links") if isinstance(meta, dict) else None
         link = links.get("next") if isinstance(links, dict) else None
@@ -253,3 +266,20 @@ class TornClient:
         if nxt.url(self.base) == request.url(self.base):
             return None
         return nxt
+
+
+def next_offset(request: ApiRequest, body: dict, paging: OffsetPaging) -> ApiRequest | None:
+    """The next page of a list paged by offset (`endpoints.OFFSET_PAGED`): the same request at `offset` +
+    `limit`, or None once a page has fewer items than the limit (or none, or is no list)."""
+    items = body.get(paging.member)
+    limit = _int_param(request.params, "limit", paging.default_limit)
+    if not isinstance(items, list) or not items or len(items) < limit:
+        return None
+    offset = _int_param(request.params, "offset", 0) + limit
+    params = tuple((k, v) for k, v in request.params if k != "offset") + (("offset", str(offset)),)
+    return dataclasses.replace(request, params=params)
+
+
+def _int_param(params: tuple[tuple[str, str], ...], name: str, default: int) -> int:
+    value = next((v for k, v in params if k == name), None)
+    return int(value) if value is not None and value.isdigit() and int(value) > 0 else default

@@ -203,6 +203,24 @@ PAGED = {"faction": frozenset({"territoryownership", "territory"}), "user": froz
 # Their page size when the config names none: the spec's maximum (fewest requests for the whole list).
 PAGE_LIMIT = {"territoryownership": "500"}
 
+
+@dataclass(frozen=True)
+class OffsetPaging:
+    """A v2 list the spec pages by `offset` and `limit` but whose response has no `_metadata` links."""
+    member: str                 # the response member holding the list
+    default_limit: int          # the page size when the request names no `limit`
+    max_limit: int | None       # the spec's maximum `limit` (None: it gives none)
+
+
+# Every such path of the spec (tests/test_collector_urls.py derives them again and compares): the collector
+# asks offset by offset until a page comes back shorter than its limit. It polls only the first of them
+# (`[[territories]] all = true`, or `territoryownership` in a faction's fetch): the whole map, ~4,100 rows.
+OFFSET_PAGED = {
+    "v2/faction/territoryownership": OffsetPaging("territoryOwnership", 20, 500),
+    "v2/key/log": OffsetPaging("log", 100, 100),
+    "v2/torn/honors": OffsetPaging("honors", 20, None),
+}
+
 # v1 selections (Torn-Playground/tornapi-documentation, src/api-schema/<section>/).
 V1_USER = frozenset({
     "ammo", "attacks", "attacksfull", "bars", "basic", "battlestats", "bazaar", "cooldowns", "crimes",

@@ -56,7 +56,7 @@ from ..records import Owner, Response
 from ..secrets import scrub
 from . import endpoints
 from . import gaps as gapstore
-from .client import ApiRequest, FetchResult, TornClient
+from .client import MAX_PAGES, ApiRequest, FetchResult, TornClient
 from .config import CollectConfig
 from .endpoints import Bundle
 from .gaps import Gap, TargetProblem
@@ -122,7 +122,7 @@ class Collector:
                  tick_every: float = 60.0, max_wait: float | None = None, backoff_base: float = 2.0,
                  backoff_cap: float = 60.0, stop_grace: float = 5.0, usage_every: float = 60.0,
                  client: TornClient | None = None, raw_bodies: bool = False,
-                 monotonic: Callable[[], float] | None = None):
+                 monotonic: Callable[[], float] | None = None, max_pages: int = MAX_PAGES):
         self.config = config
         self.sink = sink
         self.run_db = run
@@ -136,6 +136,7 @@ class Collector:
         self.backoff_cap = backoff_cap
         self.stop_grace = stop_grace
         self.usage_every = usage_every
+        self.max_pages = max_pages
         self.secrets = tuple(config.secrets())
         self.pool = KeyPool(
             [ApiKey(k.secret, k.owner, ACCESS_LEVELS[k.access], k.budget,
@@ -426,9 +427,15 @@ class Collector:
             responses.append(response)
             self._pending.append(response)
             pages += 1
-            if not job.paged or pages >= 200 or self._stopping:
+            if not job.paged or self._stopping:
                 break
             request = self.client.next_page(request, result.body)
+            if request is not None and pages >= self.max_pages:
+                self._gap(result.observed_at, request.url(self.client.base), job.target, None,
+                          f"stopped after {pages} pages, the most a poll follows: the rest of the list was not asked")
+                log.warning("%s: %s has more than %d pages; the rest was not asked", job.target,
+                            job.request.path, pages)
+                break
         if outcome == OK and job.members_of and responses:
             ids = sorted({i for r in responses for i in member_ids(r.body)})
             added, removed = self.scheduler.update_members(job.members_of, ids, self.clock(),
