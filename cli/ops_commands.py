@@ -102,6 +102,7 @@ def status(ctx: click.Context, as_json: bool, wal_warn_mb: int) -> None:
         "observed": f"{_when(info['log']['first_observed_at'])} .. {_when(info['log']['last_observed_at'])}",
         "projection lag": ", ".join(f"{k} {v}" for k, v in info["projection_lag"].items()),
         "last compaction": _compaction(info["last_compaction"]),
+        "state for replay": _kept(info["snapshot"]),
         "last backup": (f"{info['last_backup']['path']} at {_when(info['last_backup']['created_at'])}"
                         if info["last_backup"] else "never"),
     })
@@ -160,6 +161,15 @@ def _when(ts) -> str:
         return "-"
     import datetime as dt
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _kept(snapshot) -> str:
+    """Where replay starts: the projections' state the compactor kept at the horizon."""
+    if not snapshot:
+        return "from the start of the log (nothing pruned)"
+    if snapshot["legacy"]:
+        return f"none kept at {_when(snapshot['horizon'])[:10]} (pruned before migration 0004)"
+    return f"kept at {_when(snapshot['horizon'])[:10]}, then the log after position {snapshot['prefix_position']}"
 
 
 def _compaction(row) -> str:

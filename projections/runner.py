@@ -321,6 +321,8 @@ class Shadow:
             raise RuntimeError("a shadow is made outside any transaction")
         self.drop()
         self.exists = True
+        for table in reversed(SHADOWED):   # whatever a shadow killed on this connection left behind
+            conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
         for table in SHADOWED:
             sql = conn.execute("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?",
                                (table,)).fetchone()[0]
@@ -436,11 +438,13 @@ class Shadow:
                              f"WHERE {key} NOT IN (SELECT {key} FROM main.{table}) ORDER BY {key}")
                 continue
             rebuilt = [c for c in cols if c != key and c not in LIVE_COLUMNS.get(table, ())]
+            # created_at is the earliest observation: one only pruned events made (before 0004) stays known.
+            value = {c: f"MIN(cur.{c}, excluded.{c})" if c == "created_at" else f"excluded.{c}" for c in rebuilt}
             conn.execute(
                 f"INSERT INTO main.{table} AS cur ({', '.join(cols)}) SELECT {', '.join(cols)} FROM temp.{table} "
                 f"WHERE true ORDER BY {key} ON CONFLICT ({key}) DO UPDATE SET "
-                + ", ".join(f"{c} = excluded.{c}" for c in rebuilt)
-                + " WHERE " + " OR ".join(f"cur.{c} IS NOT excluded.{c}" for c in rebuilt))
+                + ", ".join(f"{c} = {value[c]}" for c in rebuilt)
+                + " WHERE " + " OR ".join(f"cur.{c} IS NOT {value[c]}" for c in rebuilt))
         for table in history:
             listed, time = ", ".join(_columns(conn, "main", table)), HISTORY_TABLES[table][0]
             conn.execute(f"DELETE FROM main.{table} WHERE id IN (SELECT id FROM (SELECT {listed} FROM main.{table} "

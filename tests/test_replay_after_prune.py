@@ -454,8 +454,11 @@ def test_a_store_pruned_before_0004_is_told_and_one_replay_makes_it_whole(tmp_pa
                             ).fetchall() == [(Period(2026, 10).start, 0, 0, None)]
         result = health.verify(conn)
         assert not result["ok"] and "before migration 0004" in result["replay"]["note"]
+        created = conn.execute("SELECT player_id, created_at FROM players ORDER BY 1").fetchall()
         runner.replay(conn)
         assert health.verify(conn)["ok"]
+        # The earliest observations only pruned events made stay known.
+        assert conn.execute("SELECT player_id, created_at FROM players ORDER BY 1").fetchall() == created
     finally:
         close_sync(conn)
     ingest(db, [line for line in lines if line["observed_at"] >= start], Period(2027, 1).start)
