@@ -307,3 +307,38 @@ def test_a_key_whose_owner_the_api_corrects_takes_its_requests_along():
     assert [r.owner for r in pool.owner_rows()] == ["99"]
     pool.set_owner(pool.keys[0], "99")                    # the same owner again: nothing counted twice
     assert len(pool.owner_uses["99"]) == 6
+
+
+# ------------------------------------------------------------------------------------------ a running collector
+async def test_a_running_collector_keeps_its_schedule_when_the_wall_clock_steps_back():
+    """The schedule runs on the monotonic clock too: after the wall clock steps back an hour, the polls
+    go on every minute (they used to wait for the wall clock to catch up, an hour without data)."""
+    world = World(seed=5, factions=1, members_per_faction=(3, 3), territories=20)
+    player = next(iter(world.factions.values())).members[0]
+    clocks = Clocks(wall=T0, mono=1000.0)
+    got: list = []
+    stepped_at: list[float] = []
+    async with await start_simulator(world, keys=[K1]) as sim:
+        cfg = parse_config({"api_base": sim.url, "interval": "1m", "jitter": 0,
+                            "keys": [{"key": "env:TK", "owner": str(player)}],
+                            "players": [{"id": player, "fetch": ["profile"]}]}, env={"TK": K1})
+
+        async def sleep(seconds: float) -> None:
+            clocks.tick(max(0.0, seconds))
+            if not stepped_at and clocks.mono >= 1000.0 + 150:
+                clocks.wall -= 3600
+                stepped_at.append(clocks.wall)
+            if clocks.mono >= 1000.0 + 600:
+                collector.stop()
+            await asyncio.sleep(0)
+
+        async def sink(responses: list) -> None:
+            got.extend(responses)
+
+        collector = Collector(cfg, sink, clock=lambda: clocks.wall, monotonic=lambda: clocks.mono, sleep=sleep)
+        async with collector:
+            report = await asyncio.wait_for(collector.run_forever(), timeout=20)
+    assert stepped_at and clocks.mono < 1000.0 + 600 + 60      # ten minutes passed, not an hour
+    assert report.requests >= 10 and report.polls_ok == report.polls and len(got) == report.responses
+    after = [r.observed_at for r in got if r.observed_at >= stepped_at[0] - 1 and r.observed_at < T0]
+    assert len(after) >= 7                                     # polls went on after the step, once a minute

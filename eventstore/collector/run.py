@@ -34,6 +34,11 @@ running; the CLI uses it to run the compactor after a UTC month boundary.
 `request_now(target)` queues a target ahead of every background poll and returns a future that resolves,
 once its responses are committed through the sink, to the list of those responses (for a bot command).
 
+Two clocks: `clock` (Unix seconds) stamps responses, gaps and `on_tick`; `monotonic` runs the schedule, the
+flush cadence and the key pool's windows and pauses, so a wall clock set back an hour neither holds the
+polls nor the keys for an hour. By default `monotonic` is `time.monotonic` when `clock` is `time.time`,
+else `clock` itself (an injected, simulated clock drives both, as the demo and tests do).
+
 `raw_bodies=True` hands ordinary bodies to the sink undecoded (`msgspec.Raw`; ingest decodes them): with
 `projections.ingest_process.IngestProcess` as the sink, the collector's process then never decodes them.
 """
@@ -142,6 +147,7 @@ class Collector:
             [ApiKey(k.secret, k.owner, ACCESS_LEVELS[k.access], k.budget,
                     faction=str(k.faction) if k.faction is not None else None) for k in config.keys],
             clock=clock, sleep=sleep, owner_limit=config.owner_limit, rng=self.rng, monotonic=monotonic)
+        self.monotonic = self.pool.monotonic   # the schedule's clock too (see the module docstring)
         member_fetch = {f.id: (f.member_fetch, f.member_interval or f.interval)
                         for f in config.factions if f.members}
         jobs = build_jobs(config)
@@ -184,17 +190,18 @@ class Collector:
             return
         self._started = True
         self._wake = asyncio.Event()
-        self._last_flush = self.clock()
+        self._last_flush = self.monotonic()
         if self.run_db is not None:
             rows, problems, sent = await self.run_db(gapstore.load_state, [k.fp for k in self.pool.keys],
                                                      sorted({k.owner for k in self.pool.keys}))
             self.pool.load_rows(rows)
             self.pool.load_requests(sent)   # the owners' requests of the last minute, an earlier run's too
-            now = self.clock()
+            now, mono = self.clock(), self.monotonic()
             for target, code, last_seen, _count in problems:
                 self._known_problems.add((target, code))
                 if code == 6 and last_seen + RARE_NOT_FOUND > now:
-                    self.scheduler.hold(target, last_seen + RARE_NOT_FOUND)
+                    # (no more than a day from now, should the wall clock have been set back since)
+                    self.scheduler.hold(target, mono + min(last_seen + RARE_NOT_FOUND - now, RARE_NOT_FOUND))
         for key in self.pool.keys:
             if key.state == "disabled":
                 log.warning("key %s is disabled (%s): it will not be used", key.fp, key.reason)
@@ -301,13 +308,13 @@ class Collector:
         self._running = True
         self._stopping = False
         self._once = once
-        now = self.clock()
+        now = self.monotonic()
         self.scheduler.start(now, spread=not once)
         tasks: dict[asyncio.Future[Poll], Job] = {}
         wake: asyncio.Future | None = None  # waits for stop() or request_now(); kept until it fires
         try:
             while True:
-                now = self.clock()
+                now = self.monotonic()
                 if not self._stopping:
                     while len(tasks) < self.config.concurrency:
                         job = self.scheduler.pop_any(now) if once else self.scheduler.pop_due(now)
@@ -364,7 +371,7 @@ class Collector:
                 self._running = False
 
     def _timer_delay(self, once: bool, inflight: int) -> float | None:
-        now = self.clock()
+        now = self.monotonic()
         delays = []
         if not once and inflight < self.config.concurrency:
             due = self.scheduler.next_due()
@@ -378,7 +385,7 @@ class Collector:
         return min(delays) if delays else None
 
     def _finish(self, job: Job, task: asyncio.Future[Poll], requeue: bool) -> None:
-        now = self.clock()
+        now = self.monotonic()
         responses: list[Response]
         if task.cancelled():
             outcome, responses, not_before = ABORTED, [], None
@@ -438,7 +445,7 @@ class Collector:
                 break
         if outcome == OK and job.members_of and responses:
             ids = sorted({i for r in responses for i in member_ids(r.body)})
-            added, removed = self.scheduler.update_members(job.members_of, ids, self.clock(),
+            added, removed = self.scheduler.update_members(job.members_of, ids, self.monotonic(),
                                                            spread=not self._once)
             if added or removed:
                 log.info("faction %s: %d member(s) to poll added, %d removed", job.members_of,
@@ -468,7 +475,7 @@ class Collector:
                 return DENIED, None, None, None
             except KeysBusy as exc:
                 self._gap(int(self.clock()), url, job.target, None, f"not polled: {exc}")
-                return DEFERRED, None, self.clock() + exc.wait, None
+                return DEFERRED, None, exc.free_at, None
             try:
                 result = await self.client.fetch(request, key.secret)
             except BaseException:
@@ -568,14 +575,14 @@ class Collector:
         alternative = endpoints.alternative(bundle, code)
         if alternative is not None:
             job.switched = True
-            self.scheduler.replace(job, alternative, self.clock())
+            self.scheduler.replace(job, alternative, self.monotonic())
             log.warning("%s: %s is only in API %s (%d): asking %s from now on", job.target, request.path,
                         "v1" if code == 22 else "v2", code, job.request.url(self.client.base))
             return job.request
         if len(bundle.specs) > 1:
             # Which selection is it? Ask each alone; the one answered 22/23 again switches by itself.
             singles = [Bundle(bundle.section, bundle.entity_id, bundle.form, (spec,)) for spec in bundle.specs]
-            self.scheduler.replace(job, singles, self.clock())
+            self.scheduler.replace(job, singles, self.monotonic())
             log.warning("%s: %s answered %d: asking its selections one by one", job.target, request.path, code)
             return job.request
         return None
@@ -592,7 +599,7 @@ class Collector:
             return False
         parts = endpoints.bundles(bundle.section, bundle.entity_id, rest)
         parts += endpoints.bundles(bundle.section, bundle.entity_id, cloud)
-        self.scheduler.replace(job, parts, self.clock())
+        self.scheduler.replace(job, parts, self.monotonic())
         log.info("%s: daily read limit (14): %s polled apart from the rest from now on", job.target,
                  ",".join(s.selection for s in cloud))
         return True
@@ -618,8 +625,8 @@ class Collector:
     # ------------------------------------------------------------------ flushing
     async def _maybe_flush(self) -> None:
         now = self.clock()
-        if (len(self._pending) >= self.config.batch
-                or ((self._pending or self._pending_gaps) and now - self._last_flush >= self.config.flush_every)):
+        due = self.monotonic() - self._last_flush >= self.config.flush_every
+        if len(self._pending) >= self.config.batch or ((self._pending or self._pending_gaps) and due):
             await self.flush()
         elif self.on_tick is not None and (self._last_tick is None or now - self._last_tick >= self.tick_every):
             await self._tick(now)
@@ -634,7 +641,7 @@ class Collector:
             gaps, self._pending_gaps = self._pending_gaps, []
             problems, self._pending_problems = self._pending_problems, []
             ready, self._ready = self._ready, []
-            self._last_flush = self.clock()
+            self._last_flush = self.monotonic()
             stored = 0
             try:
                 size = max(1, self.config.batch)

@@ -195,7 +195,8 @@ def _selections(req: ApiRequest) -> list[str]:
 
 
 class Scheduler:
-    """Jobs, their due times, and the on-demand queue. Times come from the caller (the collector's clock)."""
+    """Jobs, their due times, and the on-demand queue. Times come from the caller (the collector's monotonic
+    clock: a wall clock set back does not hold the jobs)."""
 
     def __init__(self, jobs: Iterable[Job], *, jitter: float = 0.1, rng: random.Random | None = None,
                  member_fetch: dict[int, tuple[list[FetchSpec], float]] | None = None,
