@@ -63,6 +63,8 @@ def test_a_locked_database_spools_and_the_next_run_stores_the_spool_first(simula
         holder.execute("ROLLBACK")
         holder.close()
     assert "Traceback" not in locked.stderr
+    assert locked.returncode == 0, locked.stderr      # every poll succeeded; storing waits, nothing failed
+    assert "could not save gaps and key state (kept for later)" in locked.stderr
     report = json.loads(locked.stdout)
     assert report["responses"] > 0 and report["appended"] == 0    # fetched, and nothing stored yet...
     spool = spool_path_for(db)

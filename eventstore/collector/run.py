@@ -59,6 +59,7 @@ import msgspec
 from ..ingest import IngestReport, torn_error
 from ..records import Owner, Response
 from ..secrets import scrub
+from ..spool import STORE_FAILURES
 from . import endpoints
 from . import gaps as gapstore
 from .client import MAX_PAGES, ApiRequest, FetchResult, TornClient
@@ -167,6 +168,7 @@ class Collector:
         self._ondemand: list[_OnDemand] = []
         self._ready: list[_OnDemand] = []
         self._flush_lock = asyncio.Lock()
+        self._store_down = False  # run_db failed at the last flush (logged once per incident)
         self._last_flush = 0.0
         self._usage_saved = float("-inf")
         self._last_tick: float | None = None
@@ -663,10 +665,24 @@ class Collector:
                 if self.run_db is not None and (gaps or key_rows or problems or owner_rows):
                     try:
                         await self.run_db(gapstore.persist, gaps, key_rows, problems, owner_rows)
+                    except STORE_FAILURES as exc:
+                        # The database cannot take them right now (locked, full): kept for the next flush,
+                        # and collection goes on (the sink spools responses meanwhile; see spool.py).
+                        self.pool.save_failed(key_rows)
+                        self._usage_saved = float("-inf")
+                        self._pending_gaps[:0] = gaps
+                        self._pending_problems[:0] = problems
+                        gaps, problems = [], []
+                        if not self._store_down:
+                            log.warning("could not save gaps and key state (kept for later): %s",
+                                        scrub(f"{type(exc).__name__}: {exc}", self.secrets))
+                        self._store_down = True
                     except BaseException:
                         self.pool.save_failed(key_rows)  # saved next time
                         self._usage_saved = float("-inf")
                         raise
+                    else:
+                        self._store_down = False
             except BaseException as exc:
                 # Keep what was not stored for the next flush (the final one runs when the loop ends).
                 self._pending[:0] = batch[stored:]
