@@ -400,6 +400,10 @@ def run_simulator(port: int = 8080, seed: int = 1, host: str = "127.0.0.1", *, s
         world_kw["start"] = start
     world = World(**world_kw)
     app = make_app(world, speed=speed, **kw)
-    if print_fn:
-        print_fn(f"Torn API simulator (seed {seed}) on http://{host}:{port} - control under /__sim/")
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+
+    def listening(*_args: Any) -> None:
+        # aiohttp calls this once its sites listen: a script that reads the line can connect at once.
+        if print_fn:
+            print_fn(f"Torn API simulator (seed {seed}) on http://{host}:{port} - control under /__sim/")
+
+    web.run_app(app, host=host, port=port, print=listening, access_log=None)
