@@ -47,7 +47,8 @@ _MEMO = HashMemo()  # a cache of a pure function: shared by every connection of 
 @dataclass
 class IngestReport:
     """What one ingest call did. Every response is counted in exactly one of: ok (events and/or unchanged
-    streams), errors (Torn error bodies), rejected (quarantined)."""
+    streams), errors (Torn error bodies), rejected (quarantined). A response of which a part waits in
+    quarantine for its key's owner counts as rejected, though its parts that need no owner are stored."""
     responses: int = 0
     appended: int = 0
     unchanged: int = 0
