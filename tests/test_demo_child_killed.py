@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _children(pid: int) -> dict[int, str]:
     found = {}
-    for entry in Path("/proc").iterdir():
+    for entry in Path(os.sep, "proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:

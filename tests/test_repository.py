@@ -40,11 +40,11 @@ def test_no_tracked_file_reads_outside_the_repository():
 
 
 def test_the_pattern_catches_what_it_is_for():
-    for line in ['FIXTURES = Path(' + '"/' + 'work/shared/x")', 'Path(__file__).parents[' + '2] / "shared"',
+    for line in ['FIXTURES = Path(' + '"/' + 'work/shared/x")', 'Path(__file__).parents[' + '2] /' + ' "shared"',
                  'open("..' + '/shared/torn-api/x.json")']:
         assert OUTSIDE.search(line), line
     assert not OUTSIDE.search('Path(__file__).resolve().parents[1] / "examples"')
-    assert not OUTSIDE.search('Path("/proc").iterdir()')
+    assert not OUTSIDE.search('Path(' + '"/proc").iterdir()')
 
 
 def test_the_torn_api_facts_are_in_the_repository():
