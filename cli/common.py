@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -9,7 +10,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import IO, Any
@@ -142,6 +143,27 @@ class Progress:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@contextlib.contextmanager
+def output_to(output: str, *, binary: bool) -> Iterator[Any]:
+    """Where a command writes its data: stdout for "-", else the file. A reader that goes away
+    (`| head`) stops the command quietly; a file that cannot be written is one Error: line."""
+    try:
+        if output == "-":
+            stream = sys.stdout.buffer if binary else sys.stdout
+            yield stream
+            stream.flush()
+        elif binary:
+            with open(output, "wb") as out:
+                yield out
+        else:
+            with open(output, "w", newline="", encoding="utf-8") as out:
+                yield out
+    except BrokenPipeError:
+        stdout_closed()
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
 def stdout_closed() -> None:

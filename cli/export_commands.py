@@ -6,7 +6,6 @@ column first and the union of their columns after it (a cell is empty where a ta
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import click
@@ -14,8 +13,7 @@ import click
 from tornstore.eventstore import db
 from tornstore.eventstore.migrate import migrate
 
-from .common import (UserError, csv_writer, db_option, emit_json, existing_db, friendly_errors, stdout_closed,
-                     utc_iso)
+from .common import csv_writer, db_option, emit_json, existing_db, friendly_errors, output_to, utc_iso
 
 # The tables of each family, and the order their rows come out in (entity, then time).
 FAMILIES: dict[str, dict[str, str]] = {
@@ -83,17 +81,8 @@ def _export(ctx: click.Context, family: str, table: str | None, output: str, as_
                 writer.writerow(row)
                 counts[name] += 1
 
-        try:
-            if output == "-":
-                write(sys.stdout)
-                sys.stdout.flush()
-            else:
-                with open(output, "w", newline="", encoding="utf-8") as out:
-                    write(out)
-        except BrokenPipeError:
-            stdout_closed()
-        except OSError as exc:
-            raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+        with output_to(output, binary=False) as out:
+            write(out)
     finally:
         db.close_sync(conn)
     if as_json:

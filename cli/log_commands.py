@@ -12,7 +12,7 @@ from tornstore.eventstore.capture import export_events
 from tornstore.eventstore.migrate import check, current_version, migrate
 
 from .common import (Progress, UserError, db_option, db_path, emit_json, existing_db, friendly_errors, json_option,
-                     progress_option, stdout_closed)
+                     output_to, progress_option)
 
 
 @click.command()
@@ -181,17 +181,9 @@ def export_events_cmd(ctx: click.Context, output: str, after: int, as_json: bool
     path = existing_db(ctx)
     conn = db.connect_sync(path)
     try:
-        with Progress("exporting events", _events_after(conn, after), progress) as bar:
-            if output == "-":
-                count = export_events(conn, _CountingLines(sys.stdout.buffer, bar.update), after=after)
-                sys.stdout.flush()
-            else:
-                with open(output, "wb") as out:
-                    count = export_events(conn, _CountingLines(out, bar.update), after=after)
-    except BrokenPipeError:
-        stdout_closed()
-    except OSError as exc:
-        raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+        with Progress("exporting events", _events_after(conn, after), progress) as bar, \
+                output_to(output, binary=True) as out:
+            count = export_events(conn, _CountingLines(out, bar.update), after=after)
     finally:
         db.close_sync(conn)
     if as_json:
