@@ -1,6 +1,7 @@
 """`tornstore demo`, small: simulator on loopback, collector, compactor at a month boundary, report, chart."""
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 
@@ -56,3 +57,32 @@ def test_the_demo_is_deterministic_and_its_report_matches_the_database(tmp_path)
         appended = int(re.search(r"([\d,]+) appended as events", result.output).group(1).replace(",", ""))
         assert appended == len(logs[-1]) > 0   # one month: nothing pruned yet
     assert logs[0] == logs[1]
+
+
+def test_after_the_demo_verify_passes_and_replay_changes_nothing(tmp_path):
+    """The README's tour, shortened: three months (the third boundary prunes), then verify, replay, verify."""
+    db = tmp_path / "demo.db"
+    result = CliRunner().invoke(cli, ["demo", "--months", "3", "--factions", "1", "--interval", "3600",
+                                      "--profile-every", "24", "--out", str(db), "--chart", str(tmp_path / "d.png")])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"compactor at 2026-04-01: .* pruned [1-9][\d,]* events", result.output), result.output
+
+    def tables() -> dict:
+        conn = sqlite3.connect(db)
+        try:
+            names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND (name IN "
+                                                 "('players', 'factions', 'territories') OR name LIKE '%_history' "
+                                                 "OR name LIKE '%_summary') ORDER BY name")]
+            return {n: conn.execute(f'SELECT * FROM "{n}" ORDER BY rowid').fetchall() for n in names}
+        finally:
+            conn.close()
+
+    for step in ("verify", "replay", "verify"):
+        before = tables()
+        done = CliRunner().invoke(cli, ["--db", str(db), step, "--json"])
+        assert done.exit_code == 0, done.output
+        if step == "verify":
+            report = json.loads(done.output)
+            assert report["ok"] is True, report
+        else:
+            assert tables() == before          # replay rebuilt exactly what was there (live columns included)
