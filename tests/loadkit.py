@@ -304,8 +304,19 @@ def state_changes(observations: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return out
 
 
+def assert_reader_clean(result: dict) -> None:
+    """A reader process's findings (see `reader`): no errors, no torn reads, no count going down, nothing
+    vanishing."""
+    label = f"reader {result['kind']}"
+    assert result["errors"] == [], f"{label} got errors: {result['errors'][:3]}"
+    assert result["torn"] == [], f"{label} saw torn reads: {result['torn'][:3]}"
+    assert result["decreases"] == [], f"{label} saw row counts go down: {result['decreases'][:3]}"
+    assert result["vanished"] == [], f"{label}: {result['vanished'][:3]}"
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "reader":
         reader_main(*sys.argv[2:])
     else:
         sys.exit("usage: python -m tests.loadkit reader DB STOPFILE KIND OUT")
+

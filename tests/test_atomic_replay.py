@@ -26,7 +26,7 @@ from tornstore.eventstore.db import close_sync, connect_sync
 from tornstore.projections import runner
 
 from .crashkit import ROOT, cli, invariants, wait_for, write_capture
-from .loadkit import capture_span, split_capture, start_reader
+from .loadkit import assert_reader_clean, capture_span, split_capture, start_reader
 from .test_replay_after_prune import every_table
 
 DAY = 86400
@@ -161,11 +161,7 @@ def test_readers_see_the_old_tables_or_the_new_while_replays_run_beside_a_writer
             results.append(json.loads(out.read_text()))
         watcher.join(timeout=30)
     for r in results:
-        label = f"reader {r['kind']}"
-        assert r["errors"] == [], f"{label} got errors: {r['errors'][:3]}"
-        assert r["torn"] == [], f"{label} saw torn reads: {r['torn'][:3]}"
-        assert r["decreases"] == [], f"{label} saw row counts go down: {r['decreases'][:3]}"
-        assert r["vanished"] == [], f"{label}: {r['vanished'][:3]}"
+        assert_reader_clean(r)
         assert r["reads"] >= 20 and r["distinct_tops"] >= 3, r
     assert watcher.findings == [], watcher.findings[:5]
     assert watcher.reads >= 50 and len(watcher.tops) >= 3

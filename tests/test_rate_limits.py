@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import sqlite3
 import subprocess
@@ -30,6 +29,8 @@ from tornstore.eventstore.migrate import migrate
 from tornstore.eventstore.secrets import fingerprint
 from tornstore.eventstore.simulator import World, start_simulator
 from tornstore.projections.store import Store
+
+from .test_collector_sim import SimClock  # the world's clock as the collector's; sleeping moves it
 
 REPO = Path(__file__).resolve().parents[1]
 K1, K2, K3 = "AAAAAAAAAAAAAAA1", "BBBBBBBBBBBBBBB2", "CCCCCCCCCCCCCCC3"
@@ -121,21 +122,6 @@ def test_two_collect_once_runs_back_to_back_stay_within_the_owners_minute(limite
     assert K1 not in sent_json and K2 not in sent_json
 
 
-# ------------------------------------------------------------------------------------------ a simulated clock
-class SimClock:
-    """The world's clock as the collector's clock (so also its window clock); sleeping moves the world."""
-
-    def __init__(self, sim):
-        self.sim = sim
-
-    def __call__(self) -> float:
-        return float(self.sim.world.now)
-
-    async def sleep(self, seconds: float) -> None:
-        target = math.ceil(self.sim.world.now + max(0.0, seconds))
-        await asyncio.sleep(0)
-        if self.sim.world.now < target:
-            self.sim.set_clock(target)
 
 
 async def test_a_restarted_collector_on_a_simulated_clock_waits_out_the_minute(db_path):
