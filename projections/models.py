@@ -37,6 +37,8 @@ def opt_int(value: Any, field: str = "") -> int | None:
     """A whole number, or None. Accepts ints, integral floats (12.0, "12.0"), numeric strings ("1,234").
     ""/"None"/None mean no value; 0 stays 0. A number with a fraction where Torn gives integers (level 9.5)
     is refused, never rounded: ValueError naming `field`, which the runner records as a projection error."""
+    if type(value) is int:
+        return value
     if value is None or value is UNSET:
         return None
     if isinstance(value, bool):
@@ -78,7 +80,7 @@ def opt_score(value: Any, field: str = "score") -> int | None:
 
 def opt_id(value: Any) -> int | None:
     """An entity id, or None: v1 says "no faction" with 0, "" or "None"; v2 with null."""
-    number = opt_int(value)
+    number = value if type(value) is int else opt_int(value)
     if number is None or number <= 0:
         return None
     return number
@@ -107,8 +109,10 @@ def opt_text(value: Any) -> str | None:
     """A display name: HTML entities decoded (Torn sends "&#039;"), "" and None mean no value."""
     if value is None or value is UNSET:
         return None
-    text = html.unescape(str(value)).strip()
-    return text or None
+    text = str(value)
+    if "&" in text:
+        text = html.unescape(text)
+    return text.strip() or None
 
 
 _ROMAN_SUFFIX = re.compile(r"\s+[IVXLCDM]+$")

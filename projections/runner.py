@@ -36,7 +36,8 @@ import msgspec
 
 from tornstore.eventstore.records import Event, Heartbeat, StreamKey
 
-from .handlers.base import Context, Handler, ProjectionError
+from .handlers.base import Context, FoldHandler, Handler, ProjectionError
+from .handlers.workset import WorkSet
 
 _decode = msgspec.json.Decoder().decode
 
@@ -150,6 +151,14 @@ def projection_context(conn: sqlite3.Connection) -> Context:
 
 
 # ------------------------------------------------------------------------------------------ applying
+def _record_error(conn: sqlite3.Connection, handler: Handler, event: Event, exc: BaseException) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO projection_errors (projection, position, stream, reason, observed_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (handler.name, event.position, str(event.stream), f"{type(exc).__name__}: {exc}"[:2000], event.observed_at),
+    )
+
+
 def _apply(conn: sqlite3.Connection, handler: Handler, event: Event, ctx: Context) -> bool:
     """Apply one event under a savepoint; on failure record it and go on. True when it projected."""
     conn.execute("SAVEPOINT event")
@@ -158,12 +167,7 @@ def _apply(conn: sqlite3.Connection, handler: Handler, event: Event, ctx: Contex
     except EVENT_FAILURES as exc:
         conn.execute("ROLLBACK TO event")
         conn.execute("RELEASE event")
-        conn.execute(
-            "INSERT OR REPLACE INTO projection_errors (projection, position, stream, reason, observed_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (handler.name, event.position, str(event.stream), f"{type(exc).__name__}: {exc}"[:2000],
-             event.observed_at),
-        )
+        _record_error(conn, handler, event, exc)
         return False
     conn.execute("RELEASE event")
     return True
@@ -186,6 +190,44 @@ def _apply_many(conn: sqlite3.Connection, handler: Handler, events: list[Event],
             _apply(conn, handler, event, ctx)
         return
     conn.execute("RELEASE events")
+
+
+def _apply_handlers(conn: sqlite3.Connection, ws: WorkSet, chosen: Iterable[Handler], events: list[Event],
+                    ctx: Context, done: dict[str, int]) -> None:
+    """Apply `events` (those after each handler's `done` position, of its views) with the `chosen` handlers.
+
+    The folds go first, event by event through each of them (an event is decoded once for all), on the
+    working set; a fold that fails leaves the working set as it was and its event is recorded as an error.
+    The SQL handlers (wars, territories) then run on the tables, after the working set is written back,
+    each over the whole batch."""
+    folds, tables = [], []
+    for handler in chosen:
+        (folds if isinstance(handler, FoldHandler) else tables).append(handler)
+    if folds:
+        ws.set_horizon(ctx.horizon)
+        marks = [(h, done.get(h.name, 0), h.views) for h in folds]
+        memo = ws.memo
+        for event in events:
+            position, view = event.position, event.stream.view
+            memo.clear()   # what the folds decoded of the event before
+            for handler, after, views in marks:
+                if position > after and view in views:
+                    try:
+                        handler.fold(ws, event, ctx)
+                    except EVENT_FAILURES as exc:
+                        _record_error(conn, handler, event, exc)
+        memo.clear()
+    wrote = False
+    for handler in tables:
+        after, views = done.get(handler.name, 0), handler.views
+        mine = [e for e in events if e.position > after and e.stream.view in views]
+        if mine:
+            if not wrote:
+                ws.flush()
+                wrote = True
+            _apply_many(conn, handler, mine, ctx)
+    if wrote:
+        ws.refresh_factions()   # wars and territories make stubs of the factions they name
 
 
 def read_events(conn: sqlite3.Connection, after: int, upto: int | None = None,
@@ -212,8 +254,16 @@ def read_events(conn: sqlite3.Connection, after: int, upto: int | None = None,
 
 
 def _catch_up(conn: sqlite3.Connection, handler: Handler, after: int, upto: int, ctx: Context) -> None:
+    ws = WorkSet(conn, ctx.horizon, ctx.kept)
     for chunk in read_events(conn, after, upto, handler.views):
-        _apply_many(conn, handler, chunk, ctx)
+        _apply_handlers(conn, ws, [handler], chunk, ctx, {})
+    ws.flush()
+
+
+def _ids(events: list[Event], entity_type: str) -> list[int]:
+    """The integer entity ids of `entity_type` the events name (to read their rows in one statement)."""
+    return [int(e.stream.entity_id) for e in events
+            if e.stream.entity_type == entity_type and e.stream.entity_id.isdigit()]
 
 
 def project_inline(conn: sqlite3.Connection, events: list[Event], heartbeats: list[Heartbeat]) -> None:
@@ -222,14 +272,18 @@ def project_inline(conn: sqlite3.Connection, events: list[Event], heartbeats: li
     checkpoints = load_checkpoints(conn)
     if events:
         first, last = events[0].position, events[-1].position
-        for handler in handlers():
+        due = [h for h in handlers() if checkpoints.get(h.name, 0) < last]   # (a batch fed twice is skipped)
+        for handler in due:
             done = checkpoints.get(handler.name, 0)
-            if done >= last:
-                continue  # already applied (fed twice)
             if done < first - 1:
                 _catch_up(conn, handler, done, first - 1, ctx)
-            views = handler.views
-            _apply_many(conn, handler, [e for e in events if e.position > done and e.stream.view in views], ctx)
+                checkpoints[handler.name] = first - 1
+        ws = WorkSet(conn, ctx.horizon, ctx.kept)
+        ws.players.prefetch(_ids(events, "user"))
+        ws.factions.prefetch(_ids(events, "faction"))
+        _apply_handlers(conn, ws, due, events, ctx, checkpoints)
+        ws.flush()
+        for handler in due:
             _save_checkpoint(conn, handler.name, last)
     if heartbeats:
         # Live columns are current state: only each stream's newest heartbeat in the batch can matter.
@@ -269,11 +323,11 @@ def catch_up(conn: sqlite3.Connection, batch: int = 5000,
                 conn.execute("COMMIT")
                 return total
             ctx = projection_context(conn)
+            ws = WorkSet(conn, ctx.horizon, ctx.kept)
+            _apply_handlers(conn, ws, handlers(), chunk, ctx, checkpoints)
+            ws.flush()
             for handler in handlers():
-                done = checkpoints.get(handler.name, 0)
-                _apply_many(conn, handler, [e for e in chunk if e.position > done and e.stream.view in handler.views],
-                            ctx)
-                _save_checkpoint(conn, handler.name, max(done, chunk[-1].position))
+                _save_checkpoint(conn, handler.name, max(checkpoints.get(handler.name, 0), chunk[-1].position))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -363,6 +417,8 @@ class Shadow:
         handler, each event with the horizon in force when it was appended. Returns events applied."""
         conn = self.conn
         applied = 0
+        kept = meta.made_at is not None
+        ws = WorkSet(conn, meta.horizon_at(after + 1), kept, complete=True)   # every row in memory
         for chunk in read_events(conn, after, upto, batch=batch):
             start = 0
             while start < len(chunk):
@@ -370,13 +426,13 @@ class Shadow:
                 end = start + 1
                 while end < len(chunk) and meta.horizon_at(chunk[end].position) == horizon:
                     end += 1
-                part, ctx = chunk[start:end], Context(horizon=horizon, kept=meta.made_at is not None)
-                for handler in handlers():
-                    _apply_many(conn, handler, [e for e in part if e.stream.view in handler.views], ctx)
+                _apply_handlers(conn, ws, handlers(), chunk[start:end], Context(horizon=horizon, kept=kept), {})
                 start = end
+            ws.flush()   # (a bounded memory: the history rows go out after each read of the log)
             applied += len(chunk)
             if progress:
                 progress(len(chunk))
+        ws.flush()
         for handler in handlers():
             _save_checkpoint(conn, handler.name, upto)
         return applied

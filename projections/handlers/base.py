@@ -4,11 +4,27 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from tornstore.eventstore.records import Event, Heartbeat
+
+if TYPE_CHECKING:
+    from .workset import WorkSet
 
 
 class ProjectionError(ValueError):
     """An event this handler cannot project: the message says which entity and which field."""
+
+
+_INT64 = 1 << 63
+
+
+def check_int64(what: str, values: dict) -> None:
+    """SQLite stores 64-bit integers: a bigger one is refused here, naming the field, before a fold keeps it
+    in memory (it would fail the whole batch when written)."""
+    for name, value in values.items():
+        if type(value) is int and (value >= _INT64 or value < -_INT64):
+            raise ProjectionError(f"{what}: {name} {value} does not fit in 64 bits")
 
 
 @dataclass
@@ -52,3 +68,15 @@ class Handler:
         """Prepare for a full replay: history tables are cleared."""
         for table in self.history_tables:
             conn.execute(f"DELETE FROM {table}")
+
+
+class FoldHandler(Handler):
+    """A projection written as a fold: `fold(ws, event, ctx)` reads the rows in force from the working set
+    (handlers/workset.py) and puts the new ones there; it runs no SQL. It must check everything that can
+    fail before it puts anything, so an event that fails leaves the working set as it was."""
+
+    def fold(self, ws: WorkSet, event: Event, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def apply(self, conn: sqlite3.Connection, event: Event, ctx: Context) -> None:
+        raise TypeError(f"{self.name} is a fold: the runner gives it a working set, not a connection")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -27,6 +26,7 @@ import msgspec
 from tornstore.eventstore.records import Event
 
 from .base import Context
+from .workset import PLAYER_COLUMNS, PastRow, WorkSet
 
 _decode_json = msgspec.json.Decoder().decode
 
@@ -72,6 +72,46 @@ def ensure_faction(conn: sqlite3.Connection, faction_id: int | None, name: str |
     return faction_id
 
 
+def stub_faction(ws: WorkSet, faction_id: int | None, name: str | None, observed_at: int,
+                 tag: str | None = None) -> int | None:
+    """ensure_faction on the working set of the fold projections (the same rules, no SQL)."""
+    if faction_id is None:
+        return None
+    row = ws.factions.get(faction_id)
+    if row is None:
+        ws.factions.put(faction_id, {
+            "name": name or placeholder_faction_name(faction_id), "tag": tag, "leader_id": None,
+            "co_leader_id": None, "respect": None, "age": None, "best_chain": None, "member_count": None,
+            "is_stub": 1, "created_at": observed_at, "last_updated": observed_at})
+        return faction_id
+    changed = None
+    if row["is_stub"]:
+        current, last_updated = row["name"], row["last_updated"]
+        newer = observed_at >= last_updated
+        if name and name != current and (newer or current == placeholder_faction_name(faction_id)):
+            changed = dict(row, name=name, tag=tag if tag is not None else row["tag"])
+        if observed_at > last_updated:
+            changed = dict(changed or row, last_updated=observed_at)
+    if observed_at < row["created_at"]:
+        changed = dict(changed or row, created_at=observed_at)
+    if changed is not None:
+        ws.factions.put(faction_id, changed)
+    return faction_id
+
+
+def stub_player(ws: WorkSet, player_id: int, observed_at: int) -> None:
+    """ensure_player on the working set of the fold projections."""
+    row = ws.players.get(player_id)
+    if row is None:
+        ws.players.put(player_id, dict(_EMPTY_PLAYER, name=placeholder_player_name(player_id),
+                                       created_at=observed_at, last_updated=0))
+    elif observed_at < row["created_at"]:
+        ws.players.put(player_id, dict(row, created_at=observed_at))
+
+
+_EMPTY_PLAYER = dict.fromkeys(PLAYER_COLUMNS)
+
+
 def ensure_player(conn: sqlite3.Connection, player_id: int, observed_at: int) -> None:
     """Make sure `players` has a row for `player_id`: a stub 'Player <id>' with last_updated 0, so the first
     real profile, basic or member event fills it whatever its time."""
@@ -82,13 +122,6 @@ def ensure_player(conn: sqlite3.Connection, player_id: int, observed_at: int) ->
 
 
 # ------------------------------------------------------------------------------------------ history
-@dataclass(frozen=True)
-class PastRow:
-    row_id: int
-    time: int
-    values: dict[str, Any]
-
-
 class History:
     """An append-only history table: key column, time column, tracked value columns, event_position."""
 
@@ -144,6 +177,29 @@ class History:
         if prev is not None and merged == prev.values:
             return False
         self.write(conn, key, merged, event, prev)
+        return True
+
+    def fold(self, ws: WorkSet, key: Any, partial: dict[str, Any], event: Event, ctx: Context,
+             seed: Callable[[], dict[str, Any]] | None = None) -> bool:
+        """`record` on the working set: the row in force comes from memory (or, for a late event, the table),
+        the row written waits there until the working set is flushed."""
+        t = event.observed_at
+        if t < ctx.horizon:
+            return False
+        latest = ws.history[self.table]
+        prev = latest.at(key, t)
+        if prev is not None:
+            values = prev.values
+            if all(values.get(k, v) == v for k, v in partial.items()):
+                return False   # nothing tracked changed (most events): no row, nothing to merge
+        base = prev.values if prev is not None else (seed() if seed else {})
+        merged = {f: base.get(f) for f in self.fields}
+        for k, v in partial.items():
+            if k in merged:
+                merged[k] = v
+        if prev is not None and merged == prev.values:
+            return False
+        latest.write(key, merged, t, event.position, prev)
         return True
 
 

@@ -8,15 +8,15 @@ Context.horizon. The faction row exists (the factions handler runs first); a stu
 """
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from tornstore.eventstore.records import Event
 
 from ..models import opt_id
-from .base import Context, Handler, ProjectionError
-from .common import History, ensure_faction, latest_events
-from .factions import faction_values
+from .base import Context, FoldHandler, ProjectionError, check_int64
+from .common import History, latest_events, stub_faction
+from .factions import faction_values, memo_faction_values
+from .workset import WorkSet
 
 FIELDS = ("respect", "member_count", "best_chain")
 HISTORY = History("faction_history", "faction_id", "timestamp", FIELDS)
@@ -28,30 +28,32 @@ def history_values(view: str, payload: Any) -> dict[str, Any]:
     return {k: values[k] for k in FIELDS if values.get(k) is not None}
 
 
-class FactionHistoryHandler(Handler):
+class FactionHistoryHandler(FoldHandler):
     name = "faction_history"
     views = VIEWS
     history_tables = ("faction_history",)
     state_tables = ()
 
-    def apply(self, conn: sqlite3.Connection, event: Event, ctx: Context) -> None:
+    def fold(self, ws: WorkSet, event: Event, ctx: Context) -> None:
         key = event.stream
         if key.entity_type != "faction":
             return
         faction_id = opt_id(key.entity_id)
         if faction_id is None:
             raise ProjectionError(f"faction {key.entity_id!r}: not a faction id")
-        values = history_values(key.view, event.payload)
+        every = memo_faction_values(ws, event)
+        values = {k: every[k] for k in FIELDS if every.get(k) is not None}
         if not values:
             return
+        check_int64(f"faction {faction_id} ({key.view})", values)
         for name, value in values.items():
             if value < 0:
                 raise ProjectionError(f"faction {faction_id} ({key.view}): {name} {value} is negative")
-        ensure_faction(conn, faction_id, None, event.observed_at)
+        stub_faction(ws, faction_id, None, event.observed_at)
 
         def seed() -> dict[str, Any]:
             merged: dict[str, Any] = {}
-            for view, _, payload in latest_events(conn, "faction", key.entity_id, VIEWS, event.position,
+            for view, _, payload in latest_events(ws.conn, "faction", key.entity_id, VIEWS, event.position,
                                                   event.observed_at):
                 try:
                     merged.update(history_values(view, payload))
@@ -59,4 +61,4 @@ class FactionHistoryHandler(Handler):
                     continue
             return merged
 
-        HISTORY.record(conn, faction_id, values, event, ctx, seed=seed)
+        HISTORY.fold(ws, faction_id, values, event, ctx, seed=seed)

@@ -24,8 +24,9 @@ from typing import Any
 from tornstore.eventstore.records import Event, Heartbeat
 
 from ..models import MemberIds, V1Faction, V2Faction, decode, is_set, opt_id, opt_int, opt_text
-from .base import Context, Handler, ProjectionError
+from .base import Context, FoldHandler, ProjectionError, check_int64
 from .common import placeholder_faction_name
+from .workset import WorkSet
 
 _COLUMNS = ("name", "tag", "leader_id", "co_leader_id", "respect", "age", "best_chain", "member_count")
 
@@ -78,23 +79,24 @@ def faction_values(view: str, payload: Any) -> dict[str, Any]:
     return {}
 
 
-class FactionsHandler(Handler):
+class FactionsHandler(FoldHandler):
     name = "factions"
     views = frozenset({"v1.faction", "v2.faction", "v2.members"})
     history_tables = ()
     state_tables = ("factions",)
 
-    def apply(self, conn: sqlite3.Connection, event: Event, ctx: Context) -> None:
+    def fold(self, ws: WorkSet, event: Event, ctx: Context) -> None:
         if event.stream.entity_type != "faction":
             return
         faction_id = opt_id(event.stream.entity_id)
         if faction_id is None:
             raise ProjectionError(f"faction {event.stream.entity_id!r}: not a faction id")
-        values = faction_values(event.stream.view, event.payload)
+        values = memo_faction_values(ws, event)
+        check_int64(f"faction {faction_id} ({event.stream.view})", values)
         for col in ("respect", "age", "best_chain", "member_count"):
             if values.get(col) is not None and values[col] < 0:
                 raise ProjectionError(f"faction {faction_id}: {col} {values[col]} is negative")
-        upsert_faction(conn, faction_id, values, event.observed_at)
+        upsert_faction(ws, faction_id, values, event.observed_at)
 
     def live(self, conn: sqlite3.Connection, heartbeat: Heartbeat) -> None:
         if heartbeat.stream.entity_type != "faction" or heartbeat.stream.view not in ("v1.faction", "v2.faction"):
@@ -111,27 +113,32 @@ class FactionsHandler(Handler):
                      (age, faction_id, heartbeat.observed_at))
 
 
-def upsert_faction(conn: sqlite3.Connection, faction_id: int, values: dict[str, Any], observed_at: int) -> None:
-    row = conn.execute("SELECT is_stub, last_updated FROM factions WHERE faction_id = ?", (faction_id,)).fetchone()
+def memo_faction_values(ws: WorkSet, event: Event) -> dict[str, Any]:
+    """faction_values of an event, decoded once for the factions and faction_history folds."""
+    found = ws.memo.get("faction_values")
+    if found is None:
+        found = ws.memo["faction_values"] = faction_values(event.stream.view, event.payload)
+    return found
+
+
+def upsert_faction(ws: WorkSet, faction_id: int, values: dict[str, Any], observed_at: int) -> None:
+    row = ws.factions.get(faction_id)
     has_name = values.get("name") is not None
     if row is None:
-        cols = {c: values.get(c) for c in _COLUMNS}
+        new = {c: values.get(c) for c in _COLUMNS}
         if not has_name:
-            cols["name"] = placeholder_faction_name(faction_id)
-        conn.execute(
-            f"INSERT INTO factions (faction_id, {', '.join(_COLUMNS)}, is_stub, created_at, last_updated) "
-            f"VALUES (?, {', '.join('?' * len(_COLUMNS))}, ?, ?, ?)",
-            (faction_id, *[cols[c] for c in _COLUMNS], 0 if has_name else 1, observed_at, observed_at))
+            new["name"] = placeholder_faction_name(faction_id)
+        new.update(is_stub=0 if has_name else 1, created_at=observed_at, last_updated=observed_at)
+        ws.factions.put(faction_id, new)
         return
-    is_stub, last_updated = row
-    conn.execute("UPDATE factions SET created_at = MIN(created_at, ?) WHERE faction_id = ?", (observed_at, faction_id))
-    if not is_stub and observed_at < last_updated:
-        return  # a late event: current state does not move back
-    sets = [f"{c} = ?" for c in values]
-    args = list(values.values())
-    if has_name:
-        sets.append("is_stub = 0")
-    sets.append("last_updated = ?")
-    # A stub that stays a stub (no name in this payload) keeps its newest time; otherwise the event's time.
-    args.append(max(observed_at, last_updated) if is_stub and not has_name else observed_at)
-    conn.execute(f"UPDATE factions SET {', '.join(sets)} WHERE faction_id = ?", (*args, faction_id))
+    is_stub, last_updated = row["is_stub"], row["last_updated"]
+    new = dict(row, created_at=min(row["created_at"], observed_at))
+    if is_stub or observed_at >= last_updated:
+        new.update(values)
+        if has_name:
+            new["is_stub"] = 0
+        # A stub that stays a stub (no name in this payload) keeps its newest time; otherwise the event's time.
+        new["last_updated"] = max(observed_at, last_updated) if is_stub and not has_name else observed_at
+    # (else a late event: current state does not move back)
+    if new != row:
+        ws.factions.put(faction_id, new)

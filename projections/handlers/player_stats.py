@@ -20,16 +20,16 @@ gets a stub 'Player <id>' that the players handler fills from the next profile, 
 """
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from tornstore.eventstore.records import Event
 
 from ..models import (V1BattleStats, V1PersonalStats, V2BattleStats, V2PersonalStats, V2PersonalStatsBody,
                       decode, opt_id, opt_int)
-from .base import Context, Handler, ProjectionError
-from .common import History, ensure_player, latest_events
-from .players import player_update
+from .base import Context, FoldHandler, ProjectionError, check_int64
+from .common import History, latest_events, stub_player
+from .players import memo_player_update, player_update
+from .workset import WorkSet
 
 FIELDS = ("strength", "defense", "speed", "dexterity", "total_stats", "level", "life_maximum", "networth")
 HISTORY = History("player_stats_history", "player_id", "timestamp", FIELDS)
@@ -49,8 +49,10 @@ def _battle(strength, defense, speed, dexterity, total) -> dict[str, Any]:
     return out
 
 
-def stats_values(view: str, payload: Any, observed_at: int) -> dict[str, Any]:
-    """The tracked values a payload of `view` carries (None values left out)."""
+def stats_values(view: str, payload: Any, observed_at: int, ws: WorkSet | None = None,
+                 event: Event | None = None) -> dict[str, Any]:
+    """The tracked values a payload of `view` carries (None values left out). With a working set and the
+    event, a player payload is decoded once for the players and player_stats folds."""
     out: dict[str, Any] = {}
     if view == "v1.battlestats":
         b = decode(payload, V1BattleStats)
@@ -80,37 +82,39 @@ def stats_values(view: str, payload: Any, observed_at: int) -> dict[str, Any]:
                 if item.name == "networth" and (stamp is None or stamp >= observed_at - _DAY):
                     out["networth"] = opt_int(item.value, "networth")
     else:
-        values = player_update(view, payload).values
+        update = memo_player_update(ws, event) if ws is not None and event is not None else None
+        values = (update or player_update(view, payload)).values
         out = {k: values.get(k) for k in ("level", "life_maximum")}
     return {k: v for k, v in out.items() if v is not None}
 
 
-class PlayerStatsHandler(Handler):
+class PlayerStatsHandler(FoldHandler):
     name = "player_stats"
     views = VIEWS
     history_tables = ("player_stats_history",)
     state_tables = ()
 
-    def apply(self, conn: sqlite3.Connection, event: Event, ctx: Context) -> None:
+    def fold(self, ws: WorkSet, event: Event, ctx: Context) -> None:
         key = event.stream
         if key.entity_type != "user":
             return
         player_id = opt_id(key.entity_id)
         if player_id is None:
             raise ProjectionError(f"user {key.entity_id!r}: not a player id")
-        values = stats_values(key.view, event.payload, event.observed_at)
+        values = stats_values(key.view, event.payload, event.observed_at, ws, event)
         if not values:
             return
+        check_int64(f"user {player_id} ({key.view})", values)
         for name, value in values.items():
             low = 1 if name in ("level", "life_maximum") else 0
             if name != "networth" and value < low:
                 field = "life.maximum" if name == "life_maximum" else name
                 raise ProjectionError(f"user {player_id} ({key.view}): {field} {value} is below {low}")
-        ensure_player(conn, player_id, event.observed_at)
+        stub_player(ws, player_id, event.observed_at)
 
         def seed() -> dict[str, Any]:
             merged: dict[str, Any] = {}
-            for view, observed_at, payload in latest_events(conn, "user", key.entity_id, VIEWS, event.position,
+            for view, observed_at, payload in latest_events(ws.conn, "user", key.entity_id, VIEWS, event.position,
                                                             event.observed_at):
                 try:
                     merged.update(stats_values(view, payload, observed_at))
@@ -118,4 +122,4 @@ class PlayerStatsHandler(Handler):
                     continue  # an event that could not be projected carries nothing forward
             return merged
 
-        HISTORY.record(conn, player_id, values, event, ctx, seed=seed)
+        HISTORY.fold(ws, player_id, values, event, ctx, seed=seed)

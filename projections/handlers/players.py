@@ -36,8 +36,9 @@ from tornstore.eventstore.records import Event, Heartbeat
 
 from ..models import (MemberIds, V1Bars, V1Basic, V1Faction, V1Member, V1Profile, V2Bars, V2Basic, V2Member,
                       V2Profile, decode, is_set, opt_id, opt_int, opt_text)
-from .base import Context, Handler, ProjectionError
-from .common import ensure_faction, json_ids, placeholder_player_name
+from .base import Context, FoldHandler, ProjectionError, check_int64
+from .common import placeholder_player_name, stub_faction
+from .workset import PLAYER_COLUMNS, WorkSet
 
 PLAYER_VIEWS = frozenset({"v1.profile", "v2.profile", "v1.basic", "v2.basic", "v1.member", "v2.member",
                           "v1.bars", "v2.bars"})
@@ -157,6 +158,7 @@ def live_fields(view: str, payload: Any) -> dict[str, Any]:
 
 def check_player_values(player_id: int, view: str, values: dict[str, Any]) -> None:
     """Refuse values the schema's CHECKs would refuse, with a message naming the player and field."""
+    check_int64(f"user {player_id} ({view})", values)
     level = values.get("level")
     if level is not None and level < 1:
         raise ProjectionError(f"user {player_id} ({view}): level {level} is below 1")
@@ -168,53 +170,60 @@ def check_player_values(player_id: int, view: str, values: dict[str, Any]) -> No
         raise ProjectionError(f"user {player_id} ({view}): life.current {current} is negative")
 
 
-class PlayersHandler(Handler):
+_EMPTY_PLAYER = dict.fromkeys(PLAYER_COLUMNS)
+
+
+def memo_player_update(ws: WorkSet, event: Event) -> PlayerUpdate:
+    """player_update of an event, decoded once for every fold it goes through."""
+    found = ws.memo.get("player_update")
+    if found is None:
+        found = ws.memo["player_update"] = player_update(event.stream.view, event.payload)
+    return found
+
+
+class PlayersHandler(FoldHandler):
     name = "players"
     views = PLAYER_VIEWS | {"v1.faction", "v2.members"}
     history_tables = ()
     state_tables = ("players",)
 
-    def apply(self, conn: sqlite3.Connection, event: Event, ctx: Context) -> None:
+    def fold(self, ws: WorkSet, event: Event, ctx: Context) -> None:
         key = event.stream
         if key.entity_type == "faction":
-            self._members_left(conn, event)
+            self._members_left(ws, event)
             return
         if key.entity_type != "user" or key.view not in PLAYER_VIEWS:
             return
         player_id = opt_id(key.entity_id)
         if player_id is None:
             raise ProjectionError(f"user {key.entity_id!r}: not a player id")
-        update = player_update(key.view, event.payload)
-        check_player_values(player_id, key.view, update.values)
+        update = memo_player_update(ws, event)
+        values = update.values
+        check_player_values(player_id, key.view, values)
         t = event.observed_at
-        row = conn.execute("SELECT last_updated FROM players WHERE player_id = ?", (player_id,)).fetchone()
-        if row is not None and t < row[0]:
+        row = ws.players.get(player_id)
+        if row is not None and t < row["last_updated"]:
             # Late: current state does not move back, but what the row does not know yet is filled in.
-            values = update.values
-            conn.execute(
-                "UPDATE players SET created_at = MIN(created_at, ?), "
-                "name = CASE WHEN name = ? AND ? IS NOT NULL THEN ? ELSE name END, "
-                "level = COALESCE(level, ?), rank = COALESCE(rank, ?), life_maximum = COALESCE(life_maximum, ?) "
-                "WHERE player_id = ?",
-                (t, placeholder_player_name(player_id), values.get("name"), values.get("name"), values.get("level"),
-                 values.get("rank"), values.get("life_maximum"), player_id))
+            late = dict(row, created_at=min(row["created_at"], t))
+            if row["name"] == placeholder_player_name(player_id) and values.get("name") is not None:
+                late["name"] = values["name"]
+            for column in ("level", "rank", "life_maximum"):
+                if late[column] is None:
+                    late[column] = values.get(column)
+            if late != row:
+                ws.players.put(player_id, late)
             return
-        values = dict(update.values)
+        new = dict(row) if row is not None else dict(_EMPTY_PLAYER, name=placeholder_player_name(player_id),
+                                                     created_at=t)
+        new.update(values)
         if update.faction is not _MISSING:
-            values["faction_id"] = ensure_faction(conn, update.faction, update.faction_name, t, update.faction_tag)
-        if row is None:
-            values.setdefault("name", placeholder_player_name(player_id))
-            cols = list(values)
-            conn.execute(
-                f"INSERT INTO players (player_id, {', '.join(cols)}, created_at, last_updated) "
-                f"VALUES (?, {', '.join('?' * len(cols))}, ?, ?)",
-                (player_id, *values.values(), t, t))
-        else:
-            sets = [f"{c} = ?" for c in values] + ["last_updated = ?", "created_at = MIN(created_at, ?)"]
-            conn.execute(f"UPDATE players SET {', '.join(sets)} WHERE player_id = ?",
-                         (*values.values(), t, t, player_id))
+            new["faction_id"] = stub_faction(ws, update.faction, update.faction_name, t, update.faction_tag)
+        new["last_updated"] = t
+        new["created_at"] = min(new["created_at"], t)
+        if new != row:
+            ws.players.put(player_id, new)
 
-    def _members_left(self, conn: sqlite3.Connection, event: Event) -> None:
+    def _members_left(self, ws: WorkSet, event: Event) -> None:
         view = event.stream.view
         faction_id = opt_id(event.stream.entity_id)
         if faction_id is None:
@@ -227,10 +236,12 @@ class PlayersHandler(Handler):
             ids = decode(event.payload, MemberIds).member_ids
         else:
             return
-        conn.execute(
-            "UPDATE players SET faction_id = NULL, last_updated = ? WHERE faction_id = ? "
-            "AND last_updated BETWEEN 1 AND ? AND player_id NOT IN (SELECT value FROM json_each(?))",
-            (event.observed_at, faction_id, event.observed_at, json_ids(ids)))
+        t = event.observed_at
+        still = {opt_id(i) for i in ids}
+        for player_id in ws.players.of_faction(faction_id):
+            row = ws.players.rows[player_id]
+            if row is not None and 1 <= row["last_updated"] <= t and player_id not in still:
+                ws.players.put(player_id, dict(row, faction_id=None, last_updated=t))
 
     def live_values(self, heartbeat: Heartbeat) -> tuple[int, dict] | None:
         """(player id, live column values) from an unchanged poll, or None when it has nothing.
