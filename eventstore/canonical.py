@@ -123,6 +123,7 @@ def _tree(paths: tuple[str, ...]) -> _Node:
 
 
 _TREES: dict[str, _Node] = {}
+_encode = msgspec.json.Encoder().encode
 
 
 def _without(obj: Any, node: _Node) -> Any:
@@ -199,7 +200,11 @@ def depth(obj: Any) -> int:
 
 def canonical_hash(view: str, payload: Any) -> str:
     """Hex of the 128-bit BLAKE2b of the canonical form. Refuses payloads nested deeper than MAX_DEPTH."""
-    data = canonical_bytes(view, payload)
+    return _digest(canonical_bytes(view, payload), payload)
+
+
+def _digest(data: bytes, payload: Any) -> str:
+    """The hash of canonical bytes `data` made from `payload` (its depth checked first)."""
     # Counting brackets is cheap; only a payload with many of them is walked for its real depth.
     if data.count(b"[") + data.count(b"{") > MAX_DEPTH and depth(payload) > MAX_DEPTH:
         raise ValueError(f"payload nests deeper than {MAX_DEPTH} levels")
@@ -207,32 +212,30 @@ def canonical_hash(view: str, payload: Any) -> str:
 
 
 class HashMemo:
-    """Each stream's last payload as plain JSON bytes, with its canonical hash.
+    """Each stream's last payload in canonical content but unsorted order, as JSON bytes, with its hash.
 
-    Most polls of an entity repeat the last one byte for byte once the view's top-level noise fields are
-    left out (a member's `last_action` and `days_in_faction` move at every poll; the rest rarely does):
-    dropping a few keys, encoding without sorting and comparing bytes costs a fraction of full noise
-    removal, sorting and hashing. The memo is a cache of a pure function: the canonical form drops those
-    keys too, so equal bytes mean an equal canonical form, and any other difference (a value, a key order,
-    1 against 1.0, a nested noise field) takes the full path. At most LIMIT streams are remembered (a few
-    hundred bytes each); past that the memo starts over."""
+    Most polls of an entity repeat the last one once the view's noise fields are left out (a member's
+    `last_action`, `days_in_faction` and `status.until` move at every poll; the rest rarely does). The noise
+    is stripped once (`_without`, the tree the canonical form uses, nested paths included) and the result
+    is encoded without sorting: equal bytes mean the same keys in the same order with the same values,
+    hence the same sorted encoding, the same canonical form and the same hash. Only a difference (a value,
+    a key order, 1 against 1.0) takes the rest of the path: sorting, the depth check and BLAKE2b. The memo
+    is a cache of a pure function; at most LIMIT streams are remembered (a few hundred bytes each); past
+    that it starts over."""
     LIMIT = 100_000
 
     def __init__(self) -> None:
         self._last: dict[Any, tuple[bytes, str]] = {}
 
     def hash(self, stream: Any, view: str, payload: Any) -> str:
-        drop = _tree_of(view).drop
-        if type(payload) is dict and not drop.isdisjoint(payload):
-            raw = msgspec.json.encode({k: v for k, v in payload.items() if k not in drop})
-        else:
-            raw = msgspec.json.encode(payload)
+        tree = _TREES.get(view) or _tree_of(view)
+        stripped = _without(payload, tree)
+        raw = _encode(stripped)
         seen = self._last.get(stream)
         if seen is not None and seen[0] == raw:
             return seen[1]
-        digest = canonical_hash(view, payload)
+        digest = _digest(msgspec.json.encode(stripped, order="sorted"), payload)
         if len(self._last) >= self.LIMIT:
             self._last.clear()
         self._last[stream] = (raw, digest)
         return digest
-

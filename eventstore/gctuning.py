@@ -29,3 +29,20 @@ def fewer_collections(threshold: int = 50_000) -> Iterator[None]:
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+@contextlib.contextmanager
+def collections_paused() -> Iterator[None]:
+    """No collection while a bounded piece of work runs (one ingest batch): what it allocates is freed by
+    reference counting when it returns, so collecting in between only walks the heap (the caller's too:
+    a bot's caches, a benchmark's rows) to find nothing. The collector is re-enabled on exit only if this
+    call disabled it, so nested or concurrent uses (aiosqlite's worker thread beside the event loop) leave
+    it as they found it: enabled unless someone else turned it off."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

@@ -29,19 +29,99 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from .canonical import RULES, HashMemo, canonical_hash
+from .gctuning import collections_paused
 from .owners import KeyOwners, key_fingerprint, keys_waiting, waiting_for_owner as _waiting_for
-from .records import Event, Heartbeat, Rejected, Response, StreamKey, TornError
+from .records import Event, Heartbeat, Owner, Rejected, Response, StreamKey, TornError
 from .routing import OwnerNeeded, Part, RoutingError, owner_taught, parse_stream_name, route
 from .secrets import has_key_material, scrub, strip_key
 
 Projector = Callable[[sqlite3.Connection, list[Event], list[Heartbeat]], None]
 
 _encode = msgspec.json.Encoder().encode
+_pack = msgspec.msgpack.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _INT64 = 2 ** 63  # SQLite integers are signed 64-bit
 TORN_EPOCH = 1072915200  # 2004-01-01T00:00:00Z: no Torn response is older
 MAX_AHEAD = 300  # seconds an observed_at may run ahead of the ingesting machine's clock (clock skew)
 _MEMO = HashMemo()  # a cache of a pure function: shared by every connection of the process
+
+
+def _live_views(projector: Projector | None) -> frozenset[str] | None:
+    """The views whose unchanged polls the projector wants as heartbeats (None: every view). A projector
+    says so with a `live_views` attribute; without a projector nobody reads heartbeats."""
+    if projector is None:
+        return frozenset()
+    views = getattr(projector, "live_views", None)
+    return None if views is None else frozenset(views)
+
+
+def _packed(body: Any) -> bytes | None:
+    """The body as msgpack (what the response memo compares), or None when it has no such form."""
+    try:
+        return _pack(body)
+    except (TypeError, ValueError, OverflowError, RecursionError, UnicodeError):
+        return None
+
+
+class _ResponseMemo:
+    """The routed streams and hashes of the last big response per URL, by the bytes of its body.
+
+    A territory map is 4,100 parts, each routed, encoded and compared on every poll though nearly every
+    poll repeats the last byte for byte. Routing and hashing are functions of (url, owner, body): when
+    the body's msgpack bytes equal the last ones, so are its parts' streams and hashes (msgpack, not JSON:
+    JSON writes NaN as null, which routing tells apart), and the parts need not be made at all. Bodies are
+    JSON values: a body built in Python with a tuple where JSON has a list counts as that list. Each one is still compared with its stream's state (another writer may have
+    moved it); a part that differs is routed then, for its payload. Only responses of MIN_PARTS parts or
+    more are kept, and only when none of their views needs heartbeats (those need every payload anyway):
+    for the rest just their views are kept, so that the body is not even encoded. A cache of a pure
+    function, bounded in entries and bytes; past either it starts over."""
+    MIN_PARTS = 16
+    LIMIT = 512
+    MAX_BYTES = 64 << 20
+
+    def __init__(self) -> None:
+        self._last: dict[tuple, tuple[frozenset[str], bytes | None, list[tuple[tuple, str]] | None]] = {}
+        self._bytes = 0
+
+    def lookup(self, url: str, owner: Owner | None, body: Any, live: frozenset[str] | None
+               ) -> tuple[list[tuple[tuple, str]] | None, bytes | None]:
+        """(the parts' (stream, hash) list if the body repeats the last one, the body's bytes if encoded)."""
+        entry = self._last.get((url, owner))
+        if entry is None or entry[1] is None or live is None or not entry[0].isdisjoint(live):
+            return None, None
+        packed = _packed(body)
+        return (entry[2] if packed == entry[1] else None), packed
+
+    def remember(self, url: str, owner: Owner | None, body: Any, items: list[tuple[tuple, str]],
+                 live: frozenset[str] | None, packed: bytes | None) -> None:
+        """Keep what a body that was routed and hashed in full made (`packed`: its bytes, if at hand)."""
+        if len(items) < self.MIN_PARTS:
+            return
+        views = frozenset(key[2] for key, _ in items)
+        if live is None or not views.isdisjoint(live):
+            packed, kept = None, None
+        else:
+            packed = packed if packed is not None else _packed(body)
+            kept = items if packed is not None else None
+        if len(self._last) >= self.LIMIT or self._bytes > self.MAX_BYTES:
+            self._last.clear()
+            self._bytes = 0
+        old = self._last.get((url, owner))
+        if old is not None and old[1] is not None:
+            self._bytes -= len(old[1])
+        self._last[(url, owner)] = (views, packed, kept)
+        self._bytes += len(packed) if packed is not None else 0
+
+
+_RESPONSES = _ResponseMemo()
+
+
+def _route_again(url: str, body: Any, owner: Owner | None, items: list[tuple[tuple, str]]) -> list[Part]:
+    """The parts of a response the memo recognised, routed after all: one of them is wanted whole."""
+    parts = route(url, body, owner)
+    if [p[:3] for p in parts] != [key for key, _ in items]:
+        raise RuntimeError(f"{url}: routing gave other streams for the same body bytes")  # never: routing is pure
+    return parts
 
 
 @dataclass
@@ -81,7 +161,9 @@ class IngestReport:
 
 
 class _StreamState:
-    __slots__ = ("stream_id", "version", "hash", "rules", "head_observed_at", "last_checked", "dirty", "new")
+    __slots__ = ("key", "stream_id", "version", "hash", "rules", "head_observed_at", "last_checked", "dirty",
+                 "touched", "new")
+    key: StreamKey            # made once per stream: every event and heartbeat of it shares it
     stream_id: int            # 0 until a new stream's row is inserted (`new` says which)
     version: int
     hash: str | None
@@ -89,7 +171,8 @@ class _StreamState:
     head_observed_at: int | None
     last_checked: int | None
 
-    def __init__(self, row: tuple | None):
+    def __init__(self, key: StreamKey, row: tuple | None):
+        self.key = key
         if row is None:
             self.stream_id = 0
             self.version = 0
@@ -100,7 +183,8 @@ class _StreamState:
         else:
             self.stream_id, self.version, self.hash, self.rules, self.head_observed_at, self.last_checked = row
             self.new = False
-        self.dirty = False
+        self.dirty = False     # its whole row is written at commit (an event, a new stream, a rule change)
+        self.touched = False   # only its last_checked moved (an unchanged poll): one grouped UPDATE
 
 
 def torn_error(body: Any) -> tuple[int, str] | None:
@@ -126,19 +210,21 @@ class _StreamCache:
         self.states: dict[StreamKey, _StreamState] = {}
 
 
-def _cached_states(conn: sqlite3.Connection, keys: Iterable[StreamKey]) -> dict[StreamKey, _StreamState]:
-    """_load_states, served from the connection's cache where it is still valid (call inside BEGIN)."""
+def _cached_states(conn: sqlite3.Connection, keys: Iterable[tuple]) -> dict[tuple, _StreamState]:
+    """Stream states by key, `keys` among them: the connection's cache where it is still valid, topped
+    up with what it misses (call inside BEGIN). A key may be a StreamKey or a plain (type, id, view)
+    tuple: they hash and compare alike. Without a cache (a plain sqlite3 connection), just those read."""
     if not hasattr(conn, "stream_cache"):  # a plain sqlite3 connection: no place to keep a cache
         return _load_states(conn, keys)
     version = conn.execute("PRAGMA data_version").fetchone()[0]
     cache = conn.stream_cache
     if cache is None or cache.data_version != version or len(cache.states) > _StreamCache.LIMIT:
         cache = conn.stream_cache = _StreamCache(version)
-    wanted = list(dict.fromkeys(keys))
-    missing = [key for key in wanted if key not in cache.states]
+    states = cache.states
+    missing = [key for key in keys if key not in states]
     if missing:
-        cache.states.update(_load_states(conn, missing))
-    return {key: cache.states[key] for key in wanted}
+        states.update(_load_states(conn, missing))
+    return states
 
 
 def forget_stream_cache(conn: sqlite3.Connection) -> None:
@@ -147,25 +233,28 @@ def forget_stream_cache(conn: sqlite3.Connection) -> None:
         conn.stream_cache = None
 
 
-def _load_states(conn: sqlite3.Connection, keys: Iterable[StreamKey]) -> dict[StreamKey, _StreamState]:
+def _load_states(conn: sqlite3.Connection, keys: Iterable[tuple]) -> dict[tuple, _StreamState]:
     """Current state of the given streams, read inside the write transaction (so two writers agree)."""
     wanted = list(dict.fromkeys(keys))
-    states: dict[StreamKey, _StreamState] = {}
+    states: dict[tuple, _StreamState] = {}
     chunk = 500  # well under SQLite's variable limit
     # Grouped by (entity_type, view) so each query is `entity_id IN (...)` on the unique index; a
     # row-value IN (VALUES ...) list scans the whole table instead.
     groups: dict[tuple[str, str], list[str]] = {}
-    for key in wanted:
-        groups.setdefault((key.entity_type, key.view), []).append(key.entity_id)
+    for entity_type, entity_id, view in wanted:
+        groups.setdefault((entity_type, view), []).append(entity_id)
     for (entity_type, view), ids in groups.items():
         for i in range(0, len(ids), chunk):
             part = ids[i:i + chunk]
             sql = ("SELECT entity_id, stream_id, version, hash, rules, head_observed_at, last_checked FROM streams "
                    f"WHERE entity_type = ? AND view = ? AND entity_id IN ({','.join('?' * len(part))})")
             for row in conn.execute(sql, (entity_type, view, *part)):
-                states[StreamKey(entity_type, row[0], view)] = _StreamState(row[1:])
-    for key in wanted:
-        states.setdefault(key, _StreamState(None))
+                key = StreamKey(entity_type, row[0], view)
+                states[key] = _StreamState(key, row[1:])
+    for entity_type, entity_id, view in wanted:
+        key = StreamKey(entity_type, entity_id, view)
+        if key not in states:
+            states[key] = _StreamState(key, None)
     return states
 
 
@@ -206,10 +295,20 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
     `observed_at` from the future. It never reaches an event or a projection.
     `retry_keys`: key fingerprints whose quarantined bodies, waiting for their owner, are routed again
     with this batch (those of keys whose owner the batch teaches always are).
+
+    No garbage collection runs during the batch (gctuning.collections_paused): what it allocates dies with
+    it, and collecting on the way only walks the caller's heap.
     """
+    with collections_paused():
+        return _ingest_batch(conn, responses, projector, now, retry_keys)
+
+
+def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector: Projector | None,
+                  now: float | None, retry_keys: Iterable[str]) -> IngestReport:
     latest_allowed = (time.time() if now is None else now) + MAX_AHEAD
     report = IngestReport(responses=len(responses))
-    routed: list[tuple[Response, str, list[tuple[StreamKey, Part, str]]]] = []
+    # (response, url, [(stream key, canonical hash)], its parts or None until needed, body, owner)
+    routed: list[tuple[Response, str, list[tuple[tuple, str]], list[Part] | None, Any, Owner | None]] = []
     gap_rows: list[tuple] = []
     valid: list[tuple[Response, str, Any, str | None]] = []   # (response, url, body, key fingerprint)
 
@@ -269,11 +368,16 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
     resolved: list[int] = []                               # quarantine rows now routed: deleted below
 
     input_index = {id(r): i for i, r in enumerate(responses)}
+    live = _live_views(projector)
+    memo = _MEMO
     for response, url, body, fp in valid:
         observed_at = response.observed_at
         index = input_index.get(id(response), len(responses))
         retry_of = quarantine_of.get(id(response))
+        memoizable = retry_of is None and not response.stream
+        packed = None
         try:
+            owner = None
             if response.stream:
                 try:
                     entity_type, entity_id, view = parse_stream_name(response.stream)
@@ -281,26 +385,31 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                     raise RoutingError(f"stream name {response.stream!r} is not type:id:view") from None
                 parts = [Part(entity_type, entity_id, view, body)]
             else:
+                owner = response.owner or owners.get(fp)
+                seen, packed = _RESPONSES.lookup(url, owner, body, live) if memoizable else (None, None)
+                if seen is not None:
+                    routed.append((response, url, seen, None, body, owner))  # routed when a payload is needed
+                    continue
                 try:
-                    parts = route(url, body, response.owner or owners.get(fp))
+                    parts = route(url, body, owner)
                     if retry_of is not None:
                         resolved.append(retry_of)
                 except OwnerNeeded as exc:
                     # Keep what needs no owner now; the whole body waits in quarantine for the owner.
                     parts = exc.parts
+                    memoizable = False
                     if retry_of is None:
                         reason = str(exc) + (f" (key {fp})" if fp else " (no key fingerprint was given)")
                         reject(index, url, observed_at, reason, _as_text(body), fp, needs_owner=True)
-            keyed = []
-            for p in parts:
-                key = StreamKey(p.entity_type, p.entity_id, p.view)
-                keyed.append((key, p, _MEMO.hash(key, p.view, p.payload)))
+            items = [(p[:3], memo.hash(p[:3], p[2], p[3])) for p in parts]
         except (RoutingError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             if retry_of is None:
                 reason = str(exc) if str(exc).startswith(url) else f"{url}: {exc}"
                 reject(index, url, observed_at, reason, _as_text(body))
             continue
-        routed.append((response, url, keyed))
+        if memoizable:
+            _RESPONSES.remember(url, owner, body, items, live, packed)
+        routed.append((response, url, items, parts, body, owner))
 
     rejected.sort(key=lambda item: item[0])
     report.rejected = [r for _, r, _ in rejected]
@@ -309,12 +418,14 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
     # 2. Compare and append inside one IMMEDIATE transaction.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        states = _cached_states(conn, (key for _, _, parts in routed for key, _, _ in parts))
+        states = _cached_states(conn, [key for _, _, items, _, _, _ in routed for key, _ in items])
         events: list[Event] = []
         heartbeats: list[Heartbeat] = []
+        dirty: list[_StreamState] = []     # whole rows to write
+        touched: list[_StreamState] = []   # only last_checked to write
+        unchanged = 0
 
-        def append(key: StreamKey, state: _StreamState, observed_at: int, digest: str, url: str,
-                   stored: bytes) -> None:
+        def append(state: _StreamState, observed_at: int, digest: str, url: str, stored: bytes) -> None:
             state.version += 1
             position: int = conn.execute(  # type: ignore[assignment]  # an INSERT always sets lastrowid
                 "INSERT INTO events (stream_id, version, observed_at, hash, rules, source_url, payload) "
@@ -322,15 +433,17 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                 (state.stream_id, state.version, observed_at, digest, RULES, url, stored.decode()),
             ).lastrowid
             # Projections get the payload as stored (NaN became null, ...), exactly what replay reads.
-            events.append(Event(position, key, state.version, observed_at, _decode(stored), url))
+            events.append(Event(position, state.key, state.version, observed_at, _decode(stored), url))
             if state.head_observed_at is None or observed_at >= state.head_observed_at:
                 state.hash, state.rules, state.head_observed_at = digest, RULES, observed_at
             state.last_checked = max(state.last_checked or observed_at, observed_at)
-            state.dirty = True
+            if not state.dirty:
+                state.dirty = True
+                dirty.append(state)
 
-        for response, url, keyed_parts in routed:
+        for response, url, items, parts_of, body, owner in routed:
             observed_at = response.observed_at
-            for key, part, digest in keyed_parts:
+            for i, (key, digest) in enumerate(items):
                 state = states[key]
                 if state.new:
                     state.stream_id = conn.execute(  # type: ignore[assignment]  # an INSERT sets lastrowid
@@ -341,37 +454,60 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
                     state.new = False
                     state.last_checked = observed_at
                 elif state.rules != RULES and state.hash is not None:
-                    state.hash = _head_hash_under_current_rules(conn, key, state)
+                    state.hash = _head_hash_under_current_rules(conn, state.key, state)
                     state.rules = RULES
-                    state.dirty = True
-                late = state.head_observed_at is not None and observed_at < state.head_observed_at
-                if (digest == _hash_in_force(conn, key, state.stream_id, observed_at) if late
+                    if not state.dirty:
+                        state.dirty = True
+                        dirty.append(state)
+                head = state.head_observed_at
+                late = head is not None and observed_at < head
+                if (digest == _hash_in_force(conn, state.key, state.stream_id, observed_at) if late
                         else digest == state.hash):
-                    state.last_checked = max(state.last_checked or observed_at, observed_at)
-                    state.dirty = True
-                    report.unchanged += 1
-                    heartbeats.append(Heartbeat(key, observed_at, part.payload))
+                    unchanged += 1
+                    checked = state.last_checked
+                    if checked is None or observed_at > checked:
+                        state.last_checked = observed_at
+                        if not state.touched:
+                            state.touched = True
+                            touched.append(state)
+                    if live is None or key[2] in live:
+                        if parts_of is None:
+                            parts_of = _route_again(url, body, owner, items)
+                        heartbeats.append(Heartbeat(state.key, observed_at, parts_of[i].payload))
                     continue
+                if parts_of is None:
+                    parts_of = _route_again(url, body, owner, items)
                 # A change observed before a later poll that confirmed the head (another writer, an old
                 # capture): the head is appended again at the time it was last confirmed, so the log and
                 # current state still end on what was seen last.
                 reconfirm, head_hash = None, state.hash
-                if not late and state.head_observed_at is not None and observed_at < (state.last_checked or 0):
+                if not late and head is not None and observed_at < (state.last_checked or 0):
                     reconfirm = conn.execute(
                         "SELECT source_url, payload FROM events WHERE stream_id = ? "
                         "ORDER BY observed_at DESC, version DESC LIMIT 1", (state.stream_id,)).fetchone()
-                append(key, state, observed_at, digest, url, _without_keys(_encode(part.payload)))
+                append(state, observed_at, digest, url, _without_keys(_encode(parts_of[i].payload)))
                 if reconfirm is not None and state.last_checked is not None and head_hash is not None:
-                    append(key, state, state.last_checked, head_hash, reconfirm[0], reconfirm[1].encode())
-        dirty = [s for s in states.values() if s.dirty]
+                    append(state, state.last_checked, head_hash, reconfirm[0], reconfirm[1].encode())
+        report.unchanged += unchanged
         conn.executemany(
             "UPDATE streams SET version = ?, hash = ?, rules = ?, head_observed_at = ?, last_checked = ?, "
             "last_changed = COALESCE(?, last_changed) WHERE stream_id = ?",
             [(s.version, s.hash, s.rules, s.head_observed_at, s.last_checked, s.head_observed_at, s.stream_id)
              for s in dirty],
         )
+        # Unchanged polls move last_checked only: one statement per value (a batch is mostly one round).
+        checked_at: dict[int, list[int]] = {}
+        for state in touched:
+            if not state.dirty:
+                checked_at.setdefault(state.last_checked, []).append(state.stream_id)  # type: ignore[arg-type]
+        for value, ids in checked_at.items():
+            conn.execute(
+                "UPDATE streams SET last_checked = ?, last_changed = COALESCE(head_observed_at, last_changed) "
+                "WHERE stream_id IN (SELECT value FROM json_each(?))", (value, _encode(ids).decode()))
         for state in dirty:
             state.dirty = False
+        for state in touched:
+            state.touched = False
         if quarantine_rows:
             conn.executemany(
                 "INSERT OR IGNORE INTO quarantine (observed_at, source_url, reason, body, key_fp, needs_owner, "
