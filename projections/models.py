@@ -25,8 +25,28 @@ T = TypeVar("T")
 
 
 def decode(payload: Any, model: type[T]) -> T:
-    """A payload (already a dict) as `model`; msgspec.ValidationError names the field that does not fit."""
+    """A payload as `model`; msgspec.ValidationError names the field that does not fit.
+
+    The payload is a dict (decoded JSON), or the JSON text itself as bytes (replay reads the log so: a typed
+    decode skips the fields no projection reads, several times faster than a dict of every field). A payload
+    the typed decode refuses is decoded the dict way, so the error names the field in the same words."""
+    if type(payload) is bytes:
+        try:
+            return _typed_decoder(model).decode(payload)
+        except msgspec.DecodeError:
+            payload = _any_json(payload)
     return msgspec.convert(payload, model, strict=False)
+
+
+_any_json = msgspec.json.Decoder().decode
+_DECODERS: dict[type, msgspec.json.Decoder] = {}
+
+
+def _typed_decoder(model: type[T]) -> msgspec.json.Decoder[T]:
+    found = _DECODERS.get(model)
+    if found is None:
+        found = _DECODERS[model] = msgspec.json.Decoder(model, strict=False)
+    return found
 
 
 # ------------------------------------------------------------------------------------------ converters
@@ -80,7 +100,12 @@ def opt_score(value: Any, field: str = "score") -> int | None:
 
 def opt_id(value: Any) -> int | None:
     """An entity id, or None: v1 says "no faction" with 0, "" or "None"; v2 with null."""
-    number = value if type(value) is int else opt_int(value)
+    if type(value) is int:
+        number: int | None = value
+    elif type(value) is str and value.isascii() and value.isdigit():   # a stream's entity id
+        number = int(value)
+    else:
+        number = opt_int(value)
     if number is None or number <= 0:
         return None
     return number

@@ -230,13 +230,25 @@ def _apply_handlers(conn: sqlite3.Connection, ws: WorkSet, chosen: Iterable[Hand
         ws.refresh_factions()   # wars and territories make stubs of the factions they name
 
 
+def fold_only_views() -> frozenset[str]:
+    """Views only folds read: replay hands their payloads over as JSON text (bytes), which the folds decode
+    straight into their models (models.decode)."""
+    folds, tables = set(), set()
+    for handler in handlers():
+        (folds if isinstance(handler, FoldHandler) else tables).update(handler.views)
+    return frozenset(folds - tables)
+
+
 def read_events(conn: sqlite3.Connection, after: int, upto: int | None = None,
-                views: Iterable[str] | None = None, batch: int = 5000) -> Iterator[list[Event]]:
-    """Events after `after` (up to `upto`), in position order, in lists of at most `batch`."""
+                views: Iterable[str] | None = None, batch: int = 5000,
+                raw: frozenset[str] = frozenset()) -> Iterator[list[Event]]:
+    """Events after `after` (up to `upto`), in position order, in lists of at most `batch`. Payloads are
+    decoded, except those of the `raw` views: they stay JSON text, as bytes."""
     view_list = sorted(views) if views is not None else None
     while True:
-        sql = ("SELECT e.position, s.entity_type, s.entity_id, s.view, e.version, e.observed_at, e.payload, "
-               "e.source_url FROM events e JOIN streams s USING (stream_id) WHERE e.position > ?")
+        sql = ("SELECT e.position, s.entity_type, s.entity_id, s.view, e.version, e.observed_at, "
+               "CAST(e.payload AS BLOB), e.source_url FROM events e JOIN streams s USING (stream_id) "
+               "WHERE e.position > ?")
         args: list = [after]
         if upto is not None:
             sql += " AND e.position <= ?"
@@ -249,7 +261,8 @@ def read_events(conn: sqlite3.Connection, after: int, upto: int | None = None,
         rows = conn.execute(sql, args).fetchall()
         if not rows:
             return
-        yield [Event(r[0], StreamKey(r[1], r[2], r[3]), r[4], r[5], _decode(r[6]), r[7]) for r in rows]
+        yield [Event(r[0], StreamKey(r[1], r[2], r[3]), r[4], r[5], r[6] if r[3] in raw else _decode(r[6]), r[7])
+               for r in rows]
         after = rows[-1][0]
 
 
@@ -419,7 +432,7 @@ class Shadow:
         applied = 0
         kept = meta.made_at is not None
         ws = WorkSet(conn, meta.horizon_at(after + 1), kept, complete=True)   # every row in memory
-        for chunk in read_events(conn, after, upto, batch=batch):
+        for chunk in read_events(conn, after, upto, batch=batch, raw=fold_only_views()):
             start = 0
             while start < len(chunk):
                 horizon = meta.horizon_at(chunk[start].position)

@@ -98,20 +98,40 @@ def _drop(conn: sqlite3.Connection, *names: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- numeric
 def _numeric_compute(conn: sqlite3.Connection, f: NumericFold, period: Period, prior_from_summary: bool) -> int:
-    m, p, r = f.tmp + "_m", f.tmp + "_p", f.tmp + "_r"
-    _drop(conn, m, p, r)
+    m, p, r, s, hits = f.tmp + "_m", f.tmp + "_p", f.tmp + "_r", f.tmp + "_s", f.tmp + "_h"
+    _drop(conn, m, p, r, s, hits)
     cols = f.columns
-    # 1. One GROUP BY over the month: row count, and per stat the times of its first and last non-NULL value.
+    span = {"ps": period.start, "pe": period.end}
+    # 1. Per entity of the month: its row count and its first and last rows (by time, ties by id). The GROUP BY
+    #    reads only the (entity, time) index; the two ids are one index probe each.
     conn.execute(
         f"CREATE TEMP TABLE {m} (k INTEGER PRIMARY KEY, n INTEGER, "
-        + ", ".join(f"{c}_ft INTEGER, {c}_lt INTEGER" for c in cols) + ")")
+        + ", ".join(f"{c}_f INTEGER, {c}_l INTEGER" for c in cols) + ")")
     conn.execute(
-        f"INSERT INTO {m} SELECT {f.key}, COUNT(*), "
-        + ", ".join(f"MIN(CASE WHEN {c} IS NOT NULL THEN {f.time} END), "
-                    f"MAX(CASE WHEN {c} IS NOT NULL THEN {f.time} END)" for c in cols)
-        + f" FROM {f.history} WHERE {f.time} BETWEEN ? AND ? GROUP BY {f.key}",
-        (period.start, period.end))
-    # 2. The value of each stat in force when the month began.
+        f"INSERT INTO {m} SELECT g.k, g.n, " + ", ".join(f"fr.{c}, lr.{c}" for c in cols)
+        + f" FROM (SELECT k, n, (SELECT MIN(h.id) FROM {f.history} AS h WHERE h.{f.key} = a.k AND h.{f.time} = a.ft) "
+        f"AS fid, (SELECT MAX(h.id) FROM {f.history} AS h WHERE h.{f.key} = a.k AND h.{f.time} = a.lt) AS lid "
+        f"FROM (SELECT {f.key} AS k, COUNT(*) AS n, MIN({f.time}) AS ft, MAX({f.time}) AS lt FROM {f.history} "
+        f"WHERE {f.time} BETWEEN :ps AND :pe GROUP BY {f.key}) AS a) AS g "
+        f"JOIN {f.history} AS fr ON fr.id = g.fid JOIN {f.history} AS lr ON lr.id = g.lid", span)
+    # 2. Projections carry values forward, so a stat NULL in an entity's last row of the month is normally NULL
+    #    in all of them. Check that in one pass over the month's rows (in table order, no sort) against the
+    #    entities whose last row has a NULL, and note where it does not hold: there, and only there, the
+    #    first and last non-NULL values are looked up row by row (step 4).
+    conn.execute(f"CREATE TEMP TABLE {s} (k INTEGER PRIMARY KEY, " + ", ".join(f"{c} INTEGER" for c in cols) + ")")
+    conn.execute(
+        f"INSERT INTO {s} SELECT k, " + ", ".join(f"{c}_l IS NULL" for c in cols) + f" FROM {m} WHERE "
+        + " OR ".join(f"{c}_l IS NULL" for c in cols))
+    conn.execute(f"CREATE TEMP TABLE {hits} (k INTEGER PRIMARY KEY, " + ", ".join(f"{c} INTEGER" for c in cols) + ")")
+    nullable = [c for c in cols if conn.execute(f"SELECT 1 FROM {s} WHERE {c} LIMIT 1").fetchone()]
+    if nullable:
+        conn.execute(
+            f"INSERT INTO {hits} SELECT h.{f.key}, "
+            + ", ".join(f"MAX(h.{c} IS NOT NULL AND s.{c})" if c in nullable else "0" for c in cols)
+            + f" FROM {f.history} AS h{_by_time_index(conn, f.history, f.time)} CROSS JOIN {s} AS s ON s.k = h.{f.key} "
+            f"WHERE h.{f.time} BETWEEN :ps AND :pe AND ("
+            + " OR ".join(f"(h.{c} IS NOT NULL AND s.{c})" for c in nullable) + f") GROUP BY h.{f.key}", span)
+    # 3. The value of each stat in force when the month began.
     conn.execute(f"CREATE TEMP TABLE {p} (k INTEGER PRIMARY KEY, " + ", ".join(f"{c} INTEGER" for c in cols) + ")")
     if prior_from_summary:
         prev = period.previous
@@ -125,19 +145,41 @@ def _numeric_compute(conn: sqlite3.Connection, f: NumericFold, period: Period, p
             f"INSERT INTO {p} SELECT b.k, " + ", ".join(_value_at(f, c, "b.k", f"b.{c}_lt", last=True) for c in cols)
             + f" FROM (SELECT {f.key} AS k, {last_before} FROM {f.history} WHERE {f.time} < ? "
             f"GROUP BY {f.key}) AS b", (period.start,))
-    # 3. start / end per entity; entities of the month plus carried ones.
+    # 4. start / end per entity; entities of the month plus carried ones. start: the value in force, else the
+    #    first row's, else (a stat first seen later in the month) the first non-NULL one; end: the last row's,
+    #    else the last non-NULL one in the month (only where step 2 found one), else the value in force.
     conn.execute(
         f"CREATE TEMP TABLE {r} (k INTEGER PRIMARY KEY, n INTEGER, "
         + ", ".join(f"{c}_start INTEGER, {c}_end INTEGER" for c in cols) + ")")
     select = []
     for c in cols:
-        select.append(f"COALESCE(p.{c}, {_value_at(f, c, 'keys.k', f'm.{c}_ft', last=False)})")
-        select.append(f"COALESCE({_value_at(f, c, 'keys.k', f'm.{c}_lt', last=True)}, p.{c})")
+        select.append(f"COALESCE(p.{c}, m.{c}_f, CASE WHEN m.{c}_l IS NOT NULL OR x.{c} "
+                      f"THEN {_month_value(f, c, 'keys.k', last=False)} END)")
+        select.append(f"COALESCE(m.{c}_l, CASE WHEN x.{c} THEN {_month_value(f, c, 'keys.k', last=True)} END, p.{c})")
     conn.execute(
         f"INSERT INTO {r} SELECT keys.k, COALESCE(m.n, 0), " + ", ".join(select)
         + f" FROM (SELECT k FROM {m} UNION SELECT k FROM {p}) AS keys "
-        f"LEFT JOIN {m} AS m ON m.k = keys.k LEFT JOIN {p} AS p ON p.k = keys.k")
+        f"LEFT JOIN {m} AS m ON m.k = keys.k LEFT JOIN {p} AS p ON p.k = keys.k "
+        f"LEFT JOIN {hits} AS x ON x.k = keys.k", span)
     return conn.execute(f"SELECT COUNT(*) FROM {r}").fetchone()[0]
+
+
+def _by_time_index(conn: sqlite3.Connection, table: str, time: str) -> str:
+    """` INDEXED BY <the table's index on time alone>`, or nothing: a pass over a month's rows in time order
+    reads the table in the order it was written, where the (entity, time) index would seek once per row."""
+    for _, name, *_ in conn.execute(f"PRAGMA index_list({table})").fetchall():
+        columns = [row[2] for row in conn.execute(f'PRAGMA index_info("{name}")')]
+        if columns == [time]:
+            return f' INDEXED BY "{name}"'
+    return ""
+
+
+def _month_value(f: NumericFold, column: str, key_expr: str, last: bool) -> str:
+    """The stat's first (last) non-NULL value in the month (ties between rows of one second: by id)."""
+    order = "DESC" if last else "ASC"
+    return (f"(SELECT h.{column} FROM {f.history} AS h WHERE h.{f.key} = {key_expr} "
+            f"AND h.{f.time} BETWEEN :ps AND :pe AND h.{column} IS NOT NULL "
+            f"ORDER BY h.{f.time} {order}, h.id {order} LIMIT 1)")
 
 
 def _value_at(f: NumericFold, column: str, key_expr: str, time_expr: str, last: bool) -> str:
@@ -359,5 +401,5 @@ def write_all(conn: sqlite3.Connection, period: Period, now: int) -> None:
 def drop_temp(conn: sqlite3.Connection) -> None:
     names = []
     for prefix in (PLAYER_STATS.tmp, FACTION.tmp, _W, _T):
-        names += [prefix + "_m", prefix + "_p", prefix + "_r"]
+        names += [prefix + "_m", prefix + "_p", prefix + "_r", prefix + "_s", prefix + "_h"]
     _drop(conn, *names)

@@ -24,10 +24,12 @@ import sqlite3
 from collections.abc import Callable
 
 from . import ledger
-from .folds import HISTORY_TABLES
+from .folds import HISTORY_TABLES, HistoryTable
 from .periods import Period
 
 BATCH = 20000
+# History rows of one month are deleted in at most this many batches (each of at least `batch` rows).
+PRUNE_STEPS = 8
 
 # An event that is not the latest of its stream: another event of the stream observed later, or in the same
 # second and appended after it (a higher version: versions and positions both grow with every append to a
@@ -81,6 +83,64 @@ class Pruner:
         if self.progress:
             self.progress(scanned)
 
+    def _prune_history(self, h: HistoryTable, period: Period) -> int:
+        """Delete the month's rows of one history table; returns how many.
+
+        Each history table has an (entity, time) index whose entries for one month are spread over all of
+        its leaves, so every batch that deletes in time order rewrites most of that index: bounded batches
+        cost (batches x index size), which grows with the square of the month. Hence:
+
+        * when the month is at least half of the table, one transaction drops the table's secondary
+          indexes, deletes the month's rows and builds the indexes again from the rows that stay (or,
+          when no row stays, empties the table whole): sequential work in proportion to the table, and
+          atomic like any batch (a crash leaves the table and its indexes as they were);
+        * otherwise batches in time order of at least `batch` rows and at most PRUNE_STEPS per month,
+          so the index is rewritten a bounded number of times whatever the month's size.
+        """
+        conn = self.conn
+        month = conn.execute(f"SELECT COUNT(*) FROM {h.table} WHERE {h.time} BETWEEN ? AND ?",
+                             (period.start, period.end)).fetchone()[0]
+        if month == 0:
+            return 0
+        if month > self.batch and month * 2 >= _table_rows(conn, h):
+            # Deleting child rows cannot break a foreign key; with enforcement off (it can only change outside
+            # a transaction) SQLite empties a whole table page by page instead of row by row.
+            fk = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+            conn.execute("PRAGMA foreign_keys = OFF")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    n = _delete_rebuilding_indexes(conn, h, period)
+                    self._commit_batch(period, 0, n, n)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                conn.execute(f"PRAGMA foreign_keys = {'ON' if fk else 'OFF'}")
+            return n
+        step = max(self.batch, -(-month // PRUNE_STEPS))
+        deleted = 0
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = conn.execute(
+                    f"DELETE FROM {h.table} WHERE id IN (SELECT id FROM {h.table} "
+                    f"WHERE {h.time} BETWEEN ? AND ? ORDER BY {h.time}, id LIMIT ?)",
+                    (period.start, period.end, step)).rowcount
+                if n == 0:
+                    conn.execute("ROLLBACK")
+                    break
+                self._commit_batch(period, 0, n, n)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            deleted += n
+            if n < step:
+                break
+        return deleted
+
     def prune_month(self, period: Period, covered: int) -> tuple[int, int]:
         """Delete the month's prunable detail; returns (events, history rows) deleted by this call."""
         conn = self.conn
@@ -114,25 +174,34 @@ class Pruner:
                 break
         # History rows: all of the month's.
         for h in HISTORY_TABLES:
-            while True:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    n = conn.execute(
-                        f"DELETE FROM {h.table} WHERE id IN (SELECT id FROM {h.table} "
-                        f"WHERE {h.time} BETWEEN ? AND ? ORDER BY {h.time}, id LIMIT ?)",
-                        (period.start, period.end, self.batch)).rowcount
-                    if n == 0:
-                        conn.execute("ROLLBACK")
-                        break
-                    self._commit_batch(period, 0, n, n)
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                deleted_history += n
-                if n < self.batch:
-                    break
+            deleted_history += self._prune_history(h, period)
         return deleted_events, deleted_history
+
+
+def _table_rows(conn: sqlite3.Connection, h: HistoryTable) -> int:
+    return conn.execute(f"SELECT COUNT(*) FROM {h.table}").fetchone()[0]
+
+
+def _delete_rebuilding_indexes(conn: sqlite3.Connection, h: HistoryTable, period: Period) -> int:
+    """Inside the caller's transaction: delete the month's rows of `h` with its secondary indexes dropped, then
+    create them again (same names, same SQL). When the month is the whole table, `DELETE` without WHERE
+    empties table and indexes page by page (SQLite's truncate optimization) and the indexes stay."""
+    month, total = conn.execute(
+        f"SELECT COUNT(*) FILTER (WHERE {h.time} BETWEEN ? AND ?), COUNT(*) FROM {h.table}",
+        (period.start, period.end)).fetchone()
+    if month == total:
+        conn.execute(f"DELETE FROM {h.table}")
+        return total
+    indexes = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL "
+        "ORDER BY name", (h.table,)).fetchall()
+    for name, _ in indexes:
+        conn.execute(f'DROP INDEX "{name}"')
+    n = conn.execute(f"DELETE FROM {h.table} WHERE {h.time} BETWEEN ? AND ?",
+                     (period.start, period.end)).rowcount
+    for _, sql in indexes:
+        conn.execute(sql)
+    return n
 
 
 def reclaim_space(conn: sqlite3.Connection, step: int = 2000) -> dict:

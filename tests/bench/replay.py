@@ -7,8 +7,10 @@
   (version), in position order, so the log keeps the mix's shapes and change rates and reads as
   consecutive weeks of the same polls. Stream heads are brought up to date.
 * `per_s`: events / seconds of `projections.runner.replay(conn)` (reset + catch-up of every handler),
-  run in a child process (`python -m tests.bench.replay --child DB`) whose peak RSS (VmHWM, which counts
-  the memory-mapped database pages it touched) is `peak_rss_mb`; `rss_at_end_mb` splits the RSS at the
+  run in a child process (`python -m tests.bench.replay --child DB`) whose own memory at its peak
+  (anonymous pages, RssAnon, sampled after every batch of events) is `peak_rss_mb`: the memory-mapped
+  database pages it touched are the file's, shared with the page cache, and are reported apart
+  (`peak_rss_with_file_pages_mb`, VmHWM); `rss_at_end_mb` splits the RSS at the
   end into anonymous and file-backed pages. To keep the run bounded the child stops after
   `replay_budget_s` (150 s; 60 s with --quick): then `complete` is false and `per_s` is over the events
   replayed so far. `first_tenth_per_s` / `last_tenth_per_s` show whether the rate holds as tables grow.
@@ -91,11 +93,13 @@ def _child(path: str, budget: float) -> None:
     total = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     rss_before = peak_rss_mb()
     marks: list[tuple[float, int]] = [(0.0, 0)]
+    peak_anon = [_rss_breakdown().get("RssAnon", 0.0)]
     t0 = time.perf_counter()
 
     def progress(n: int) -> None:
         elapsed = time.perf_counter() - t0
         marks.append((elapsed, marks[-1][1] + n))
+        peak_anon[0] = max(peak_anon[0], _rss_breakdown().get("RssAnon", 0.0))
         if elapsed > budget:
             raise _OutOfTime
 
@@ -106,6 +110,7 @@ def _child(path: str, budget: float) -> None:
         complete = False
     seconds, events = marks[-1]
     rss_end = _rss_breakdown()
+    peak_anon[0] = max(peak_anon[0], rss_end.get("RssAnon", 0.0))
     conn.close()
 
     def rate(lo: float, hi: float) -> float | None:
@@ -114,7 +119,8 @@ def _child(path: str, budget: float) -> None:
         return (b[1] - a[1]) / (b[0] - a[0]) if b[0] > a[0] else None
 
     print(json.dumps({"seconds": seconds, "events": events, "log_events": total, "complete": complete,
-                      "peak_rss_mb": peak_rss_mb(), "rss_before_mb": rss_before, "rss_end": rss_end,
+                      "peak_rss_mb": peak_anon[0], "peak_rss_with_file_pages_mb": peak_rss_mb(),
+                      "rss_before_mb": rss_before, "rss_end": rss_end,
                       "first_tenth_per_s": rate(0.0, 0.1), "last_tenth_per_s": rate(0.9, 1.0)}))
 
 
@@ -196,6 +202,7 @@ def run(sizes: Sizes, ctx: dict) -> dict:
         "limit_per_s": rnd(limit_per_s, 1),
         "events": events,
         "peak_rss_mb": rnd(child["peak_rss_mb"], 1),
+        "peak_rss_with_file_pages_mb": rnd(child["peak_rss_with_file_pages_mb"], 1),
         "rss_before_replay_mb": rnd(child["rss_before_mb"], 1),
         "seconds": rnd(child["seconds"]),
         "complete": child["complete"],
@@ -208,8 +215,11 @@ def run(sizes: Sizes, ctx: dict) -> dict:
         "rows_written": limit["rows_written"],
         "projection_errors": errors,
         "ratio_vs_limit": rnd(per_s / limit_per_s),
-        "goal": "per_s >= 0.4 * limit_per_s and peak_rss_mb < 300",
-        "goal_met": bool(per_s >= 0.4 * limit_per_s and child["peak_rss_mb"] < 300),
+        "tenths_ratio": rnd((child["last_tenth_per_s"] or 0) / child["first_tenth_per_s"])
+        if child["first_tenth_per_s"] else None,
+        "goal": "per_s >= 0.4 * limit_per_s, last_tenth_per_s >= 0.85 * first_tenth_per_s, peak_rss_mb < 300",
+        "goal_met": bool(per_s >= 0.4 * limit_per_s and child["peak_rss_mb"] < 300
+                         and (child["last_tenth_per_s"] or 0) >= 0.85 * (child["first_tenth_per_s"] or 0)),
         "workload": (f"{grown['events']} events over {grown['days']:.0f} simulated days: {seed_note} "
                      f"({grown['seed_events']} events) plus {grown['copies']} time-shifted copies of its "
                      f"{grown['steady_events']} steady-state events; limit = scan of the same events + "
