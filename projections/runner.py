@@ -374,6 +374,7 @@ class Shadow:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         self.exists = False
+        self.ws: WorkSet | None = None
 
     def __enter__(self) -> Shadow:
         self.create()
@@ -409,6 +410,7 @@ class Shadow:
         for table in reversed(SHADOWED):
             conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
         self.exists = False
+        self.ws = None
 
     def load(self, meta: SnapshotMeta) -> None:
         """Start from the snapshot: its current-state rows, and each history table's id sequence at its
@@ -431,7 +433,9 @@ class Shadow:
         conn = self.conn
         applied = 0
         kept = meta.made_at is not None
-        ws = WorkSet(conn, meta.horizon_at(after + 1), kept, complete=True)   # every row in memory
+        if self.ws is None:   # every row in memory, kept from the rebuild to the catch-up under the lock
+            self.ws = WorkSet(conn, meta.horizon_at(after + 1), kept, complete=True)
+        ws = self.ws
         for chunk in read_events(conn, after, upto, batch=batch, raw=fold_only_views()):
             start = 0
             while start < len(chunk):

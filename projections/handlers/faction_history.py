@@ -12,9 +12,9 @@ from typing import Any
 
 from tornstore.eventstore.records import Event
 
-from ..models import opt_id
-from .base import Context, FoldHandler, ProjectionError, check_int64
-from .common import History, latest_events, stub_faction
+from .base import ProjectionError, check_int64
+from .common import History, stub_faction
+from .history_fold import HistoryFold
 from .factions import faction_values, memo_faction_values
 from .workset import WorkSet
 
@@ -28,37 +28,28 @@ def history_values(view: str, payload: Any) -> dict[str, Any]:
     return {k: values[k] for k in FIELDS if values.get(k) is not None}
 
 
-class FactionHistoryHandler(FoldHandler):
+class FactionHistoryHandler(HistoryFold):
     name = "faction_history"
     views = VIEWS
     history_tables = ("faction_history",)
     state_tables = ()
+    entity_type = "faction"
+    id_name = "faction"
+    history = HISTORY
 
-    def fold(self, ws: WorkSet, event: Event, ctx: Context) -> None:
-        key = event.stream
-        if key.entity_type != "faction":
-            return
-        faction_id = opt_id(key.entity_id)
-        if faction_id is None:
-            raise ProjectionError(f"faction {key.entity_id!r}: not a faction id")
-        every = memo_faction_values(ws, event)
-        values = {k: every[k] for k in FIELDS if every.get(k) is not None}
-        if not values:
-            return
-        check_int64(f"faction {faction_id} ({key.view})", values)
+    def values_of(self, view: str, payload: Any, observed_at: int, ws: WorkSet | None = None,
+                  event: Event | None = None) -> dict[str, Any]:
+        if ws is not None and event is not None:
+            every = memo_faction_values(ws, event)
+        else:
+            every = faction_values(view, payload)
+        return {k: every[k] for k in FIELDS if every.get(k) is not None}
+
+    def check(self, key: int, view: str, values: dict[str, Any]) -> None:
+        check_int64(f"faction {key} ({view})", values)
         for name, value in values.items():
             if value < 0:
-                raise ProjectionError(f"faction {faction_id} ({key.view}): {name} {value} is negative")
-        stub_faction(ws, faction_id, None, event.observed_at)
+                raise ProjectionError(f"faction {key} ({view}): {name} {value} is negative")
 
-        def seed() -> dict[str, Any]:
-            merged: dict[str, Any] = {}
-            for view, _, payload in latest_events(ws.conn, "faction", key.entity_id, VIEWS, event.position,
-                                                  event.observed_at):
-                try:
-                    merged.update(history_values(view, payload))
-                except (ValueError, TypeError):
-                    continue
-            return merged
-
-        HISTORY.fold(ws, faction_id, values, event, ctx, seed=seed)
+    def stub(self, ws: WorkSet, key: int, observed_at: int) -> None:
+        stub_faction(ws, key, None, observed_at)

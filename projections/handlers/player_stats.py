@@ -25,9 +25,10 @@ from typing import Any
 from tornstore.eventstore.records import Event
 
 from ..models import (V1BattleStats, V1PersonalStats, V2BattleStats, V2PersonalStats, V2PersonalStatsBody,
-                      decode, opt_id, opt_int)
-from .base import Context, FoldHandler, ProjectionError, check_int64
-from .common import History, latest_events, stub_player
+                      decode, opt_int)
+from .base import ProjectionError, check_int64
+from .common import History, stub_player
+from .history_fold import HistoryFold
 from .players import memo_player_update, player_update
 from .workset import WorkSet
 
@@ -88,38 +89,26 @@ def stats_values(view: str, payload: Any, observed_at: int, ws: WorkSet | None =
     return {k: v for k, v in out.items() if v is not None}
 
 
-class PlayerStatsHandler(FoldHandler):
+class PlayerStatsHandler(HistoryFold):
     name = "player_stats"
     views = VIEWS
     history_tables = ("player_stats_history",)
     state_tables = ()
+    entity_type = "user"
+    id_name = "player"
+    history = HISTORY
 
-    def fold(self, ws: WorkSet, event: Event, ctx: Context) -> None:
-        key = event.stream
-        if key.entity_type != "user":
-            return
-        player_id = opt_id(key.entity_id)
-        if player_id is None:
-            raise ProjectionError(f"user {key.entity_id!r}: not a player id")
-        values = stats_values(key.view, event.payload, event.observed_at, ws, event)
-        if not values:
-            return
-        check_int64(f"user {player_id} ({key.view})", values)
+    def values_of(self, view: str, payload: Any, observed_at: int, ws: WorkSet | None = None,
+                  event: Event | None = None) -> dict[str, Any]:
+        return stats_values(view, payload, observed_at, ws, event)
+
+    def check(self, key: int, view: str, values: dict[str, Any]) -> None:
+        check_int64(f"user {key} ({view})", values)
         for name, value in values.items():
             low = 1 if name in ("level", "life_maximum") else 0
             if name != "networth" and value < low:
                 field = "life.maximum" if name == "life_maximum" else name
-                raise ProjectionError(f"user {player_id} ({key.view}): {field} {value} is below {low}")
-        stub_player(ws, player_id, event.observed_at)
+                raise ProjectionError(f"user {key} ({view}): {field} {value} is below {low}")
 
-        def seed() -> dict[str, Any]:
-            merged: dict[str, Any] = {}
-            for view, observed_at, payload in latest_events(ws.conn, "user", key.entity_id, VIEWS, event.position,
-                                                            event.observed_at):
-                try:
-                    merged.update(stats_values(view, payload, observed_at))
-                except (ValueError, TypeError):
-                    continue  # an event that could not be projected carries nothing forward
-            return merged
-
-        HISTORY.fold(ws, player_id, values, event, ctx, seed=seed)
+    def stub(self, ws: WorkSet, key: int, observed_at: int) -> None:
+        stub_player(ws, key, observed_at)

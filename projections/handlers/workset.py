@@ -153,10 +153,20 @@ class Latest:
     horizon (`kept`) a row before the horizon is read in `<table>_at_horizon`, as common.History does."""
 
     def __init__(self, conn: sqlite3.Connection, table: str, key: str, time: str, fields: tuple[str, ...],
-                 horizon: int, kept: bool, complete: bool = False):
+                 horizon: int, kept: bool, entity_type: str, views: frozenset[str], complete: bool = False):
         self.conn, self.table, self.key, self.time, self.fields = conn, table, key, time, fields
         self.horizon, self.kept, self.complete = horizon, kept, complete
         self.newest: dict[Any, PastRow | None] = {}
+        # Per entity, the time of the newest event of its streams (`views`) folded so far: an event older
+        # than that arrived late (history_fold.py).
+        self.marks: dict[Any, int | None] = {}
+        listed = sorted(views)
+        self._mark_sql = (
+            "SELECT s.entity_id, MAX((SELECT e.observed_at FROM events e WHERE e.stream_id = s.stream_id "
+            "AND e.position < ? ORDER BY e.observed_at DESC LIMIT 1)) FROM streams s "
+            "WHERE s.entity_type = ? AND s.entity_id IN (SELECT value FROM json_each(?)) "
+            f"AND s.view IN ({', '.join('?' * len(listed))}) GROUP BY s.entity_id")
+        self._mark_args = (entity_type, listed)
         self.pending: dict[int, tuple[Any, PastRow, int]] = {}   # id -> (key, row, event position), not written
         self.updated: dict[int, tuple[PastRow, int]] = {}         # written rows changed since
         self.before_query: Callable[[], None] = self.flush       # the WorkSet writes its other tables first
@@ -192,6 +202,33 @@ class Latest:
             return newest
         self.before_query()   # a late event: the row in force is an older one, only the table knows it
         return self._query(key, t)
+
+    def prefetch_marks(self, keys: Iterable[Any], before_position: int) -> None:
+        """Read the marks of `keys` from the log (their events before `before_position`), in one statement."""
+        if self.complete:
+            return
+        wanted = [k for k in set(keys) if k not in self.marks]
+        if not wanted:
+            return
+        entity_type, views = self._mark_args
+        found = dict(self.conn.execute(self._mark_sql, (before_position, entity_type,
+                                                        _ids_json([str(k) for k in wanted]).decode(), *views)))
+        for k in wanted:
+            self.marks[k] = found.get(str(k))
+
+    def mark(self, key: Any, position: int) -> int | None:
+        """The time of the entity's newest event folded before the event at `position` (None: none)."""
+        if key not in self.marks:
+            if self.complete:
+                return None
+            self.prefetch_marks((key,), position)
+        return self.marks[key]
+
+    def drop_from(self, key: Any, start: int) -> None:
+        """Delete the entity's rows from `start` on (to fold its events from there again)."""
+        self.before_query()
+        self.conn.execute(f"DELETE FROM {self.table} WHERE {self.key} = ? AND {self.time} >= ?", (key, start))
+        self.newest[key] = self._query(key, start - 1)
 
     def next_id(self) -> int:
         if self._next_id is None:
@@ -240,16 +277,16 @@ class WorkSet:
     """The rows the fold projections work on, for one inline batch or one whole replay."""
 
     def __init__(self, conn: sqlite3.Connection, horizon: int, kept: bool, complete: bool = False):
-        from .faction_history import FIELDS as FACTION_FIELDS
-        from .player_stats import FIELDS as PLAYER_FIELDS
+        from .faction_history import FIELDS as FACTION_FIELDS, VIEWS as FACTION_VIEWS
+        from .player_stats import FIELDS as PLAYER_FIELDS, VIEWS as PLAYER_VIEWS
         self.conn, self.horizon, self.kept = conn, horizon, kept
         self.factions = Rows(conn, "factions", "faction_id", FACTION_COLUMNS, complete)
         self.players = PlayerRows(conn, "players", "player_id", PLAYER_COLUMNS, complete)
         self.history = {
             "player_stats_history": Latest(conn, "player_stats_history", "player_id", "timestamp", PLAYER_FIELDS,
-                                           horizon, kept),
+                                           horizon, kept, "user", PLAYER_VIEWS),
             "faction_history": Latest(conn, "faction_history", "faction_id", "timestamp", FACTION_FIELDS,
-                                      horizon, kept),
+                                      horizon, kept, "faction", FACTION_VIEWS),
         }
         for latest in self.history.values():
             latest.before_query = self.flush
