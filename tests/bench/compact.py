@@ -17,7 +17,10 @@
   scan, so both run on a warm page cache.
 * `raw_delete_seconds` (context, not a goal): one plain `DELETE ... WHERE time in January` per table in one
   transaction on a copy of the same database: what deleting the rows costs at all. `stage_seconds` splits
-  the compactor's time into plan, fold, prune and vacuum (from its progress callback).
+  the compactor's time into plan, fold, prune and vacuum (from its progress callback); `fold_seconds` and
+  `prune_seconds` repeat two of them.
+* `growth`: the same workload at 4N rows (a fresh database, same shapes: 4x the players) in the same run:
+  seconds(4N) / (4 x seconds(N)); 1.0 is linear. `at_4n` has that run's figures.
 """
 from __future__ import annotations
 
@@ -190,24 +193,25 @@ def _stage_seconds(stages: dict[str, float], t0: float, t1: float) -> dict[str, 
     return out
 
 
-def run(sizes: Sizes, ctx: dict) -> dict:
-    reason = missing("tornstore.projections.compactor")
-    if reason:
-        return {"skipped": reason}
+def _measure(workdir: Path, total: int, tag: str, raw_delete: bool) -> dict:
+    """Fill a fresh database with `total` history rows of January, then time the limit and one compact."""
     from tornstore.projections.compactor import compact
 
-    workdir: Path = ctx["workdir"]
-    path = workdir / "compact.db"
+    path = workdir / f"compact-{tag}.db"
     conn = connect_sync(path)
     t0 = time.perf_counter()
     try:
         migrate(conn)
-        counts = fill(conn, sizes.compact_rows)
+        counts = fill(conn, total)
     finally:
         close_sync(conn)
     fill_s = time.perf_counter() - t0
-    copy_database(path, workdir / "compact-delete.db")
-    delete_s = _raw_delete(workdir / "compact-delete.db")
+    delete_s = None
+    if raw_delete:
+        copy_database(path, workdir / f"compact-{tag}-delete.db")
+        delete_s = _raw_delete(workdir / f"compact-{tag}-delete.db")
+        for suffix in ("", "-wal", "-shm"):
+            (workdir / f"compact-{tag}-delete.db{suffix}").unlink(missing_ok=True)
 
     conn = connect_sync(path)
     try:
@@ -223,30 +227,54 @@ def run(sizes: Sizes, ctx: dict) -> dict:
         t0 = time.perf_counter()
         report = compact(conn, NOW, retention_months=0, backup=False, progress=progress)
         t1 = time.perf_counter()
-        seconds = t1 - t0
         left = sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in counts)
     finally:
         conn.close()
-    totals = report.as_dict()["totals"]
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return {"seconds": t1 - t0, "limit_seconds": limit_s, "rows": rows, "counts": counts, "report": report,
+            "stages": _stage_seconds(stages, t0, t1), "left": left, "fill_seconds": fill_s,
+            "raw_delete_seconds": delete_s}
+
+
+def run(sizes: Sizes, ctx: dict) -> dict:
+    reason = missing("tornstore.projections.compactor")
+    if reason:
+        return {"skipped": reason}
+    workdir: Path = ctx["workdir"]
+    n = sizes.compact_rows
+    one = _measure(workdir, n, "n", raw_delete=True)
+    four = _measure(workdir, 4 * n, "4n", raw_delete=False)
+    seconds, limit_s = one["seconds"], one["limit_seconds"]
+    totals = one["report"].as_dict()["totals"]
+    counts = one["counts"]
     return {
         "seconds": rnd(seconds),
         "limit_seconds": rnd(limit_s),
-        "rows": rows,
+        "rows": one["rows"],
         "rows_by_table": counts,
         "ratio_vs_limit": rnd(seconds / limit_s, 2),
-        "goal": "seconds <= 3 * limit_seconds",
-        "goal_met": bool(seconds <= 3 * limit_s),
+        "goal": "seconds <= 3 * limit_seconds; growth <= 1.15",
+        "goal_met": bool(seconds <= 3 * limit_s and four["seconds"] <= 1.15 * 4 * seconds),
+        "growth": rnd(four["seconds"] / (4 * seconds), 2),
+        "fold_seconds": one["stages"].get("fold"),
+        "prune_seconds": one["stages"].get("prune"),
+        "at_4n": {"rows": four["rows"], "seconds": rnd(four["seconds"]), "limit_seconds": rnd(four["limit_seconds"]),
+                  "ratio_vs_limit": rnd(four["seconds"] / four["limit_seconds"], 2),
+                  "limit_growth": rnd(four["limit_seconds"] / (4 * limit_s), 2),
+                  "stage_seconds": four["stages"], "fill_seconds": rnd(four["fill_seconds"], 1)},
         "summary_rows": totals["summary_rows"],
         "months_folded": totals["months_folded"],
         "history_rows_pruned": totals["history_rows_pruned"],
-        "history_rows_left": left,
-        "stage_seconds": _stage_seconds(stages, t0, t1),
-        "raw_delete_seconds": rnd(delete_s),
-        "reclaimed": report.reclaimed,
-        "workload": (f"{rows} history rows of one month (2026-01) in the four *_history tables "
+        "history_rows_left": one["left"],
+        "stage_seconds": one["stages"],
+        "raw_delete_seconds": rnd(one["raw_delete_seconds"]),
+        "reclaimed": one["report"].reclaimed,
+        "workload": (f"{one['rows']} history rows of one month (2026-01) in the four *_history tables "
                      f"({', '.join(f'{t} {c}' for t, c in counts.items())}); "
-                     f"{players_for(sizes.compact_rows)} players, {FACTIONS} factions, "
+                     f"{players_for(n)} players, {FACTIONS} factions, "
                      f"{TERRITORIES} territories; compact(now=2026-02-02, retention_months=0, backup=False) "
-                     f"folds and prunes 2026-01; limit = 4 GROUP BY scans over the same rows"),
-        "fill_seconds": rnd(fill_s, 1),
+                     f"folds and prunes 2026-01; limit = 4 GROUP BY scans over the same rows; growth: the same "
+                     f"at {4 * n} rows in a fresh database, seconds(4N) / (4 x seconds(N))"),
+        "fill_seconds": rnd(one["fill_seconds"], 1),
     }
