@@ -13,6 +13,7 @@ makes every stream look new.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -153,6 +154,46 @@ def _without(obj: Any, node: _Node) -> Any:
     return obj
 
 
+def _compile(node: _Node) -> Callable[[Any], Any]:
+    """`_without(obj, node)` as a function of obj, specialised to the node: one call per noisy level, no
+    attribute reads (every part of every poll goes through it). Levels with '*' keep the general walk."""
+    if node.star is not None or node.star_drops:
+        return lambda obj: _without(obj, node)
+    drop, names = node.drop, node.names
+    subs = tuple((key, _compile(sub)) for key, sub in node.sub.items())
+
+    def leaf(obj: Any) -> Any:
+        if type(obj) is not dict:
+            return _without(obj, node)
+        if obj.keys().isdisjoint(drop):
+            return obj
+        return {k: v for k, v in obj.items() if k not in drop}
+
+    def branch(obj: Any) -> Any:
+        if type(obj) is not dict:
+            return _without(obj, node)
+        if obj.keys().isdisjoint(names):
+            return obj
+        out = {k: v for k, v in obj.items() if k not in drop}
+        for key, strip in subs:
+            if key in out:
+                out[key] = strip(out[key])
+        return out
+
+    return branch if subs else leaf
+
+
+_STRIPPERS: dict[str, Callable[[Any], Any]] = {}
+
+
+def stripper(view: str) -> Callable[[Any], Any]:
+    """The function that removes the view's noise from a payload (a copy of what it changes)."""
+    strip = _STRIPPERS.get(view)
+    if strip is None:
+        strip = _STRIPPERS[view] = _compile(_tree_of(view))
+    return strip
+
+
 def noise_paths(view: str) -> tuple[str, ...]:
     """The view's noise paths: its own rules; a v1 user view named after its selections gets the rules
     of the other user selections (plus profile's, where profile is among them)."""
@@ -177,7 +218,7 @@ def _tree_of(view: str) -> _Node:
 
 def canonical_bytes(view: str, payload: Any) -> bytes:
     """Sorted-key compact JSON of `payload` without the view's noise fields."""
-    return msgspec.json.encode(_without(payload, _tree_of(view)), order="sorted")
+    return msgspec.json.encode(stripper(view)(payload), order="sorted")
 
 
 MAX_DEPTH = 64  # Torn payloads nest a handful of levels; deeper is hostile, and unreadable by replay later
@@ -212,30 +253,42 @@ def _digest(data: bytes, payload: Any) -> str:
 
 
 class HashMemo:
-    """Each stream's last payload in canonical content but unsorted order, as JSON bytes, with its hash.
+    """Each stream's last payload, as JSON bytes as sent and without its noise, with its canonical hash.
 
-    Most polls of an entity repeat the last one once the view's noise fields are left out (a member's
-    `last_action`, `days_in_faction` and `status.until` move at every poll; the rest rarely does). The noise
-    is stripped once (`_without`, the tree the canonical form uses, nested paths included) and the result
-    is encoded without sorting: equal bytes mean the same keys in the same order with the same values,
-    hence the same sorted encoding, the same canonical form and the same hash. Only a difference (a value,
-    a key order, 1 against 1.0) takes the rest of the path: sorting, the depth check and BLAKE2b. The memo
-    is a cache of a pure function; at most LIMIT streams are remembered (a few hundred bytes each); past
-    that it starts over."""
+    Most polls of an entity repeat the last one: byte for byte (half of a faction's members, nearly all
+    of a territory map: one encode and one compare), or once the view's noise is left out (a member's
+    `last_action` and `status.until` move at every poll). The noise is then stripped once (`stripper`:
+    the canonical form's own rules, nested paths included) and the result encoded without sorting.
+    Equal bytes mean the same keys in the same order with the same values: the same sorted encoding,
+    the same canonical form, the same hash. Only a difference (a value, a key order, 1 against 1.0) takes
+    the rest of the path: sorting, the depth check and BLAKE2b. The memo is a cache of a pure function;
+    at most LIMIT streams are remembered (a few hundred bytes each); past that it starts over."""
     LIMIT = 100_000
 
     def __init__(self) -> None:
-        self._last: dict[Any, tuple[bytes, str]] = {}
+        self._last: dict[Any, tuple[bytes, bytes, str]] = {}
+
+    def keyed(self, parts: Iterable[tuple]) -> list[tuple[tuple, str]]:
+        """[((entity_type, entity_id, view), hash)] of routed parts ((entity_type, entity_id, view, payload))."""
+        hash_ = self.hash
+        out = []
+        for part in parts:
+            key = part[:3]
+            out.append((key, hash_(key, key[2], part[3])))
+        return out
 
     def hash(self, stream: Any, view: str, payload: Any) -> str:
-        tree = _TREES.get(view) or _tree_of(view)
-        stripped = _without(payload, tree)
-        raw = _encode(stripped)
+        raw = _encode(payload)
         seen = self._last.get(stream)
         if seen is not None and seen[0] == raw:
-            return seen[1]
-        digest = _digest(msgspec.json.encode(stripped, order="sorted"), payload)
-        if len(self._last) >= self.LIMIT:
-            self._last.clear()
-        self._last[stream] = (raw, digest)
+            return seen[2]
+        stripped = (_STRIPPERS.get(view) or stripper(view))(payload)
+        plain = raw if stripped is payload else _encode(stripped)
+        if seen is not None and seen[1] == plain:
+            digest = seen[2]
+        else:
+            digest = _digest(msgspec.json.encode(stripped, order="sorted"), payload)
+            if len(self._last) >= self.LIMIT:
+                self._last.clear()
+        self._last[stream] = (raw, plain, digest)
         return digest

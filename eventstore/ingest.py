@@ -43,6 +43,7 @@ _decode = msgspec.json.Decoder().decode
 _INT64 = 2 ** 63  # SQLite integers are signed 64-bit
 TORN_EPOCH = 1072915200  # 2004-01-01T00:00:00Z: no Torn response is older
 MAX_AHEAD = 300  # seconds an observed_at may run ahead of the ingesting machine's clock (clock skew)
+_tuple_new = tuple.__new__  # a NamedTuple made without its Python-level __new__ (one per unchanged part)
 _MEMO = HashMemo()  # a cache of a pure function: shared by every connection of the process
 
 
@@ -69,12 +70,13 @@ class _ResponseMemo:
     A territory map is 4,100 parts, each routed, encoded and compared on every poll though nearly every
     poll repeats the last byte for byte. Routing and hashing are functions of (url, owner, body): when
     the body's msgpack bytes equal the last ones, so are its parts' streams and hashes (msgpack, not JSON:
-    JSON writes NaN as null, which routing tells apart), and the parts need not be made at all. Bodies are
-    JSON values: a body built in Python with a tuple where JSON has a list counts as that list. Each one is still compared with its stream's state (another writer may have
-    moved it); a part that differs is routed then, for its payload. Only responses of MIN_PARTS parts or
-    more are kept, and only when none of their views needs heartbeats (those need every payload anyway):
-    for the rest just their views are kept, so that the body is not even encoded. A cache of a pure
-    function, bounded in entries and bytes; past either it starts over."""
+    JSON writes NaN as null, which routing tells apart), and the parts need not be made at all. Each part
+    is still compared with its stream's state (another writer may have moved it); a part that differs is
+    routed then, for its payload. Only responses of MIN_PARTS parts or more are kept, and only when none
+    of their views needs heartbeats (those need every payload anyway): for the rest just their views are
+    kept, so that the body is not even encoded. Bodies are JSON values: one built in Python with a tuple
+    where JSON has a list counts as that list. A cache of a pure function, bounded in entries and bytes;
+    past either it starts over."""
     MIN_PARTS = 16
     LIMIT = 512
     MAX_BYTES = 64 << 20
@@ -95,10 +97,13 @@ class _ResponseMemo:
     def remember(self, url: str, owner: Owner | None, body: Any, items: list[tuple[tuple, str]],
                  live: frozenset[str] | None, packed: bytes | None) -> None:
         """Keep what a body that was routed and hashed in full made (`packed`: its bytes, if at hand)."""
-        if len(items) < self.MIN_PARTS:
+        if len(items) < self.MIN_PARTS or live is None:  # (without live_views, every part needs its payload)
             return
+        old = self._last.get((url, owner))
+        if old is not None and old[1] is None and not old[0].isdisjoint(live):
+            return  # still a response whose views need heartbeats (a member list): nothing to keep
         views = frozenset(key[2] for key, _ in items)
-        if live is None or not views.isdisjoint(live):
+        if not views.isdisjoint(live):
             packed, kept = None, None
         else:
             packed = packed if packed is not None else _packed(body)
@@ -114,6 +119,7 @@ class _ResponseMemo:
 
 
 _RESPONSES = _ResponseMemo()
+_PLAIN_URLS: set[str] = set()  # URLs seen to hold no key material and nothing to escape (never one with a key)
 
 
 def _route_again(url: str, body: Any, owner: Owner | None, items: list[tuple[tuple, str]]) -> list[Part]:
@@ -258,6 +264,40 @@ def _load_states(conn: sqlite3.Connection, keys: Iterable[tuple]) -> dict[tuple,
     return states
 
 
+def _write_last_checked(conn: sqlite3.Connection, touched: list[_StreamState]) -> None:
+    """Write the last_checked of streams whose only change is that (unchanged polls), and clear their mark.
+
+    One statement per value (a batch is mostly one round, so one value): runs of consecutive stream ids
+    (a territory map's streams were made together) as BETWEEN ranges, the rest as a json_each list.
+    `last_changed` gets what the whole-row UPDATE would give it."""
+    by_value: dict[int, list[int]] = {}
+    for state in touched:
+        state.touched = False
+        if not state.dirty:   # (a whole row is written for it anyway)
+            by_value.setdefault(state.last_checked, []).append(state.stream_id)  # type: ignore[arg-type]
+    sql = ("UPDATE streams SET last_checked = ?, last_changed = COALESCE(head_observed_at, last_changed) "
+           "WHERE stream_id ")
+    for value, ids in by_value.items():
+        ids.sort()
+        ranges: list[tuple[int, int, int]] = []
+        single: list[int] = []
+        start = 0
+        for end in range(1, len(ids) + 1):
+            if end == len(ids) or ids[end] != ids[end - 1] + 1:
+                if end - start >= _RUN:
+                    ranges.append((value, ids[start], ids[end - 1]))
+                else:
+                    single += ids[start:end]
+                start = end
+        if ranges:
+            conn.executemany(sql + "BETWEEN ? AND ?", ranges)
+        if single:
+            conn.execute(sql + "IN (SELECT value FROM json_each(?))", (value, _encode(single).decode()))
+
+
+_RUN = 16  # consecutive stream ids written as one BETWEEN range
+
+
 def _head_hash_under_current_rules(conn: sqlite3.Connection, key: StreamKey, state: _StreamState) -> str:
     """Re-hash a stream's head event with today's rules (the rule set changed since it was stored)."""
     row = conn.execute(
@@ -322,10 +362,17 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
                          (observed_at, url, reason, body_text, key_fp, int(needs_owner))))
 
     # 1. Check, route and classify outside the write lock's critical part (pure CPU).
+    plain_urls = _PLAIN_URLS
     for index, response in enumerate(responses):
-        url = _storable(strip_key(response.url))
-        if has_key_material(url):
-            url = scrub(url)
+        url = response.url
+        if url not in plain_urls:
+            url = _storable(strip_key(url))
+            if has_key_material(url):
+                url = scrub(url)
+            elif url is response.url:  # nothing to strip, scrub or escape: remember it as such
+                if len(plain_urls) >= 4096:
+                    plain_urls.clear()
+                plain_urls.add(url)
         observed_at = response.observed_at
         body = response.body
         if isinstance(body, msgspec.Raw):  # undecoded JSON, as a collector with raw_bodies hands it on
@@ -401,7 +448,7 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
                     if retry_of is None:
                         reason = str(exc) + (f" (key {fp})" if fp else " (no key fingerprint was given)")
                         reject(index, url, observed_at, reason, _as_text(body), fp, needs_owner=True)
-            items = [(p[:3], memo.hash(p[:3], p[2], p[3])) for p in parts]
+            items = memo.keyed(parts)
         except (RoutingError, TypeError, ValueError, OverflowError, RecursionError) as exc:
             if retry_of is None:
                 reason = str(exc) if str(exc).startswith(url) else f"{url}: {exc}"
@@ -445,24 +492,28 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
             observed_at = response.observed_at
             for i, (key, digest) in enumerate(items):
                 state = states[key]
-                if state.new:
-                    state.stream_id = conn.execute(  # type: ignore[assignment]  # an INSERT sets lastrowid
-                        "INSERT INTO streams (entity_type, entity_id, view, version, first_seen, last_changed, "
-                        "last_checked) VALUES (?, ?, ?, 0, ?, ?, ?)",
-                        (*key, observed_at, observed_at, observed_at),
-                    ).lastrowid
-                    state.new = False
-                    state.last_checked = observed_at
-                elif state.rules != RULES and state.hash is not None:
-                    state.hash = _head_hash_under_current_rules(conn, state.key, state)
-                    state.rules = RULES
-                    if not state.dirty:
-                        state.dirty = True
-                        dirty.append(state)
                 head = state.head_observed_at
-                late = head is not None and observed_at < head
-                if (digest == _hash_in_force(conn, state.key, state.stream_id, observed_at) if late
-                        else digest == state.hash):
+                if digest == state.hash and state.rules == RULES and (head is None or observed_at >= head):
+                    same = True  # the common case, first: the stream's head repeats
+                else:
+                    if state.new:
+                        state.stream_id = conn.execute(  # type: ignore[assignment]  # an INSERT sets lastrowid
+                            "INSERT INTO streams (entity_type, entity_id, view, version, first_seen, last_changed, "
+                            "last_checked) VALUES (?, ?, ?, 0, ?, ?, ?)",
+                            (*key, observed_at, observed_at, observed_at),
+                        ).lastrowid
+                        state.new = False
+                        state.last_checked = observed_at
+                    elif state.rules != RULES and state.hash is not None:
+                        state.hash = _head_hash_under_current_rules(conn, state.key, state)
+                        state.rules = RULES
+                        if not state.dirty:
+                            state.dirty = True
+                            dirty.append(state)
+                    late = head is not None and observed_at < head
+                    same = (digest == _hash_in_force(conn, state.key, state.stream_id, observed_at) if late
+                            else digest == state.hash)
+                if same:
                     unchanged += 1
                     checked = state.last_checked
                     if checked is None or observed_at > checked:
@@ -473,7 +524,7 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
                     if live is None or key[2] in live:
                         if parts_of is None:
                             parts_of = _route_again(url, body, owner, items)
-                        heartbeats.append(Heartbeat(state.key, observed_at, parts_of[i].payload))
+                        heartbeats.append(_tuple_new(Heartbeat, (state.key, observed_at, parts_of[i][3])))
                     continue
                 if parts_of is None:
                     parts_of = _route_again(url, body, owner, items)
@@ -495,19 +546,9 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
             [(s.version, s.hash, s.rules, s.head_observed_at, s.last_checked, s.head_observed_at, s.stream_id)
              for s in dirty],
         )
-        # Unchanged polls move last_checked only: one statement per value (a batch is mostly one round).
-        checked_at: dict[int, list[int]] = {}
-        for state in touched:
-            if not state.dirty:
-                checked_at.setdefault(state.last_checked, []).append(state.stream_id)  # type: ignore[arg-type]
-        for value, ids in checked_at.items():
-            conn.execute(
-                "UPDATE streams SET last_checked = ?, last_changed = COALESCE(head_observed_at, last_changed) "
-                "WHERE stream_id IN (SELECT value FROM json_each(?))", (value, _encode(ids).decode()))
+        _write_last_checked(conn, touched)
         for state in dirty:
             state.dirty = False
-        for state in touched:
-            state.touched = False
         if quarantine_rows:
             conn.executemany(
                 "INSERT OR IGNORE INTO quarantine (observed_at, source_url, reason, body, key_fp, needs_owner, "

@@ -49,6 +49,10 @@ class Part(NamedTuple):
     payload: Any
 
 
+_part = tuple.__new__  # Part(...) without the Python-level __new__: parts are made for every item of every poll
+_MAX_ID = 10 ** 18     # ids have at most 18 digits (_numeric_id)
+
+
 class Endpoint(NamedTuple):
     version: str            # 'v1' or 'v2'
     section: str            # user, faction, torn, ...
@@ -238,11 +242,17 @@ def _v1_keyed(body: dict, key: str, where: str, id_kind: str, entity_type: str, 
     """Split a v1 dict keyed by id into one part per entry."""
     parts, ids = [], []
     extra = {"_" + name: value for name, value in context.items()}  # the same for every entry
+    code = id_kind == "code"
     for raw_id, item in _dict_field(body, key, where).items():
-        entity_id = _code(raw_id, where) if id_kind == "code" else _numeric_id(raw_id, "id", where)
+        # The common keys ('AAC', '2900013') pass the checks of _code / _numeric_id as they are.
+        if type(raw_id) is str and (raw_id.isalpha() and raw_id.isupper() and len(raw_id) <= 4 if code else
+                                    raw_id.isascii() and raw_id.isdigit() and raw_id[0] != "0" and len(raw_id) <= 18):
+            entity_id = raw_id
+        else:
+            entity_id = _code(raw_id, where) if code else _numeric_id(raw_id, "id", where)
         if not isinstance(item, dict):
             raise RoutingError(f"{where}: entry {raw_id!r} of '{key}' is {type(item).__name__}, expected an object")
-        parts.append(Part(entity_type, entity_id, view, {**item, "_id": entity_id, **extra}))
+        parts.append(_part(Part, (entity_type, entity_id, view, {**item, "_id": entity_id, **extra})))
         ids.append(entity_id)
     # All numeric ids or all territory codes: the plain orders _sort_key would give.
     return parts, sorted(ids, key=int) if id_kind == "num" else sorted(ids)
@@ -474,8 +484,14 @@ def _v2_faction_selection(selection: str, body: dict, where: str, need_faction: 
         fid = need_faction()
         ids = []
         for item in _list_field(body, "members", where):
-            uid = _numeric_id(_item_id(item, "id", where), "member id", where)
-            parts.append(Part("user", uid, "v2.member", _with_context(item, faction_id=fid)))
+            value = item.get("id") if type(item) is dict else None
+            if type(value) is int and 0 < value < _MAX_ID:  # what _numeric_id(_item_id(...)) keeps as it is
+                uid = str(value)
+                payload = {**item, "_faction_id": fid}
+            else:
+                uid = _numeric_id(_item_id(item, "id", where), "member id", where)
+                payload = _with_context(item, faction_id=fid)
+            parts.append(_part(Part, ("user", uid, "v2.member", payload)))
             ids.append(int(uid))
         parts.append(Part("faction", str(fid), "v2.members", {"member_ids": sorted(ids)}))
     elif selection == "wars" and "wars" in body:
