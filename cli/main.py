@@ -2,12 +2,68 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
 
+class _Commands(dict):
+    """The group's commands, each module imported when one of its commands is looked up by name, and all
+    of them when the whole set is read (help, completion, `group.commands.items()`)."""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+    def _load(self, name: str) -> None:
+        module = COMMANDS.get(name)
+        if module is not None and not dict.__contains__(self, name):
+            importlib.import_module(module).register(cli)
+
+    def _load_all(self) -> None:
+        for name in COMMANDS:
+            self._load(name)
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self._load(name)
+        return dict.__contains__(self, name)
+
+    def __getitem__(self, name: str) -> click.Command:
+        self._load(name)
+        return dict.__getitem__(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        self._load(name)
+        return dict.get(self, name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        self._load_all()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._load_all()
+        return dict.__len__(self)
+
+    def keys(self) -> Any:
+        self._load_all()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self._load_all()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._load_all()
+        return dict.items(self)
+
+
+class _LazyGroup(click.Group):
+    """A group whose commands' modules are imported when needed (see COMMANDS)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _Commands()
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--db", envvar="TORNSTORE_DB", metavar="PATH",
               help="SQLite database file (or set TORNSTORE_DB); may also follow the command, where it wins.")
 @click.version_option(package_name="tornstore")
@@ -27,27 +83,33 @@ def cli(ctx: click.Context, db: str | None) -> None:
     ctx.obj["db"] = db
 
 
-# Command modules, each defining click commands registered on `cli` through `register(cli)`.
-COMMAND_MODULES = [
-    "tornstore.cli.log_commands",
-    "tornstore.cli.ops_commands",
-    "tornstore.cli.query_commands",
-    "tornstore.cli.plot_commands",
-    "tornstore.cli.export_commands",
-    "tornstore.cli.compact_commands",
-    "tornstore.cli.collect_commands",
-    "tornstore.cli.demo_command",
-    "tornstore.cli.quarantine_commands",
-]
-
-
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(name)
-        module.register(cli)
-
-
-_register()
+# Each command and the module that defines it (its `register(group)` adds the module's commands). A module
+# is imported when one of its commands runs, or for --help and completion: `tornstore ingest` does not
+# load the query, plot, collector or demo code and what they import.
+COMMANDS = {
+    "init": "tornstore.cli.log_commands",
+    "migrate": "tornstore.cli.log_commands",
+    "ingest": "tornstore.cli.log_commands",
+    "export-events": "tornstore.cli.log_commands",
+    "replay": "tornstore.cli.ops_commands",
+    "status": "tornstore.cli.ops_commands",
+    "verify": "tornstore.cli.ops_commands",
+    "player": "tornstore.cli.query_commands",
+    "faction": "tornstore.cli.query_commands",
+    "war": "tornstore.cli.query_commands",
+    "territory": "tornstore.cli.query_commands",
+    "history": "tornstore.cli.query_commands",
+    "changes": "tornstore.cli.query_commands",
+    "plot": "tornstore.cli.plot_commands",
+    "export": "tornstore.cli.export_commands",
+    "compact": "tornstore.cli.compact_commands",
+    "backup": "tornstore.cli.compact_commands",
+    "collect": "tornstore.cli.collect_commands",
+    "simulate-api": "tornstore.cli.collect_commands",
+    "demo": "tornstore.cli.demo_command",
+    "quarantine": "tornstore.cli.quarantine_commands",
+}
+COMMAND_MODULES = list(dict.fromkeys(COMMANDS.values()))
 
 
 def main() -> None:

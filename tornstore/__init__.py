@@ -13,7 +13,6 @@ derived from it, compaction, queries), `tornstore.cli` (the `tornstore` command)
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,18 +25,22 @@ if (_checkout / "pyproject.toml").is_file() and (_checkout / "eventstore" / "__i
 if TYPE_CHECKING:
     from .projections.store import Store
 
-try:
-    __version__ = version("tornstore")
-except PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "0+unknown"
-
 __all__ = ["Store", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    # `Store` is imported on first use, so `python -m tornstore --help` and the CLI start light.
+    # `Store` and `__version__` are made on first use, so `python -m tornstore --help` and the CLI start
+    # light (importlib.metadata alone costs a CLI run about 25 ms).
     if name == "Store":
         from .projections.store import Store
         return Store
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            value = version("tornstore")
+        except PackageNotFoundError:  # imported from a source tree that was never installed
+            value = "0+unknown"
+        globals()["__version__"] = value
+        return value
     raise AttributeError(f"module 'tornstore' has no attribute {name!r}")
 
