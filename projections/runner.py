@@ -217,17 +217,86 @@ def _apply_handlers(conn: sqlite3.Connection, ws: WorkSet, chosen: Iterable[Hand
                     except EVENT_FAILURES as exc:
                         _record_error(conn, handler, event, exc)
         memo.clear()
-    wrote = False
-    for handler in tables:
-        after, views = done.get(handler.name, 0), handler.views
-        mine = [e for e in events if e.position > after and e.stream.view in views]
-        if mine:
-            if not wrote:
-                ws.flush()
-                wrote = True
-            _apply_many(conn, handler, mine, ctx)
-    if wrote:
-        ws.refresh_factions()   # wars and territories make stubs of the factions they name
+    mine = {h: [e for e in events if e.position > done.get(h.name, 0) and e.stream.view in h.views] for h in tables}
+    if not any(mine.values()):
+        return
+    ws.flush()
+    late_from = _late_from(conn, ws, mine, ctx)
+    if late_from is None:
+        for handler, chosen_events in mine.items():
+            _apply_many(conn, handler, chosen_events, ctx)
+    else:
+        # An observation older than what these projections have folded: fold again from its time (or the
+        # batch's oldest, none of which is applied yet), in time order, every event of theirs in the log up to
+        # this batch's last.
+        late_from = min(late_from, *(e.observed_at for chosen_events in mine.values() for e in chosen_events))
+        upto = max(e.position for chosen_events in mine.values() for e in chosen_events)
+        for handler in tables:
+            handler.restore_from(conn, late_from, ctx)
+        for handler in tables:
+            for chunk in _events_in_time_order(conn, handler.views, late_from, upto):
+                _apply_many(conn, handler, chunk, ctx)
+    ws.refresh_factions()   # wars and territories make stubs of the factions they name
+
+
+def _late_from(conn: sqlite3.Connection, ws: WorkSet, mine: dict[Handler, list[Event]], ctx: Context) -> int | None:
+    """The time of the oldest event of the batch observed before what its projection had folded already (from
+    the horizon on; None when every event is in time order), and the projections' newest times, updated."""
+    late = None
+    kept = _marks_kept(conn)
+    for handler, chosen in mine.items():
+        if not chosen:
+            continue
+        newest = ws.sql_marks.get(handler.name, _MISSING_MARK)
+        if newest is _MISSING_MARK:
+            newest = None if ws.players.complete else _newest_observed(conn, handler, chosen[0].position, kept)
+        for event in chosen:
+            t = event.observed_at
+            if newest is not None and t < newest and t >= ctx.horizon:
+                late = t if late is None else min(late, t)
+            newest = t if newest is None else max(newest, t)
+        ws.sql_marks[handler.name] = newest
+        if kept:
+                conn.execute("INSERT INTO projection_checkpoints (projection, position, newest_observed_at) "
+                         "VALUES (?, 0, ?) ON CONFLICT (projection) DO UPDATE SET "
+                         "newest_observed_at = excluded.newest_observed_at", (handler.name, newest))
+    return late
+
+
+_MISSING_MARK: object = object()
+
+
+def _marks_kept(conn: sqlite3.Connection) -> bool:
+    """Whether the schema keeps each projection's newest observation (migration 0006)."""
+    return any(r[1] == "newest_observed_at" for r in conn.execute("PRAGMA table_info(projection_checkpoints)"))
+
+
+def _newest_observed(conn: sqlite3.Connection, handler: Handler, before: int, kept: bool) -> int | None:
+    """A projection's newest observation folded: kept beside its checkpoint; read from the log the first
+    time (a database made before migration 0006, or a new projection)."""
+    row = conn.execute("SELECT newest_observed_at FROM projection_checkpoints WHERE projection = ?",
+                       (handler.name,)).fetchone() if kept else None
+    if row is not None and row[0] is not None:
+        return row[0]
+    views = sorted(handler.views)
+    return conn.execute(
+        "SELECT MAX((SELECT e.observed_at FROM events e WHERE e.stream_id = s.stream_id AND e.position < ? "
+        f"ORDER BY e.observed_at DESC LIMIT 1)) FROM streams s WHERE s.view IN ({', '.join('?' * len(views))})",
+        (before, *views)).fetchone()[0]
+
+
+def _events_in_time_order(conn: sqlite3.Connection, views: Iterable[str], since: int, upto: int,
+                          batch: int = 5000) -> Iterator[list[Event]]:
+    """Events of `views` observed at or after `since`, up to position `upto`, in time order (position breaks
+    ties), in lists of at most `batch`."""
+    listed = sorted(views)
+    cursor = conn.execute(
+        "SELECT e.position, s.entity_type, s.entity_id, s.view, e.version, e.observed_at, e.payload, e.source_url "
+        "FROM events e JOIN streams s USING (stream_id) WHERE e.observed_at >= ? AND e.position <= ? "
+        f"AND s.view IN ({', '.join('?' * len(listed))}) ORDER BY e.observed_at, e.position",
+        (since, upto, *listed))
+    while rows := cursor.fetchmany(batch):
+        yield [Event(r[0], StreamKey(r[1], r[2], r[3]), r[4], r[5], _decode(r[6]), r[7]) for r in rows]
 
 
 def fold_only_views() -> frozenset[str]:

@@ -216,3 +216,37 @@ def test_a_database_of_the_previous_release_migrates_to_the_latest_and_loses_not
         assert report["ok"], report
     finally:
         close_sync(conn)
+
+
+def test_a_database_made_before_0006_migrates_in_place_and_loses_nothing(tmp_path, monkeypatch):
+    """A store made, compacted and pruned with the schema of 0001-0005 (the projections' state kept at the
+    horizon) migrates to the latest: every row of every table is still there, the new column comes empty,
+    and verify passes without a replay (the projections' newest observation is read from the log once)."""
+    from tornstore.projections import health
+    from tornstore.projections.compactor import compact
+    from tornstore.projections.store import ingest_files
+
+    from .test_queries import pipeline_capture, ts
+
+    before_0006 = [m for m in available_migrations() if m.version < 6]
+    monkeypatch.setattr(migrate_mod, "available_migrations", lambda: before_0006)
+    db = tmp_path / "0005.db"
+    assert ingest_files(str(db), [str(pipeline_capture(tmp_path / "capture.ndjson"))]).appended > 0
+    conn = connect_sync(db)
+    try:
+        compact(conn, ts(2025, 12, 15), backup=False)
+        _, before = _contents(conn)
+        assert sum(len(rows) for rows in before.values()) > 100
+        monkeypatch.undo()
+        applied = migrate(conn, now=ts(2025, 12, 16))
+        assert applied and min(applied) == 6
+        for table, rows in before.items():
+            if table == "schema_version":
+                continue
+            columns = [c[1] for c in conn.execute(f'PRAGMA table_xinfo("{table}")')][:len(rows[0]) if rows else None]
+            assert conn.execute(f'SELECT {", ".join(columns)} FROM "{table}" ORDER BY rowid').fetchall() == rows, table
+        assert {r[0] for r in conn.execute("SELECT newest_observed_at FROM projection_checkpoints")} == {None}
+        report = health.verify(conn)
+        assert report["ok"], report
+    finally:
+        close_sync(conn)

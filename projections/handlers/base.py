@@ -64,10 +64,10 @@ class Handler:
         for heartbeat in heartbeats:
             self.live(conn, heartbeat)
 
-    def reset(self, conn: sqlite3.Connection) -> None:
-        """Prepare for a full replay: history tables are cleared."""
-        for table in self.history_tables:
-            conn.execute(f"DELETE FROM {table}")
+    def restore_from(self, conn: sqlite3.Connection, t: int, ctx: Context) -> None:
+        """Bring the tables back to what they were before time `t`, so the events from `t` on can be applied
+        again in time order (an observation older than what the projection holds arrived)."""
+        raise NotImplementedError(f"{self.name} cannot fold again from a time")
 
 
 class FoldHandler(Handler):

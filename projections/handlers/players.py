@@ -171,6 +171,21 @@ def check_player_values(player_id: int, view: str, values: dict[str, Any]) -> No
 
 
 _EMPTY_PLAYER = dict.fromkeys(PLAYER_COLUMNS)
+_STATUS = ("status_state", "status_description")
+_ACTION = ("last_action_status", "last_action_at")
+_LIFE = ("life_current", "life_maximum")
+# Which views may carry each column (player_update): a late event's value for a column stands unless one of
+# these views has a newer observation of the player.
+_CARRIED_BY = {
+    "v1.profile": ("name", "level", "rank", *_STATUS, *_LIFE, *_ACTION, "faction_id"),
+    "v2.profile": ("name", "level", "rank", *_STATUS, *_LIFE, *_ACTION, "faction_id"),
+    "v1.basic": ("name", "level", *_STATUS), "v2.basic": ("name", "level", *_STATUS),
+    "v1.member": ("name", "level", *_STATUS, *_ACTION, "faction_id"),
+    "v2.member": ("name", "level", *_STATUS, *_ACTION, "faction_id"),
+    "v1.bars": _LIFE, "v2.bars": _LIFE,
+}
+CARRIERS = {column: tuple(v for v, cols in _CARRIED_BY.items() if column in cols)
+            for column in {c for cols in _CARRIED_BY.values() for c in cols}}
 
 
 def memo_player_update(ws: WorkSet, event: Event) -> PlayerUpdate:
@@ -203,15 +218,7 @@ class PlayersHandler(FoldHandler):
         t = event.observed_at
         row = ws.players.get(player_id)
         if row is not None and t < row["last_updated"]:
-            # Late: current state does not move back, but what the row does not know yet is filled in.
-            late = dict(row, created_at=min(row["created_at"], t))
-            if row["name"] == placeholder_player_name(player_id) and values.get("name") is not None:
-                late["name"] = values["name"]
-            for column in ("level", "rank", "life_maximum"):
-                if late[column] is None:
-                    late[column] = values.get(column)
-            if late != row:
-                ws.players.put(player_id, late)
+            self._late(ws, player_id, row, update, event)
             return
         new = dict(row) if row is not None else dict(_EMPTY_PLAYER, name=placeholder_player_name(player_id),
                                                      created_at=t)
@@ -222,6 +229,25 @@ class PlayersHandler(FoldHandler):
         new["created_at"] = min(new["created_at"], t)
         if new != row:
             ws.players.put(player_id, new)
+
+    def _late(self, ws: WorkSet, player_id: int, row: dict[str, Any], update: PlayerUpdate, event: Event) -> None:
+        """An event older than the row: each column it carries takes its value only if no newer observation
+        of the player could have carried that column (as if the events had come in time order); what the
+        row does not know yet is filled in anyway."""
+        t = event.observed_at
+        newest = ws.players.newest_by_view(player_id, event.position)
+        late = dict(row, created_at=min(row["created_at"], t))
+        carried = dict(update.values)
+        if update.faction is not _MISSING:
+            carried["faction_id"] = update.faction
+        for column, value in carried.items():
+            unknown = late[column] is None or (column == "name" and late[column] == placeholder_player_name(player_id))
+            if unknown or all(newest.get(view, t) <= t for view in CARRIERS[column]):
+                late[column] = value
+        if late.get("faction_id") is not None and late["faction_id"] != row["faction_id"]:
+            late["faction_id"] = stub_faction(ws, late["faction_id"], update.faction_name, t, update.faction_tag)
+        if late != row:
+            ws.players.put(player_id, late)
 
     def _members_left(self, ws: WorkSet, event: Event) -> None:
         view = event.stream.view

@@ -23,8 +23,9 @@ Columns: sector is text (str of the number); coordinate_x / coordinate_y are flo
 "x,y" from the floats' repr ("5480.74,663.71"); racket_type is the racket's name without its trailing
 level numeral ("Arms Dealer IV" -> "Arms Dealer", racket_level 4), so a level change is not a type change.
 
-war_status, from the wars projection's rows (war_status_history, read up to this event's position, so
-inline projection and replay agree; the wars handler runs first):
+war_status, from the wars projection's rows (war_status_history: those observed before this event, and
+those observed at its time by events up to its position, so inline projection and replay agree whatever
+the batches; the wars handler runs first; an older war row arriving later folds the territories again):
   * 'none': no ongoing territory war targets the territory;
   * 'under_attack': an ongoing war targets it and the assaulting faction has scored (score > 0), or its
     score is not reported (old v1 entries);
@@ -131,11 +132,12 @@ def territory_values(view: str, payload: Any) -> dict[str, Any]:
 WAR_STATUS_SQL = """
 SELECT h.status, h.attacking_score FROM (
     SELECT DISTINCT war_id FROM war_status_history
-    WHERE territory_id = :code AND war_type = 'territory' AND recorded_at <= :t AND event_position <= :pos) w
+    WHERE territory_id = :code AND war_type = 'territory' AND recorded_at <= :t
+      AND (event_position <= :pos OR recorded_at < :t)) w
 JOIN war_status_history h ON h.id = (
     SELECT id FROM war_status_history
     WHERE war_id = w.war_id AND +territory_id = :code AND war_type = 'territory' AND recorded_at <= :t
-      AND event_position <= :pos
+      AND (event_position <= :pos OR recorded_at < :t)
     ORDER BY recorded_at DESC, id DESC LIMIT 1)
 WHERE h.status = 'ongoing'
 ORDER BY h.recorded_at DESC, h.id DESC LIMIT 1"""
@@ -147,15 +149,16 @@ WAR_ROWS_SINCE_SQL = """
 SELECT h.war_id, h.recorded_at, h.id, h.status, h.attacking_score FROM (
     SELECT DISTINCT war_id FROM war_status_history
     WHERE territory_id = :code AND war_type = 'territory' AND recorded_at BETWEEN :floor AND :t
-      AND event_position <= :pos) w
+      AND (event_position <= :pos OR recorded_at < :t)) w
 JOIN war_status_history h ON h.id = (
     SELECT id FROM war_status_history
     WHERE war_id = w.war_id AND +territory_id = :code AND war_type = 'territory' AND recorded_at BETWEEN :floor AND :t
-      AND event_position <= :pos
+      AND (event_position <= :pos OR recorded_at < :t)
     ORDER BY recorded_at DESC, id DESC LIMIT 1)"""
 KEPT_WAR_ROWS_SQL = """
 SELECT war_id, recorded_at, id, status, attacking_score FROM war_status_history_at_horizon
-WHERE territory_id = :code AND war_type = 'territory' AND recorded_at <= :t AND event_position <= :pos"""
+WHERE territory_id = :code AND war_type = 'territory' AND recorded_at <= :t
+  AND (event_position <= :pos OR recorded_at < :t)"""
 
 
 def war_status_at(conn: sqlite3.Connection, code: str, event: Event, ctx: Context | None = None) -> str:
@@ -229,6 +232,21 @@ class TerritoriesHandler(Handler):
                     "AND last_updated BETWEEN 1 AND ? AND territory_id NOT IN (SELECT value FROM json_each(?)) "
                     "ORDER BY territory_id", (t, json_ids(listed))).fetchall():
                 self.change(conn, code, dict(NO_RACKET), event, ctx)
+
+    def restore_from(self, conn: sqlite3.Connection, t: int, ctx: Context) -> None:
+        """History rows from `t` on go (none before the horizon); a territory touched since takes the state its
+        history row in force before `t` records (stamped with that row's time), or is forgotten when there is
+        none."""
+        conn.execute("DELETE FROM territory_ownership_history WHERE recorded_at >= ?", (max(t, ctx.horizon),))
+        sets = ", ".join(f"{f} = ?" for f in FIELDS)
+        for (code,) in conn.execute("SELECT territory_id FROM territories WHERE last_updated >= ? "
+                                    "ORDER BY territory_id", (t,)).fetchall():
+            prev = HISTORY.latest(conn, code, t - 1, ctx)
+            if prev is None:
+                conn.execute("DELETE FROM territories WHERE territory_id = ?", (code,))
+            else:
+                conn.execute(f"UPDATE territories SET {sets}, last_updated = ? WHERE territory_id = ?",
+                             (*[prev.values[f] for f in FIELDS], prev.time, code))
 
     def change(self, conn: sqlite3.Connection, code: str, partial: dict[str, Any], event: Event,
                ctx: Context) -> None:

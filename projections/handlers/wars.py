@@ -186,6 +186,11 @@ class WarsHandler(Handler):
     history_tables = ("war_status_history",)
     state_tables = ()
 
+    def restore_from(self, conn: sqlite3.Connection, t: int, ctx: Context) -> None:
+        """A war's state is its rows: those observed from `t` on go (the events are applied again); none
+        before the horizon (the detail of months the compactor is pruning)."""
+        conn.execute("DELETE FROM war_status_history WHERE recorded_at >= ?", (max(t, ctx.horizon),))
+
     def apply(self, conn: sqlite3.Connection, event: Event, ctx: Context) -> None:
         et, eid, view = event.stream
         if et == "rankedwar":

@@ -126,6 +126,14 @@ class PlayerRows(Rows):
         self._index(key, before["faction_id"] if before else None, row["faction_id"])
         super().put(key, row)
 
+    def newest_by_view(self, player_id: int, before_position: int) -> dict[str, int]:
+        """Per view of the player's streams: the time of its newest event before `before_position` (a late
+        event asks which columns newer observations may have set)."""
+        return {view: t for view, t in self.conn.execute(
+            "SELECT s.view, (SELECT e.observed_at FROM events e WHERE e.stream_id = s.stream_id AND e.position < ? "
+            "ORDER BY e.observed_at DESC LIMIT 1) FROM streams s WHERE s.entity_type = 'user' AND s.entity_id = ?",
+            (before_position, str(player_id))) if t is not None}
+
     def of_faction(self, faction_id: int) -> list[int]:
         """The players whose faction is `faction_id`, as far as the rows in force say."""
         if not self.complete and faction_id not in self._factions_loaded:
@@ -290,6 +298,8 @@ class WorkSet:
         }
         for latest in self.history.values():
             latest.before_query = self.flush
+        # The SQL projections' (wars, territories) newest observation folded, by name (runner._late_from).
+        self.sql_marks: dict[str, int | None] = {}
         self.memo: dict[str, Any] = {}   # what the event being folded decodes, shared by the folds it goes through
         if complete:
             self.factions.load_all()
