@@ -30,7 +30,7 @@ class _Commands(dict):
         self._load(name)
         return dict.__getitem__(self, name)
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         self._load(name)
         return dict.get(self, name, default)
 
