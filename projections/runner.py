@@ -200,9 +200,13 @@ def _apply_handlers(conn: sqlite3.Connection, ws: WorkSet, chosen: Iterable[Hand
     working set; a fold that fails leaves the working set as it was and its event is recorded as an error.
     The SQL handlers (wars, territories) then run on the tables, after the working set is written back,
     each over the whole batch."""
-    folds, tables = [], []
+    folds: list[FoldHandler] = []
+    tables: list[Handler] = []
     for handler in chosen:
-        (folds if isinstance(handler, FoldHandler) else tables).append(handler)
+        if isinstance(handler, FoldHandler):
+            folds.append(handler)
+        else:
+            tables.append(handler)
     if folds:
         ws.set_horizon(ctx.horizon)
         marks = [(h, done.get(h.name, 0), h.views) for h in folds]
@@ -247,8 +251,9 @@ def _late_from(conn: sqlite3.Connection, ws: WorkSet, mine: dict[Handler, list[E
     for handler, chosen in mine.items():
         if not chosen:
             continue
-        newest = ws.sql_marks.get(handler.name, _MISSING_MARK)
-        if newest is _MISSING_MARK:
+        if handler.name in ws.sql_marks:
+            newest = ws.sql_marks[handler.name]
+        else:
             newest = None if ws.players.complete else _newest_observed(conn, handler, chosen[0].position, kept)
         for event in chosen:
             t = event.observed_at
@@ -261,9 +266,6 @@ def _late_from(conn: sqlite3.Connection, ws: WorkSet, mine: dict[Handler, list[E
                          "VALUES (?, 0, ?) ON CONFLICT (projection) DO UPDATE SET "
                          "newest_observed_at = excluded.newest_observed_at", (handler.name, newest))
     return late
-
-
-_MISSING_MARK: object = object()
 
 
 def _marks_kept(conn: sqlite3.Connection) -> bool:
@@ -302,7 +304,8 @@ def _events_in_time_order(conn: sqlite3.Connection, views: Iterable[str], since:
 def fold_only_views() -> frozenset[str]:
     """Views only folds read: replay hands their payloads over as JSON text (bytes), which the folds decode
     straight into their models (models.decode)."""
-    folds, tables = set(), set()
+    folds: set[str] = set()
+    tables: set[str] = set()
     for handler in handlers():
         (folds if isinstance(handler, FoldHandler) else tables).update(handler.views)
     return frozenset(folds - tables)

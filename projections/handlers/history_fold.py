@@ -17,7 +17,7 @@ reads of the log cost nothing measurable there.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -69,8 +69,11 @@ class HistoryFold(FoldHandler):
         if mark is not None and t < mark:
             self.refold(ws, key, stream.entity_id, event, ctx)
             return
-        self.history.fold(ws, key, values, event, ctx, seed=lambda: self.seed(ws, stream.entity_id, event))
+        self.history.fold(ws, key, values, event, ctx, seed=self._seed_for(ws, stream.entity_id, event))
         latest.marks[key] = t if mark is None else max(mark, t)
+
+    def _seed_for(self, ws: WorkSet, entity_id: str, event: Event) -> Callable[[], dict[str, Any]]:
+        return lambda: self.seed(ws, entity_id, event)
 
     def seed(self, ws: WorkSet, entity_id: str, event: Event) -> dict[str, Any]:
         """The values to start from when no row is in force: the entity's latest events before this one."""
@@ -99,7 +102,7 @@ class HistoryFold(FoldHandler):
                 continue   # recorded when it was first projected
             except (ValueError, TypeError, msgspec.ValidationError):
                 continue
-            self.history.fold(ws, key, values, later, ctx, seed=lambda e=later: self.seed(ws, entity_id, e))
+            self.history.fold(ws, key, values, later, ctx, seed=self._seed_for(ws, entity_id, later))
             newest = max(newest, later.observed_at)
         latest.marks[key] = max(newest, latest.marks.get(key) or newest)
 

@@ -226,7 +226,7 @@ class PlayersHandler(FoldHandler):
         if update.faction is not _MISSING:
             new["faction_id"] = stub_faction(ws, update.faction, update.faction_name, t, update.faction_tag)
         new["last_updated"] = t
-        new["created_at"] = min(new["created_at"], t)
+        new["created_at"] = t if new["created_at"] is None else min(new["created_at"], t)
         if new != row:
             ws.players.put(player_id, new)
 
