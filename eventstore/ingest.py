@@ -167,8 +167,7 @@ class IngestReport:
 
 
 class _StreamState:
-    __slots__ = ("key", "stream_id", "version", "hash", "rules", "head_observed_at", "last_checked", "dirty",
-                 "touched", "new")
+    __slots__ = ("key", "stream_id", "version", "hash", "rules", "head_observed_at", "last_checked", "dirty", "new")
     key: StreamKey            # made once per stream: every event and heartbeat of it shares it
     stream_id: int            # 0 until a new stream's row is inserted (`new` says which)
     version: int
@@ -189,8 +188,7 @@ class _StreamState:
         else:
             self.stream_id, self.version, self.hash, self.rules, self.head_observed_at, self.last_checked = row
             self.new = False
-        self.dirty = False     # its whole row is written at commit (an event, a new stream, a rule change)
-        self.touched = False   # only its last_checked moved (an unchanged poll): one grouped UPDATE
+        self.dirty = False  # its whole row is written at commit (an event, a new stream, a rule change)
 
 
 def torn_error(body: Any) -> tuple[int, str] | None:
@@ -264,20 +262,65 @@ def _load_states(conn: sqlite3.Connection, keys: Iterable[tuple]) -> dict[tuple,
     return states
 
 
-def _write_last_checked(conn: sqlite3.Connection, touched: list[_StreamState]) -> None:
-    """Write the last_checked of streams whose only change is that (unchanged polls), and clear their mark.
+class _Inserts:
+    """A batch's new streams and events, inserted with one executemany each when flushed (before anything
+    reads them back, and at the end). Their ids are given as SQLite would give them, so that an event
+    made now knows its position: a stream gets max(stream_id) + 1 (a plain INTEGER PRIMARY KEY), an event
+    1 + the larger of the highest position and the highest ever used (AUTOINCREMENT's sqlite_sequence).
+    Valid inside the batch's write transaction, where no other writer can take one."""
+    __slots__ = ("conn", "streams", "events", "next_stream", "next_position")
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.streams: list[tuple] = []
+        self.events: list[tuple] = []
+        self.next_stream = self.next_position = 0   # 0: not read yet
+
+    def stream(self, key: tuple, observed_at: int) -> int:
+        if not self.next_stream:
+            self.next_stream = self.conn.execute("SELECT COALESCE(MAX(stream_id), 0) + 1 FROM streams").fetchone()[0]
+        stream_id = self.next_stream
+        self.next_stream += 1
+        self.streams.append((stream_id, *key, observed_at, observed_at, observed_at))
+        return stream_id
+
+    def event(self, row: tuple) -> int:
+        """Queue (stream_id, version, observed_at, hash, rules, source_url, payload); its position."""
+        if not self.next_position:
+            used = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            top = self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+            self.next_position = max(used[0] if used else 0, top) + 1
+        position = self.next_position
+        self.next_position += 1
+        self.events.append((position, *row))
+        return position
+
+    def flush(self) -> None:
+        if self.streams:
+            self.conn.executemany(
+                "INSERT INTO streams (stream_id, entity_type, entity_id, view, version, first_seen, last_changed, "
+                "last_checked) VALUES (?, ?, ?, ?, 0, ?, ?, ?)", self.streams)
+            self.streams = []
+        if self.events:
+            self.conn.executemany(
+                "INSERT INTO events (position, stream_id, version, observed_at, hash, rules, source_url, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self.events)
+            self.events = []
+
+
+def _write_last_checked(conn: sqlite3.Connection, checked: dict[int, list[int]]) -> None:
+    """Write last_checked = value for the stream ids listed under each value (unchanged polls).
 
     One statement per value (a batch is mostly one round, so one value): runs of consecutive stream ids
-    (a territory map's streams were made together) as BETWEEN ranges, the rest as a json_each list.
-    `last_changed` gets what the whole-row UPDATE would give it."""
-    by_value: dict[int, list[int]] = {}
-    for state in touched:
-        state.touched = False
-        if not state.dirty:   # (a whole row is written for it anyway)
-            by_value.setdefault(state.last_checked, []).append(state.stream_id)  # type: ignore[arg-type]
+    (a territory map's streams were made together) as BETWEEN ranges, the rest as a json_each list. Values
+    go in ascending order: a stream listed under two values ends with the later. `last_changed` gets what
+    the whole-row UPDATE would give it. Streams whose whole row is written are written after this."""
     sql = ("UPDATE streams SET last_checked = ?, last_changed = COALESCE(head_observed_at, last_changed) "
            "WHERE stream_id ")
-    for value, ids in by_value.items():
+    for value in sorted(checked):
+        ids = checked[value]
+        if not ids:
+            continue
         ids.sort()
         ranges: list[tuple[int, int, int]] = []
         single: list[int] = []
@@ -469,16 +512,16 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
         events: list[Event] = []
         heartbeats: list[Heartbeat] = []
         dirty: list[_StreamState] = []     # whole rows to write
-        touched: list[_StreamState] = []   # only last_checked to write
+        # Unchanged polls move last_checked only: stream ids by the value they move to. A stream moves
+        # only forward, so it is listed at most once per value.
+        checked_at: dict[int, list[int]] = {}
         unchanged = 0
+
+        writes = _Inserts(conn)
 
         def append(state: _StreamState, observed_at: int, digest: str, url: str, stored: bytes) -> None:
             state.version += 1
-            position: int = conn.execute(  # type: ignore[assignment]  # an INSERT always sets lastrowid
-                "INSERT INTO events (stream_id, version, observed_at, hash, rules, source_url, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (state.stream_id, state.version, observed_at, digest, RULES, url, stored.decode()),
-            ).lastrowid
+            position = writes.event((state.stream_id, state.version, observed_at, digest, RULES, url, stored.decode()))
             # Projections get the payload as stored (NaN became null, ...), exactly what replay reads.
             events.append(Event(position, state.key, state.version, observed_at, _decode(stored), url))
             if state.head_observed_at is None or observed_at >= state.head_observed_at:
@@ -490,6 +533,7 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
 
         for response, url, items, parts_of, body, owner in routed:
             observed_at = response.observed_at
+            moved: list[int] | None = None
             for i, (key, digest) in enumerate(items):
                 state = states[key]
                 head = state.head_observed_at
@@ -497,20 +541,19 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
                     same = True  # the common case, first: the stream's head repeats
                 else:
                     if state.new:
-                        state.stream_id = conn.execute(  # type: ignore[assignment]  # an INSERT sets lastrowid
-                            "INSERT INTO streams (entity_type, entity_id, view, version, first_seen, last_changed, "
-                            "last_checked) VALUES (?, ?, ?, 0, ?, ?, ?)",
-                            (*key, observed_at, observed_at, observed_at),
-                        ).lastrowid
+                        state.stream_id = writes.stream(key, observed_at)
                         state.new = False
                         state.last_checked = observed_at
                     elif state.rules != RULES and state.hash is not None:
+                        writes.flush()  # (what it reads must include this batch's rows)
                         state.hash = _head_hash_under_current_rules(conn, state.key, state)
                         state.rules = RULES
                         if not state.dirty:
                             state.dirty = True
                             dirty.append(state)
                     late = head is not None and observed_at < head
+                    if late:
+                        writes.flush()
                     same = (digest == _hash_in_force(conn, state.key, state.stream_id, observed_at) if late
                             else digest == state.hash)
                 if same:
@@ -518,9 +561,9 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
                     checked = state.last_checked
                     if checked is None or observed_at > checked:
                         state.last_checked = observed_at
-                        if not state.touched:
-                            state.touched = True
-                            touched.append(state)
+                        if moved is None:
+                            moved = checked_at.setdefault(observed_at, [])
+                        moved.append(state.stream_id)
                     if live is None or key[2] in live:
                         if parts_of is None:
                             parts_of = _route_again(url, body, owner, items)
@@ -533,20 +576,22 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
                 # current state still end on what was seen last.
                 reconfirm, head_hash = None, state.hash
                 if not late and head is not None and observed_at < (state.last_checked or 0):
+                    writes.flush()
                     reconfirm = conn.execute(
                         "SELECT source_url, payload FROM events WHERE stream_id = ? "
                         "ORDER BY observed_at DESC, version DESC LIMIT 1", (state.stream_id,)).fetchone()
                 append(state, observed_at, digest, url, _without_keys(_encode(parts_of[i].payload)))
                 if reconfirm is not None and state.last_checked is not None and head_hash is not None:
                     append(state, state.last_checked, head_hash, reconfirm[0], reconfirm[1].encode())
+        writes.flush()
         report.unchanged += unchanged
+        _write_last_checked(conn, checked_at)
         conn.executemany(
             "UPDATE streams SET version = ?, hash = ?, rules = ?, head_observed_at = ?, last_checked = ?, "
             "last_changed = COALESCE(?, last_changed) WHERE stream_id = ?",
             [(s.version, s.hash, s.rules, s.head_observed_at, s.last_checked, s.head_observed_at, s.stream_id)
              for s in dirty],
         )
-        _write_last_checked(conn, touched)
         for state in dirty:
             state.dirty = False
         if quarantine_rows:

@@ -311,3 +311,24 @@ def test_the_ingest_command_loads_only_its_own_command_module():
             "assert {'ingest', 'player', 'demo', 'export-events', 'simulate-api'} <= set(names), names\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['tornstore.cli.log_commands']"
+
+
+def test_positions_and_stream_ids_are_the_ones_sqlite_would_give(conn):
+    """Events and streams are inserted in one executemany each, their ids given beforehand: the same
+    ids an INSERT would get, also after the newest events were deleted (AUTOINCREMENT never reuses one)."""
+    ingest_batch(conn, [Response(url=MEMBERS_URL, observed_at=T0, body=members(T0))])
+    top = conn.execute("SELECT MAX(position) FROM events").fetchone()[0]
+    conn.execute("DELETE FROM events WHERE position = ?", (top,))  # as a pruning of the newest would
+    conn.execute("UPDATE streams SET version = version - 1, hash = 'x' WHERE stream_id = "
+                  "(SELECT stream_id FROM streams ORDER BY stream_id DESC LIMIT 1)")
+    conn.stream_cache = None
+    report = ingest_batch(conn, [Response(url=MEMBERS_URL, observed_at=T0 + 60, body=members(T0 + 60, level_of_1=11)),
+                                 Response(url=MAP_URL, observed_at=T0 + 60, body=territory_map(3))])
+    positions = [p for (p,) in conn.execute("SELECT position FROM events WHERE observed_at = ? ORDER BY position",
+                                            (T0 + 60,))]
+    assert positions[0] == top + 1 and positions == list(range(top + 1, top + 1 + report.appended))
+    assert (report.first_position, report.last_position) == (positions[0], positions[-1])
+    ids = [i for (i,) in conn.execute("SELECT stream_id FROM streams ORDER BY stream_id")]
+    assert ids == list(range(1, len(ids) + 1))
+    assert conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()[0] == positions[-1]
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
