@@ -9,7 +9,14 @@
     (`last_checked` moves), different -> a new event with the next version.
 
 The projector (supplied by `projections`, which this package does not import) is called with the new
-events and heartbeats before COMMIT, so a reader never sees an event without its projection.
+events and heartbeats before COMMIT, so a reader never sees an event without its projection. A projector
+with a `live_views` attribute (a set of view names) gets heartbeats only for those views' unchanged parts;
+without one, for every unchanged part.
+
+Most parts of most polls are unchanged, so that path is kept short: the hash memo (canonical.HashMemo)
+compares bytes before it hashes, a big response whose body repeats the last one byte for byte (a
+territory map) is not routed again unless a part of it is wanted whole (_ResponseMemo), stream states are
+cached per connection, and an unchanged stream costs one id in a per-batch UPDATE of last_checked.
 
 Late data: a response observed before its stream's head is compared with the state in force at its own
 time (the latest event observed at or before it), so re-reading an old capture appends nothing. When it
