@@ -30,7 +30,7 @@ import bisect
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgspec
 
@@ -167,6 +167,8 @@ def _apply(conn: sqlite3.Connection, handler: Handler, event: Event, ctx: Contex
     except EVENT_FAILURES as exc:
         conn.execute("ROLLBACK TO event")
         conn.execute("RELEASE event")
+        if ctx.wars is not None:
+            ctx.wars.invalidate()   # it may have seen writes now undone
         _record_error(conn, handler, event, exc)
         return False
     conn.execute("RELEASE event")
@@ -186,6 +188,8 @@ def _apply_many(conn: sqlite3.Connection, handler: Handler, events: list[Event],
     except EVENT_FAILURES:
         conn.execute("ROLLBACK TO events")
         conn.execute("RELEASE events")
+        if ctx.wars is not None:
+            ctx.wars.invalidate()
         for event in events:
             _apply(conn, handler, event, ctx)
         return
@@ -226,6 +230,7 @@ def _apply_handlers(conn: sqlite3.Connection, ws: WorkSet, chosen: Iterable[Hand
         return
     ws.flush()
     late_from = _late_from(conn, ws, mine, ctx)
+    ctx = replace(ctx, wars=None if ctx.kept else ws.wars)   # (with the state kept at the horizon: the tables)
     if late_from is None:
         for handler, chosen_events in mine.items():
             _apply_many(conn, handler, chosen_events, ctx)
@@ -237,6 +242,7 @@ def _apply_handlers(conn: sqlite3.Connection, ws: WorkSet, chosen: Iterable[Hand
         upto = max(e.position for chosen_events in mine.values() for e in chosen_events)
         for handler in tables:
             handler.restore_from(conn, late_from, ctx)
+        ws.wars.invalidate()
         for handler in tables:
             for chunk in _events_in_time_order(conn, handler.views, late_from, upto):
                 _apply_many(conn, handler, chunk, ctx)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from tornstore.eventstore.records import Event, Heartbeat
 
 if TYPE_CHECKING:
+    from .warstate import WarState
     from .workset import WorkSet
 
 
@@ -37,9 +38,14 @@ class Context:
     `kept`: the compactor kept the state at the horizon (`*_at_horizon` tables, migration 0004). A history row
     in force before the horizon is then read there, not from the history table, whose rows before the
     horizon are gone or on their way out: inline projection and replay read the same rows (common.History).
+
+    `wars`: what the wars and territories projections would otherwise scan for, in memory (warstate.py).
     """
     horizon: int = 0
     kept: bool = False
+    # The wars and territories state the runner keeps for the SQL handlers (handlers/warstate.py); None: they
+    # ask the tables.
+    wars: WarState | None = None
 
 
 class Handler:

@@ -163,6 +163,10 @@ WHERE territory_id = :code AND war_type = 'territory' AND recorded_at <= :t
 
 def war_status_at(conn: sqlite3.Connection, code: str, event: Event, ctx: Context | None = None) -> str:
     """'none', 'under_attack' or 'defending' from the wars rows of `code` known at this event."""
+    if ctx is not None and ctx.wars is not None:
+        known = ctx.wars.war_status(code, event.observed_at, event.position)
+        if known is not None:
+            return known
     args = {"code": code, "t": event.observed_at, "pos": event.position}
     if ctx is not None and ctx.kept:
         latest: dict[int, tuple] = {}
@@ -214,8 +218,13 @@ class TerritoriesHandler(Handler):
                 ids = decode(event.payload, V1Faction).territory_war_ids
                 if not is_set(ids) or ids is None:
                     return
-            for (code,) in conn.execute("SELECT territory_id FROM territories WHERE war_status != 'none' "
-                                        "AND last_updated BETWEEN 1 AND ? ORDER BY territory_id", (t,)).fetchall():
+            if ctx.wars is not None:
+                at_war = ctx.wars.territories_at_war(t)
+            else:
+                at_war = [code for (code,) in conn.execute(
+                    "SELECT territory_id FROM territories WHERE war_status != 'none' "
+                    "AND last_updated BETWEEN 1 AND ? ORDER BY territory_id", (t,)).fetchall()]
+            for code in at_war:
                 self.change(conn, code, {"war_status": war_status_at(conn, code, event, ctx)}, event, ctx)
         elif et == "faction" and view in ("v1.territory", "v2.territory"):
             faction_id = opt_id(eid)
@@ -272,6 +281,8 @@ class TerritoriesHandler(Handler):
         else:
             conn.execute(f"UPDATE territories SET {', '.join(f + ' = ?' for f in FIELDS)}, last_updated = ? "
                          f"WHERE territory_id = ?", (*merged.values(), t, code))
+        if ctx.wars is not None:
+            ctx.wars.territory_written(code, merged["war_status"], t)
         if t < ctx.horizon or (not fresh and merged == base):
             return
         prev = HISTORY.latest(conn, code, t, ctx)

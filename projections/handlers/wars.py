@@ -50,6 +50,7 @@ from ..models import (UNSET, V1_TERRITORY_VIEWS, TerritoryWarIds, V1Faction, V1F
                       opt_id, opt_int, opt_score, opt_text)
 from .base import Context, Handler, ProjectionError
 from .common import History, ensure_faction
+from .warstate import WarRow
 
 FIELDS = ("war_type", "territory_id", "attacking_faction_id", "defending_faction_id", "attacking_score",
           "defending_score", "required_score", "status", "started_at", "ends_at", "winner_faction_id")
@@ -89,6 +90,10 @@ WHERE s.war_type = 'territory' AND s.status = 'ongoing' AND s.recorded_at <= :t
 
 def open_territory_wars(conn: sqlite3.Connection, t: int, ctx: Context) -> list[tuple]:
     """(war_id, territory, started_at, attacking, defending) of the territory wars ongoing at `t`, by war id."""
+    if ctx.wars is not None:
+        found = ctx.wars.open_territory_wars(t)
+        if found is not None:
+            return found
     if not ctx.kept:
         return conn.execute(OPEN_TERRITORY_WARS_SQL, {"t": t}).fetchall()
     args = {"t": t, "floor": ctx.horizon}
@@ -123,7 +128,9 @@ def resolve_territory_war_id(conn: sqlite3.Connection, real_id: int | None, code
     if code and start is not None:
         synthetic = synthetic_war_id(code, start)
         if real_id is not None:
-            conn.execute("UPDATE war_status_history SET war_id = ? WHERE war_id = ?", (real_id, synthetic))
+            moved = conn.execute("UPDATE war_status_history SET war_id = ? WHERE war_id = ?", (real_id, synthetic))
+            if moved.rowcount and ctx is not None and ctx.wars is not None:
+                ctx.wars.invalidate()
             return real_id
         known = ("SELECT war_id FROM {} WHERE territory_id = ? AND started_at = ? AND war_type = 'territory' "
                  "AND war_id > 0{} ORDER BY id DESC LIMIT 1")
@@ -175,6 +182,35 @@ def _check_scores(war: str, values: dict[str, Any]) -> None:
     for col in ("attacking_score", "defending_score", "required_score"):
         if values.get(col) is not None and values[col] < 0:
             raise ProjectionError(f"{war}: {col} {values[col]} is negative")
+
+
+def _record(conn: sqlite3.Connection, war_id: int, partial: dict[str, Any], event: Event, ctx: Context,
+            finish) -> None:
+    """HISTORY.record, telling the wars state (Context.wars) of the row written."""
+    t = event.observed_at
+    if t < ctx.horizon:
+        return
+    prev = HISTORY.latest(conn, war_id, t, ctx)
+    merged = dict.fromkeys(FIELDS)
+    if prev is not None:
+        merged.update(prev.values)
+    merged.update({k: v for k, v in partial.items() if k in merged})
+    finish(merged)
+    if prev is not None and merged == prev.values:
+        return
+    ordered = [merged[f] for f in FIELDS]
+    if prev is not None and prev.time == t:
+        conn.execute(HISTORY._update_sql, (*ordered, event.position, prev.row_id))
+        row_id = prev.row_id
+    else:
+        inserted = conn.execute(HISTORY._insert_sql, (war_id, t, *ordered, event.position)).lastrowid
+        assert inserted is not None
+        row_id = inserted
+    if ctx.wars is not None:
+        ctx.wars.war_written(war_id, WarRow(
+            t, row_id, event.position, str(merged["war_type"]), merged["territory_id"], merged["status"],
+            merged["attacking_score"], merged["started_at"], merged["attacking_faction_id"],
+            merged["defending_faction_id"]))
 
 
 # ------------------------------------------------------------------------------------------ handler
@@ -264,7 +300,7 @@ class WarsHandler(Handler):
         if not is_set(target):
             del values["required_score"]
         _check_scores(f"rankedwar {war_id}", values)
-        HISTORY.record(conn, war_id, values, event, ctx, finish=_finish("ranked", t))
+        _record(conn, war_id, values, event, ctx, finish=_finish("ranked", t))
 
     # ---------------------------------------------------------------- territory
     def _v1_territory(self, conn, event: Event, ctx: Context, w: V1TerritoryWar, real_id, code) -> None:
@@ -308,11 +344,13 @@ class WarsHandler(Handler):
             winner_id = opt_id(winner)
             values["winner_faction_id"] = ensure_faction(conn, winner_id, names.get(winner_id), t)
         _check_scores(f"territorywar {war_id} ({code})", values)
-        HISTORY.record(conn, war_id, values, event, ctx, finish=_finish("territory", t))
+        _record(conn, war_id, values, event, ctx, finish=_finish("territory", t))
 
     def _end_unlisted(self, conn, event: Event, ctx: Context, listed: list[str], faction_id: int | None) -> None:
         """Ongoing territory wars (of `faction_id`, or all) missing from a full list have ended."""
         t = event.observed_at
+        if t < ctx.horizon:
+            return   # (no row is written before the horizon)
         ids, keys = set(), set()
         for name in listed:
             real_id, code, start = parse_war_key(str(name))
@@ -325,4 +363,4 @@ class WarsHandler(Handler):
                 continue
             if war_id in ids or (territory, started) in keys:
                 continue
-            HISTORY.record(conn, war_id, {}, event, ctx, finish=_finish("territory", t, listed=False))
+            _record(conn, war_id, {}, event, ctx, finish=_finish("territory", t, listed=False))

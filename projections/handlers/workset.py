@@ -26,6 +26,8 @@ from typing import Any
 
 import msgspec
 
+from .warstate import WarState
+
 _ids_json = msgspec.json.Encoder().encode
 
 
@@ -300,6 +302,7 @@ class WorkSet:
             latest.before_query = self.flush
         # The SQL projections' (wars, territories) newest observation folded, by name (runner._late_from).
         self.sql_marks: dict[str, int | None] = {}
+        self.wars = WarState(conn, complete)   # what wars and territories used to scan for (warstate.py)
         self.memo: dict[str, Any] = {}   # what the event being folded decodes, shared by the folds it goes through
         if complete:
             self.factions.load_all()
