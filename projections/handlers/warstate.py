@@ -5,16 +5,16 @@ whole tables on every war-list or territory event are answered here, from rows r
 as the handlers write:
 
 * per war, its latest war_status_history row (which territory wars are ongoing: `open_territory_wars`);
-* per territory, the last two rows of each territory war targeting it (`war_status_at`: the latest row
-  known at an event is the last one, or the one before when the last was folded in by a later event of the
-  same observation);
+* per territory, the rows of each territory war targeting it, in time order (`war_status_at`: the row known
+  at an event is the newest observed before it, or at its time by an event up to its position; the wars
+  handler has folded the whole batch by then);
 * the territories whose war_status is not 'none' (the rows a war list re-evaluates), with last_updated.
 
 Rows come from the database the first time they are needed (inline projection: a batch's working set, one
 statement per structure) or all at once when the working set is `complete` (replay). Every answer is the one
-the SQL it replaces gives, or None when this state cannot tell (a row newer than the event: only an event
-observed before the horizon, or older than what the projection folded, meets one; the state kept at the
-horizon, Context.kept), and the handler asks the database as before. Anything that changes the tables in a
+the SQL it replaces gives, or None when this state cannot tell (open wars with a row newer than the event),
+and the handler asks the database as before; with the state kept at the horizon (Context.kept) the runner
+gives no WarState and the handlers ask the tables. Anything that changes the tables in a
 way not reported here (a restore, a rolled-back event, synthetic war ids moving to a real id) calls
 `invalidate`: the rows are read again when next needed.
 """
@@ -58,7 +58,7 @@ class WarState:
     def __init__(self, conn: sqlite3.Connection, complete: bool):
         self.conn, self.complete = conn, complete
         self._latest: dict[int, WarRow] | None = None                      # war id -> latest row
-        self._targets: dict[str, dict[int, list[WarRow]]] = {}             # territory -> war id -> last two rows
+        self._targets: dict[str, dict[int, list[WarRow]]] = {}             # territory -> war id -> its rows
         self._targets_all = False
         self._at_war: dict[str, int] | None = None                         # territory -> last_updated
 
@@ -103,8 +103,6 @@ class WarState:
             rows[-1] = row
         else:
             rows.append(row)
-            if len(rows) > 2:
-                del rows[0]
 
     def _load_at_war(self) -> dict[str, int]:
         if self._at_war is None:
@@ -153,18 +151,19 @@ class WarState:
         return out
 
     def war_status(self, code: str, t: int, position: int) -> str | None:
-        """As territories.war_status_at (not kept); None when a row of the territory is newer than `t`."""
+        """As territories.war_status_at (not kept): per war of the territory its row known at the event (the
+        newest observed before `t`, or at `t` by an event up to `position`), the newest of those ongoing."""
         found: WarRow | None = None
         for rows in self._load_targets(code).values():
-            last = rows[-1]
-            if last.time > t:
-                return None
-            row: WarRow | None = last
-            if last.time == t and last.position > position:
-                # folded into by a later event of this observation: the row known at this event is the one
-                # before (only the last two are kept: one row per war and time, so that one is older than t)
-                row = rows[-2] if len(rows) > 1 else None
-            if row is None or row.status != "ongoing":
+            i = len(rows) - 1
+            # (the wars handler ran over the whole batch first: rows of later events may follow; one row per
+            # war and time, so a row at t folded into by a later event hides no other row at t)
+            while i >= 0 and (rows[i].time > t or (rows[i].time == t and rows[i].position > position)):
+                i -= 1
+            if i < 0:
+                continue
+            row = rows[i]
+            if row.status != "ongoing":
                 continue
             if found is None or (row.time, row.row_id) > (found.time, found.row_id):
                 found = row
