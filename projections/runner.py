@@ -213,13 +213,17 @@ def _apply_handlers(conn: sqlite3.Connection, ws: WorkSet, chosen: Iterable[Hand
             tables.append(handler)
     if folds:
         ws.set_horizon(ctx.horizon)
-        marks = [(h, done.get(h.name, 0), h.views) for h in folds]
+        # Per view, the folds that take it (with the position each has done), looked up once per view.
+        by_view: dict[str, list[tuple[FoldHandler, int]]] = {}
         memo = ws.memo
         for event in events:
             position, view = event.position, event.stream.view
+            takers = by_view.get(view)
+            if takers is None:
+                takers = by_view[view] = [(h, done.get(h.name, 0)) for h in folds if view in h.views]
             memo.clear()   # what the folds decoded of the event before
-            for handler, after, views in marks:
-                if position > after and view in views:
+            for handler, after in takers:
+                if position > after:
                     try:
                         handler.fold(ws, event, ctx)
                     except EVENT_FAILURES as exc:
@@ -516,6 +520,10 @@ class Shadow:
         ws = self.ws
         for chunk in read_events(conn, after, upto, batch=batch, raw=fold_only_views()):
             start = 0
+            if meta.horizon_at(chunk[0].position) == meta.horizon_at(chunk[-1].position):
+                start = len(chunk)   # (one horizon for the whole read: no look-up per event)
+                horizon = meta.horizon_at(chunk[0].position)
+                _apply_handlers(conn, ws, handlers(), chunk, Context(horizon=horizon, kept=kept), {})
             while start < len(chunk):
                 horizon = meta.horizon_at(chunk[start].position)
                 end = start + 1
