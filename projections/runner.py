@@ -234,7 +234,7 @@ def _apply_handlers(conn: sqlite3.Connection, ws: WorkSet, chosen: Iterable[Hand
         return
     ws.flush()
     late_from = _late_from(conn, ws, mine, ctx)
-    ctx = replace(ctx, wars=None if ctx.kept else ws.wars)   # (with the state kept at the horizon: the tables)
+    ctx = replace(ctx, wars=ws.wars)
     if late_from is None:
         for handler, chosen_events in mine.items():
             _apply_many(conn, handler, chosen_events, ctx)

@@ -164,9 +164,7 @@ WHERE territory_id = :code AND war_type = 'territory' AND recorded_at <= :t
 def war_status_at(conn: sqlite3.Connection, code: str, event: Event, ctx: Context | None = None) -> str:
     """'none', 'under_attack' or 'defending' from the wars rows of `code` known at this event."""
     if ctx is not None and ctx.wars is not None:
-        known = ctx.wars.war_status(code, event.observed_at, event.position)
-        if known is not None:
-            return known
+        return ctx.wars.war_status(code, event.observed_at, event.position, ctx.horizon if ctx.kept else None)
     args = {"code": code, "t": event.observed_at, "pos": event.position}
     if ctx is not None and ctx.kept:
         latest: dict[int, tuple] = {}

@@ -91,7 +91,7 @@ WHERE s.war_type = 'territory' AND s.status = 'ongoing' AND s.recorded_at <= :t
 def open_territory_wars(conn: sqlite3.Connection, t: int, ctx: Context) -> list[tuple]:
     """(war_id, territory, started_at, attacking, defending) of the territory wars ongoing at `t`, by war id."""
     if ctx.wars is not None:
-        found = ctx.wars.open_territory_wars(t)
+        found = ctx.wars.open_territory_wars(t, ctx.horizon if ctx.kept else None)
         if found is not None:
             return found
     if not ctx.kept:

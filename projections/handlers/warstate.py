@@ -12,9 +12,9 @@ as the handlers write:
 
 Rows come from the database the first time they are needed (inline projection: a batch's working set, one
 statement per structure) or all at once when the working set is `complete` (replay). Every answer is the one
-the SQL it replaces gives, or None when this state cannot tell (open wars with a row newer than the event),
-and the handler asks the database as before; with the state kept at the horizon (Context.kept) the runner
-gives no WarState and the handlers ask the tables. Anything that changes the tables in a
+the SQL it replaces gives (with the state kept at the horizon too, Context.kept: a war's rows before the
+horizon are then read in war_status_history_at_horizon), or None when this state cannot tell (open wars with
+a row newer than the event), and the handler asks the database as before. Anything that changes the tables in a
 way not reported here (a restore, a rolled-back event, synthetic war ids moving to a real id) calls
 `invalidate`: the rows are read again when next needed.
 """
@@ -61,6 +61,11 @@ class WarState:
         self._targets: dict[str, dict[int, list[WarRow]]] = {}             # territory -> war id -> its rows
         self._targets_all = False
         self._at_war: dict[str, int] | None = None                         # territory -> last_updated
+        # The state kept at the horizon (Context.kept): war_status_history_at_horizon, per war its rows and
+        # per territory the rows of its territory wars, in time order (read once; replaced only with a new
+        # snapshot, which no working set outlives).
+        self._kept: dict[int, list[WarRow]] | None = None
+        self._kept_targets: dict[str, dict[int, list[WarRow]]] = {}
 
     def invalidate(self) -> None:
         self._latest = None
@@ -104,6 +109,17 @@ class WarState:
         else:
             rows.append(row)
 
+    def _load_kept(self) -> dict[int, list[WarRow]]:
+        if self._kept is None:
+            self._kept = {}
+            for r in self.conn.execute(f"SELECT war_id, {_COLUMNS} FROM war_status_history_at_horizon "
+                                       "ORDER BY recorded_at, id"):
+                row = WarRow(*r[1:])
+                self._kept.setdefault(r[0], []).append(row)
+                if row.war_type == "territory" and row.territory_id is not None:
+                    self._kept_targets.setdefault(row.territory_id, {}).setdefault(r[0], []).append(row)
+        return self._kept
+
     def _load_at_war(self) -> dict[str, int]:
         if self._at_war is None:
             self._at_war = dict(self.conn.execute(
@@ -138,31 +154,54 @@ class WarState:
             self._at_war.pop(code, None)
 
     # ------------------------------------------------------------------ questions
-    def open_territory_wars(self, t: int) -> list[tuple] | None:
-        """As wars.open_territory_wars (not kept): (war_id, territory, started_at, attacking, defending) of the
-        territory wars whose latest row at `t` is ongoing, by war id; None when a row is newer than `t`."""
+    def open_territory_wars(self, t: int, floor: int | None = None) -> list[tuple] | None:
+        """As wars.open_territory_wars: (war_id, territory, started_at, attacking, defending) of the territory
+        wars whose latest row at `t` is ongoing, by war id; None when a war's latest row is newer than `t`.
+        `floor` (the horizon, with the state kept there): a war's rows before it are read in the kept state."""
         out = []
-        for war_id, row in self._load_latest().items():
+        latest = self._load_latest()
+        for war_id, row in latest.items():
             if row.time > t:
                 return None
+            if floor is not None and row.time < floor:
+                continue   # (read in the kept state below)
             if row.war_type == "territory" and row.status == "ongoing":
                 out.append((war_id, row.territory_id, row.started_at, row.attacking, row.defending))
+        if floor is not None:
+            for war_id, rows in self._load_kept().items():
+                mine = latest.get(war_id)
+                if mine is not None and mine.time >= floor:
+                    continue
+                kept = _known(rows, t, None)
+                if kept is not None and kept.war_type == "territory" and kept.status == "ongoing":
+                    out.append((war_id, kept.territory_id, kept.started_at, kept.attacking, kept.defending))
         out.sort()
         return out
 
-    def war_status(self, code: str, t: int, position: int) -> str | None:
-        """As territories.war_status_at (not kept): per war of the territory its row known at the event (the
-        newest observed before `t`, or at `t` by an event up to `position`), the newest of those ongoing."""
+    def war_status(self, code: str, t: int, position: int, floor: int | None = None) -> str:
+        """As territories.war_status_at: per war of the territory its row known at the event (the newest
+        observed before `t`, or at `t` by an event up to `position`; from `floor` on, else in the state kept
+        at the horizon), the newest of those ongoing."""
         found: WarRow | None = None
-        for rows in self._load_targets(code).values():
-            i = len(rows) - 1
-            # (the wars handler ran over the whole batch first: rows of later events may follow; one row per
-            # war and time, so a row at t folded into by a later event hides no other row at t)
-            while i >= 0 and (rows[i].time > t or (rows[i].time == t and rows[i].position > position)):
-                i -= 1
-            if i < 0:
-                continue
-            row = rows[i]
+        mine = self._load_targets(code)
+        candidates = []
+        for rows in mine.values():
+            # (the wars handler ran over the whole batch first: rows of later events may follow)
+            row = _known(rows, t, position)
+            if row is not None and (floor is None or row.time >= floor):
+                candidates.append(row)
+        if floor is not None:
+            self._load_kept()
+            for war_id, rows in self._kept_targets.get(code, {}).items():
+                ours = mine.get(war_id)
+                if ours is not None:
+                    row = _known(ours, t, position)
+                    if row is not None and row.time >= floor:
+                        continue
+                kept = _known(rows, t, position)
+                if kept is not None:
+                    candidates.append(kept)
+        for row in candidates:
             if row.status != "ongoing":
                 continue
             if found is None or (row.time, row.row_id) > (found.time, found.row_id):
@@ -174,3 +213,13 @@ class WarState:
     def territories_at_war(self, t: int) -> list[str]:
         """Territories whose war_status is not 'none' and last_updated between 1 and `t`, by code."""
         return sorted(code for code, updated in self._load_at_war().items() if 1 <= updated <= t)
+
+
+def _known(rows: list[WarRow], t: int, position: int | None) -> WarRow | None:
+    """The newest of `rows` (in time order) observed before `t`, or at `t` by an event up to `position` (any
+    event when None)."""
+    i = len(rows) - 1
+    while i >= 0 and (rows[i].time > t or (position is not None and rows[i].time == t
+                                           and rows[i].position > position)):
+        i -= 1
+    return rows[i] if i >= 0 else None
