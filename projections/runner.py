@@ -403,6 +403,14 @@ def project_inline(conn: sqlite3.Connection, events: list[Event], heartbeats: li
                     conn.execute("RELEASE live")
 
 
+def _live_views() -> frozenset[str]:
+    return frozenset().union(*(h.live_views for h in handlers()))
+
+
+# Ingest builds heartbeats only for the views whose unchanged polls refresh a live column (ingest.py).
+project_inline.live_views = _live_views()  # type: ignore[attr-defined]
+
+
 def catch_up(conn: sqlite3.Connection, batch: int = 5000,
              progress: Callable[[int], None] | None = None) -> int:
     """Bring every handler up to the end of the log, one transaction per batch. Returns events applied."""

@@ -408,3 +408,16 @@ def test_territory_war_status_looks_past_an_ended_war_to_an_older_open_one(db):
         (T0 - HOUR, "none"), (T0, "defending"), (T0 + 10, "under_attack"), (T0 + HOUR, "defending"),
         (T0 + 2 * HOUR, "none")]
     assert_replay_gives_the_same_tables(db)
+
+
+def test_every_handler_with_live_columns_names_the_views_ingest_must_send_heartbeats_for():
+    """Ingest builds heartbeats only for project_inline.live_views: a handler that refreshes live columns
+    from heartbeats must list its views there, or its columns would go stale."""
+    from tornstore.projections.handlers.base import Handler
+    from tornstore.projections.runner import handlers, project_inline
+
+    for handler in handlers():
+        refreshes = type(handler).live is not Handler.live or type(handler).live_batch is not Handler.live_batch
+        assert bool(handler.live_views) == refreshes, handler.name
+        assert handler.live_views <= handler.views, handler.name
+        assert handler.live_views <= project_inline.live_views

@@ -56,6 +56,7 @@ class Handler:
     """
     name: str = ""
     views: frozenset[str] = frozenset()
+    live_views: frozenset[str] = frozenset()   # views whose unchanged polls (heartbeats) refresh live columns
     history_tables: tuple[str, ...] = ()
     state_tables: tuple[str, ...] = ()
 

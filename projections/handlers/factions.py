@@ -82,6 +82,7 @@ def faction_values(view: str, payload: Any) -> dict[str, Any]:
 class FactionsHandler(FoldHandler):
     name = "factions"
     views = frozenset({"v1.faction", "v2.faction", "v2.members"})
+    live_views = frozenset({"v1.faction", "v2.faction"})   # age
     history_tables = ()
     state_tables = ("factions",)
 

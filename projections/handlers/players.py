@@ -199,6 +199,7 @@ def memo_player_update(ws: WorkSet, event: Event) -> PlayerUpdate:
 class PlayersHandler(FoldHandler):
     name = "players"
     views = PLAYER_VIEWS | {"v1.faction", "v2.members"}
+    live_views = PLAYER_VIEWS
     history_tables = ()
     state_tables = ("players",)
 
