@@ -179,22 +179,39 @@ def test_0002_adds_the_views_to_a_0001_database_and_loses_nothing(tmp_path, monk
         close_sync(conn)
 
 
-def test_a_database_of_the_previous_release_migrates_to_the_latest_and_loses_nothing(tmp_path, monkeypatch):
-    """A store made and pruned by 0001 (the last release), a quarantined row in it, migrated through every
-    later migration: every row of every table it had is still there, and one replay makes verify pass."""
-    from tornstore.projections import health, runner
+def _compacted_store_of(db, migrations, monkeypatch):
+    """A store made with only `migrations`: the pipeline capture ingested, then compacted and pruned (the
+    monkeypatch stays on: the caller undoes it to migrate the rest)."""
     from tornstore.projections.compactor import compact
     from tornstore.projections.store import ingest_files
 
     from .test_queries import pipeline_capture, ts
 
-    first = available_migrations()[:1]
-    monkeypatch.setattr(migrate_mod, "available_migrations", lambda: first)
-    db = tmp_path / "old.db"
-    assert ingest_files(str(db), [str(pipeline_capture(tmp_path / "capture.ndjson"))]).appended > 0
+    monkeypatch.setattr(migrate_mod, "available_migrations", lambda: migrations)
+    assert ingest_files(str(db), [str(pipeline_capture(db.parent / "capture.ndjson"))]).appended > 0
     conn = connect_sync(db)
+    compact(conn, ts(2025, 12, 15), backup=False)
+    return conn
+
+
+def _assert_rows_kept(conn, before: dict, skip: tuple[str, ...]) -> None:
+    """Every row each table held before is still there, in its columns of then (new columns come after)."""
+    for table, rows in before.items():
+        if table in skip:
+            continue
+        columns = [c[1] for c in conn.execute(f'PRAGMA table_xinfo("{table}")')][:len(rows[0]) if rows else None]
+        assert conn.execute(f'SELECT {", ".join(columns)} FROM "{table}" ORDER BY rowid').fetchall() == rows, table
+
+
+def test_a_database_of_the_previous_release_migrates_to_the_latest_and_loses_nothing(tmp_path, monkeypatch):
+    """A store made and pruned by 0001 (the last release), a quarantined row in it, migrated through every
+    later migration: every row of every table it had is still there, and one replay makes verify pass."""
+    from tornstore.projections import health, runner
+
+    from .test_queries import ts
+
+    conn = _compacted_store_of(tmp_path / "old.db", available_migrations()[:1], monkeypatch)
     try:
-        compact(conn, ts(2025, 12, 15), backup=False)
         conn.execute("INSERT INTO quarantine (observed_at, source_url, reason, body, body_hash) VALUES "
                      "(?, 'https://api.torn.com/v2/user/bars', 'URL names no player', '{\"bars\": {}}', 'h')",
                      (ts(2025, 12, 1),))                      # as the last release quarantined own-key URLs
@@ -203,12 +220,7 @@ def test_a_database_of_the_previous_release_migrates_to_the_latest_and_loses_not
         monkeypatch.undo()
         applied = migrate(conn, now=ts(2025, 12, 16))
         assert applied == [m.version for m in available_migrations()[1:]]
-        for table, rows in before.items():
-            if table in ("schema_version", "sqlite_sequence"):
-                continue
-            columns = [c[1] for c in conn.execute(f'PRAGMA table_xinfo("{table}")')][:len(rows[0]) if rows else None]
-            now = conn.execute(f'SELECT {", ".join(columns)} FROM "{table}" ORDER BY rowid').fetchall()
-            assert now == rows, table
+        _assert_rows_kept(conn, before, skip=("schema_version", "sqlite_sequence"))
         assert conn.execute("SELECT key_fp, needs_owner FROM quarantine").fetchall() == [(None, 0)]
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         runner.replay(conn)                      # pruned before 0004: one replay takes the log as baseline
@@ -223,28 +235,18 @@ def test_a_database_made_before_0006_migrates_in_place_and_loses_nothing(tmp_pat
     horizon) migrates to the latest: every row of every table is still there, the new column comes empty,
     and verify passes without a replay (the projections' newest observation is read from the log once)."""
     from tornstore.projections import health
-    from tornstore.projections.compactor import compact
-    from tornstore.projections.store import ingest_files
 
-    from .test_queries import pipeline_capture, ts
+    from .test_queries import ts
 
-    before_0006 = [m for m in available_migrations() if m.version < 6]
-    monkeypatch.setattr(migrate_mod, "available_migrations", lambda: before_0006)
-    db = tmp_path / "0005.db"
-    assert ingest_files(str(db), [str(pipeline_capture(tmp_path / "capture.ndjson"))]).appended > 0
-    conn = connect_sync(db)
+    conn = _compacted_store_of(tmp_path / "0005.db", [m for m in available_migrations() if m.version < 6],
+                               monkeypatch)
     try:
-        compact(conn, ts(2025, 12, 15), backup=False)
         _, before = _contents(conn)
         assert sum(len(rows) for rows in before.values()) > 100
         monkeypatch.undo()
         applied = migrate(conn, now=ts(2025, 12, 16))
         assert applied and min(applied) == 6
-        for table, rows in before.items():
-            if table == "schema_version":
-                continue
-            columns = [c[1] for c in conn.execute(f'PRAGMA table_xinfo("{table}")')][:len(rows[0]) if rows else None]
-            assert conn.execute(f'SELECT {", ".join(columns)} FROM "{table}" ORDER BY rowid').fetchall() == rows, table
+        _assert_rows_kept(conn, before, skip=("schema_version",))
         assert {r[0] for r in conn.execute("SELECT newest_observed_at FROM projection_checkpoints")} == {None}
         report = health.verify(conn)
         assert report["ok"], report

@@ -26,7 +26,7 @@ import msgspec
 from tornstore.eventstore.records import Event
 
 from .base import Context
-from .workset import PLAYER_COLUMNS, PastRow, WorkSet
+from .workset import PLAYER_COLUMNS, HistorySQL, PastRow, WorkSet
 
 _decode_json = msgspec.json.Decoder().decode
 
@@ -122,18 +122,12 @@ def ensure_player(conn: sqlite3.Connection, player_id: int, observed_at: int) ->
 
 
 # ------------------------------------------------------------------------------------------ history
-class History:
+class History(HistorySQL):
     """An append-only history table: key column, time column, tracked value columns, event_position."""
 
     def __init__(self, table: str, key: str, time: str, fields: Sequence[str]):
-        self.table, self.key, self.time, self.fields = table, key, time, tuple(fields)
+        super().__init__(table, key, time, fields)
         cols = ", ".join(self.fields)
-        self._latest_sql = (f"SELECT id, {time}, {cols} FROM {table} WHERE {key} = ? AND {time} <= ? "
-                            f"ORDER BY {time} DESC, id DESC LIMIT 1")
-        self._latest_since_sql = (f"SELECT id, {time}, {cols} FROM {table} WHERE {key} = ? AND {time} <= ? "
-                                  f"AND {time} >= ? ORDER BY {time} DESC, id DESC LIMIT 1")
-        self._kept_sql = (f"SELECT id, {time}, {cols} FROM {table}_at_horizon WHERE {key} = ? AND {time} <= ? "
-                          f"ORDER BY {time} DESC, id DESC LIMIT 1")
         self._insert_sql = (f"INSERT INTO {table} ({key}, {time}, {cols}, event_position) "
                             f"VALUES (?, ?, {', '.join('?' * len(self.fields))}, ?)")
         self._update_sql = (f"UPDATE {table} SET {', '.join(f + ' = ?' for f in self.fields)}, "
@@ -142,15 +136,9 @@ class History:
     def latest(self, conn: sqlite3.Connection, key: Any, at: int, ctx: Context | None = None) -> PastRow | None:
         """The row in force at time `at` (the latest with time <= at): from the horizon on in this table,
         before it in the state kept at the horizon (when `ctx.kept`)."""
-        if ctx is not None and ctx.kept:
-            row = conn.execute(self._latest_since_sql, (key, at, ctx.horizon)).fetchone()
-            if row is None:
-                row = conn.execute(self._kept_sql, (key, at)).fetchone()
-        else:
-            row = conn.execute(self._latest_sql, (key, at)).fetchone()
-        if row is None:
-            return None
-        return PastRow(row[0], row[1], dict(zip(self.fields, row[2:], strict=True)))
+        if ctx is None:
+            return self.row_at(conn, key, at)
+        return self.row_at(conn, key, at, ctx.horizon, ctx.kept)
 
     def write(self, conn: sqlite3.Connection, key: Any, values: dict[str, Any], event: Event,
               prev: PastRow | None) -> None:

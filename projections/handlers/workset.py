@@ -156,6 +156,34 @@ class PastRow(msgspec.Struct):
     values: dict[str, Any]
 
 
+class HistorySQL:
+    """The statements of one history table that look up the row in force at a time: the newest row with
+    time <= t; with the state kept at the horizon (`kept`), from the horizon on in the table and before it
+    in `<table>_at_horizon`. Shared by the working set (Latest) and the SQL handlers (common.History)."""
+
+    def __init__(self, table: str, key: str, time: str, fields: Iterable[str]):
+        self.table, self.key, self.time, self.fields = table, key, time, tuple(fields)
+        cols = ", ".join(self.fields)
+        self._latest_sql = (f"SELECT id, {time}, {cols} FROM {table} WHERE {key} = ? AND {time} <= ? "
+                            f"ORDER BY {time} DESC, id DESC LIMIT 1")
+        self._latest_since_sql = (f"SELECT id, {time}, {cols} FROM {table} WHERE {key} = ? AND {time} <= ? "
+                                  f"AND {time} >= ? ORDER BY {time} DESC, id DESC LIMIT 1")
+        self._kept_sql = (f"SELECT id, {time}, {cols} FROM {table}_at_horizon WHERE {key} = ? AND {time} <= ? "
+                          f"ORDER BY {time} DESC, id DESC LIMIT 1")
+
+    def row_at(self, conn: sqlite3.Connection, key: Any, at: int, horizon: int = 0,
+               kept: bool = False) -> PastRow | None:
+        if kept:
+            row = conn.execute(self._latest_since_sql, (key, at, horizon)).fetchone()
+            if row is None:
+                row = conn.execute(self._kept_sql, (key, at)).fetchone()
+        else:
+            row = conn.execute(self._latest_sql, (key, at)).fetchone()
+        if row is None:
+            return None
+        return PastRow(row[0], row[1], dict(zip(self.fields, row[2:], strict=True)))
+
+
 class Latest:
     """For one history table: each entity's newest row, new rows waiting to be written, and the id sequence.
 
@@ -182,22 +210,13 @@ class Latest:
         self.before_query: Callable[[], None] = self.flush       # the WorkSet writes its other tables first
         self._next_id: int | None = None
         cols = ", ".join(fields)
-        self._at_sql = (f"SELECT id, {time}, {cols} FROM {table} WHERE {key} = ? AND {time} <= ? "
-                        f"{'AND ' + time + ' >= ? ' if kept else ''}ORDER BY {time} DESC, id DESC LIMIT 1")
-        self._kept_sql = (f"SELECT id, {time}, {cols} FROM {table}_at_horizon WHERE {key} = ? AND {time} <= ? "
-                          f"ORDER BY {time} DESC, id DESC LIMIT 1")
+        self.sql = HistorySQL(table, key, time, fields)
         self._insert = (f"INSERT INTO {table} (id, {key}, {time}, {cols}, event_position) "
                         f"VALUES (?, ?, ?, {', '.join('?' * len(fields))}, ?)")
         self._update = f"UPDATE {table} SET {', '.join(f + ' = ?' for f in fields)}, event_position = ? WHERE id = ?"
 
     def _query(self, key: Any, at: int) -> PastRow | None:
-        args: tuple = (key, at, self.horizon) if self.kept else (key, at)
-        row = self.conn.execute(self._at_sql, args).fetchone()
-        if row is None and self.kept:
-            row = self.conn.execute(self._kept_sql, (key, at)).fetchone()
-        if row is None:
-            return None
-        return PastRow(row[0], row[1], dict(zip(self.fields, row[2:], strict=True)))
+        return self.sql.row_at(self.conn, key, at, self.horizon, self.kept)
 
     def at(self, key: Any, t: int) -> PastRow | None:
         try:
