@@ -5,9 +5,21 @@ written in the same transaction as its rows, and it only moves forward: a batch 
 between commit and acknowledgement) is skipped, and a handler that is behind (a new one) first catches
 up from the log.
 
-An event a handler cannot project (a CHECK fails, the model refuses the shape) is rolled back to a
-savepoint taken before it, recorded in `projection_errors` with the reason, and the handler moves on.
-A later replay retries it.
+Two kinds of handler. The entity projections (factions, players, player_stats, faction_history) are
+folds on a WorkSet (handlers/workset.py): the rows they read are loaded once per batch (once per replay),
+an event goes through each of them in turn, and what changed is written back with one executemany per
+table. Wars and territories run SQL per event on the tables, after the folds' rows are written, with the
+wars they would otherwise scan for held in memory (handlers/warstate.py).
+
+An event a handler cannot project (a CHECK fails, the model refuses the shape) is recorded in
+`projection_errors` with the reason and the handler moves on: a fold checks before it changes anything;
+an SQL handler's event is rolled back to a savepoint taken before it. A later replay retries it.
+
+Arrival order: the tables are those of the events in time order. A fold that meets an event older than
+the newest it folded for the entity folds the entity again from that time (handlers/history_fold.py);
+wars and territories, when a batch holds an observation older than the newest they folded (kept beside
+their checkpoints), restore their tables to before its time and apply every event from there in time
+order (`_apply_handlers`).
 
 Replay after pruning. The compactor keeps the projections' state at the prune horizon (migration 0004:
 `projection_snapshots` and the `*_at_horizon` tables, written by compactor/snapshot.py): every current-state
@@ -272,7 +284,7 @@ def _late_from(conn: sqlite3.Connection, ws: WorkSet, mine: dict[Handler, list[E
             newest = t if newest is None else max(newest, t)
         ws.sql_marks[handler.name] = newest
         if kept:
-                conn.execute("INSERT INTO projection_checkpoints (projection, position, newest_observed_at) "
+            conn.execute("INSERT INTO projection_checkpoints (projection, position, newest_observed_at) "
                          "VALUES (?, 0, ?) ON CONFLICT (projection) DO UPDATE SET "
                          "newest_observed_at = excluded.newest_observed_at", (handler.name, newest))
     return late
@@ -358,7 +370,7 @@ def _catch_up(conn: sqlite3.Connection, handler: Handler, after: int, upto: int,
 def _ids(events: list[Event], entity_type: str) -> list[int]:
     """The integer entity ids of `entity_type` the events name (to read their rows in one statement)."""
     return [int(e.stream.entity_id) for e in events
-            if e.stream.entity_type == entity_type and e.stream.entity_id.isdigit()]
+            if e.stream.entity_type == entity_type and e.stream.entity_id.isascii() and e.stream.entity_id.isdigit()]
 
 
 def project_inline(conn: sqlite3.Connection, events: list[Event], heartbeats: list[Heartbeat]) -> None:

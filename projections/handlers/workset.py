@@ -295,12 +295,6 @@ class Latest:
                 for row_id, (row, position) in sorted(self.updated.items())])
             self.updated.clear()
 
-    def forget(self) -> None:
-        self.flush()
-        self.newest.clear()
-        self._next_id = None
-        self.complete = False
-
 
 class WorkSet:
     """The rows the fold projections work on, for one inline batch or one whole replay."""
