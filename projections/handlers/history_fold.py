@@ -69,8 +69,16 @@ class HistoryFold(FoldHandler):
         if mark is not None and t < mark:
             self.refold(ws, key, stream.entity_id, event, ctx)
             return
-        self.history.fold(ws, key, values, event, ctx, seed=self._seed_for(ws, stream.entity_id, event))
         latest.marks[key] = t if mark is None else max(mark, t)
+        prev = latest.newest.get(key)
+        if prev is not None and prev.time <= t:   # (most events: in time order, and nothing tracked changed)
+            known = prev.values
+            for name, value in values.items():
+                if known.get(name, value) != value:
+                    break
+            else:
+                return
+        self.history.fold(ws, key, values, event, ctx, seed=self._seed_for(ws, stream.entity_id, event))
 
     def _seed_for(self, ws: WorkSet, entity_id: str, event: Event) -> Callable[[], dict[str, Any]]:
         return lambda: self.seed(ws, entity_id, event)
