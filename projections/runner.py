@@ -367,12 +367,6 @@ def _catch_up(conn: sqlite3.Connection, handler: Handler, after: int, upto: int,
     ws.flush()
 
 
-def _ids(events: list[Event], entity_type: str) -> list[int]:
-    """The integer entity ids of `entity_type` the events name (to read their rows in one statement)."""
-    return [int(e.stream.entity_id) for e in events
-            if e.stream.entity_type == entity_type and e.stream.entity_id.isascii() and e.stream.entity_id.isdigit()]
-
-
 def project_inline(conn: sqlite3.Connection, events: list[Event], heartbeats: list[Heartbeat]) -> None:
     """The Projector given to ingest: runs inside the ingest transaction, so reads see their own writes."""
     ctx = projection_context(conn)
@@ -386,8 +380,7 @@ def project_inline(conn: sqlite3.Connection, events: list[Event], heartbeats: li
                 _catch_up(conn, handler, done, first - 1, ctx)
                 checkpoints[handler.name] = first - 1
         ws = WorkSet(conn, ctx.horizon, ctx.kept)
-        ws.players.prefetch(_ids(events, "user"))
-        ws.factions.prefetch(_ids(events, "faction"))
+        ws.prefetch(events, first)
         _apply_handlers(conn, ws, due, events, ctx, checkpoints)
         ws.flush()
         for handler in due:

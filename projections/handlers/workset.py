@@ -245,6 +245,27 @@ class Latest:
         for k in wanted:
             self.marks[k] = found.get(str(k))
 
+    def prefetch_newest(self, keys: Iterable[Any]) -> None:
+        """Read the newest rows of `keys` not in memory yet, in one statement (inline: a batch's entities)."""
+        if self.complete:
+            return
+        wanted = [k for k in set(keys) if k not in self.newest]
+        if not wanted:
+            return
+        cols = ", ".join(self.fields)
+        since = f"AND {self.time} >= ? " if self.kept else ""
+        found: dict[Any, PastRow] = {}
+        for row in self.conn.execute(
+                f"SELECT {self.key}, id, {self.time}, {cols} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY "
+                f"{self.key} ORDER BY {self.time} DESC, id DESC) AS rn FROM {self.table} "
+                f"WHERE {self.key} IN (SELECT value FROM json_each(?)) {since}) WHERE rn = 1",
+                (_ids_json(wanted).decode(), *((self.horizon,) if self.kept else ()))):
+            found[row[0]] = PastRow(row[1], row[2], dict(zip(self.fields, row[3:], strict=True)))
+        for k in wanted:
+            # (with the state kept at the horizon, an entity with no row since is looked up there, one by one)
+            if k in found or not self.kept:
+                self.newest[k] = found.get(k)
+
     def mark(self, key: Any, position: int) -> int | None:
         """The time of the entity's newest event folded before the event at `position` (None: none)."""
         if key not in self.marks:
@@ -349,12 +370,33 @@ class WorkSet:
             self.factions.load_all()
             self.factions.complete = True
 
+    def prefetch(self, events: Iterable[Any], first_position: int) -> None:
+        """Read what the folds will ask about the entities of an inline batch, one statement per table."""
+        users, factions = _entity_ids(events)
+        self.players.prefetch(users)
+        self.factions.prefetch(factions)
+        for latest, keys in ((self.history["player_stats_history"], users),
+                             (self.history["faction_history"], factions)):
+            latest.prefetch_newest(keys)
+            latest.prefetch_marks(keys, first_position)
+
     def flush(self) -> None:
         """Write back everything that changed (factions first: players refer to them)."""
         self.factions.flush()
         self.players.flush()
         for latest in self.history.values():
             latest.flush()
+
+
+def _entity_ids(events: Iterable[Any]) -> tuple[list[int], list[int]]:
+    """The player and faction ids a batch of events names (streams whose id is a number)."""
+    users: list[int] = []
+    factions: list[int] = []
+    for event in events:
+        entity_type, entity_id, _ = event.stream
+        if entity_type in ("user", "faction") and entity_id.isascii() and entity_id.isdigit():
+            (users if entity_type == "user" else factions).append(int(entity_id))
+    return users, factions
 
 
 def _newest_rows(conn: sqlite3.Connection, latest: Latest) -> dict[Any, PastRow]:
