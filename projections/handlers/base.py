@@ -20,12 +20,12 @@ class ProjectionError(ValueError):
 _INT64 = 1 << 63
 
 
-def check_int64(what: str, values: dict) -> None:
-    """SQLite stores 64-bit integers: a bigger one is refused here, naming the field, before a fold keeps it
-    in memory (it would fail the whole batch when written)."""
+def check_int64(values: dict, entity: str, key: object, view: str) -> None:
+    """SQLite stores 64-bit integers: a bigger one is refused here, naming the entity, view and field, before
+    a fold keeps it in memory (it would fail the whole batch when written)."""
     for name, value in values.items():
         if type(value) is int and (value >= _INT64 or value < -_INT64):
-            raise ProjectionError(f"{what}: {name} {value} does not fit in 64 bits")
+            raise ProjectionError(f"{entity} {key} ({view}): {name} {value} does not fit in 64 bits")
 
 
 @dataclass

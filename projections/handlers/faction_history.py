@@ -46,7 +46,7 @@ class FactionHistoryHandler(HistoryFold):
         return {k: every[k] for k in FIELDS if every.get(k) is not None}
 
     def check(self, key: int, view: str, values: dict[str, Any]) -> None:
-        check_int64(f"faction {key} ({view})", values)
+        check_int64(values, "faction", key, view)
         for name, value in values.items():
             if value < 0:
                 raise ProjectionError(f"faction {key} ({view}): {name} {value} is negative")

@@ -93,7 +93,7 @@ class FactionsHandler(FoldHandler):
         if faction_id is None:
             raise ProjectionError(f"faction {event.stream.entity_id!r}: not a faction id")
         values = memo_faction_values(ws, event)
-        check_int64(f"faction {faction_id} ({event.stream.view})", values)
+        check_int64(values, "faction", faction_id, event.stream.view)
         for col in ("respect", "age", "best_chain", "member_count"):
             if values.get(col) is not None and values[col] < 0:
                 raise ProjectionError(f"faction {faction_id}: {col} {values[col]} is negative")

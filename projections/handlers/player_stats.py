@@ -103,7 +103,7 @@ class PlayerStatsHandler(HistoryFold):
         return stats_values(view, payload, observed_at, ws, event)
 
     def check(self, key: int, view: str, values: dict[str, Any]) -> None:
-        check_int64(f"user {key} ({view})", values)
+        check_int64(values, "user", key, view)
         for name, value in values.items():
             low = 1 if name in ("level", "life_maximum") else 0
             if name != "networth" and value < low:

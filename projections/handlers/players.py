@@ -158,7 +158,7 @@ def live_fields(view: str, payload: Any) -> dict[str, Any]:
 
 def check_player_values(player_id: int, view: str, values: dict[str, Any]) -> None:
     """Refuse values the schema's CHECKs would refuse, with a message naming the player and field."""
-    check_int64(f"user {player_id} ({view})", values)
+    check_int64(values, "user", player_id, view)
     level = values.get("level")
     if level is not None and level < 1:
         raise ProjectionError(f"user {player_id} ({view}): level {level} is below 1")
