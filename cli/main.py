@@ -2,65 +2,22 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
-from typing import Any
 
 import click
 
 
-class _Commands(dict):
-    """The group's commands, each module imported when one of its commands is looked up by name, and all
-    of them when the whole set is read (help, completion, `group.commands.items()`)."""
-
-    def _load(self, name: str) -> None:
-        module = COMMANDS.get(name)
-        if module is not None and not dict.__contains__(self, name):
-            importlib.import_module(module).register(cli)
-
-    def _load_all(self) -> None:
-        for name in COMMANDS:
-            self._load(name)
-
-    def __contains__(self, name: object) -> bool:
-        if isinstance(name, str):
-            self._load(name)
-        return dict.__contains__(self, name)
-
-    def __getitem__(self, name: str) -> click.Command:
-        self._load(name)
-        return dict.__getitem__(self, name)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        self._load(name)
-        return dict.get(self, name, default)
-
-    def __iter__(self) -> Iterator[str]:
-        self._load_all()
-        return dict.__iter__(self)
-
-    def __len__(self) -> int:
-        self._load_all()
-        return dict.__len__(self)
-
-    def keys(self) -> Any:
-        self._load_all()
-        return dict.keys(self)
-
-    def values(self) -> Any:
-        self._load_all()
-        return dict.values(self)
-
-    def items(self) -> Any:
-        self._load_all()
-        return dict.items(self)
-
-
 class _LazyGroup(click.Group):
-    """A group whose commands' modules are imported when needed (see COMMANDS)."""
+    """A group whose commands' modules are imported when needed (see COMMANDS): click asks `get_command`
+    for the command it runs and `list_commands` for help and completion."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.commands = _Commands()
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(module).register(self)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -22,7 +22,9 @@ def run(*args: str, env: dict | None = None):
 
 
 def leaf_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()):
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         if isinstance(command, click.Group):
             yield from leaf_commands(command, (*prefix, name))
         else:
