@@ -30,19 +30,11 @@ from tornstore.eventstore.secrets import fingerprint
 from tornstore.eventstore.simulator import World, start_simulator
 from tornstore.projections.store import Store
 
-from .test_collector_sim import SimClock  # the world's clock as the collector's; sleeping moves it
+from .test_collector_sim import SimClock, query  # SimClock: the world's clock; sleeping moves it
 
 REPO = Path(__file__).resolve().parents[1]
 K1, K2, K3 = "AAAAAAAAAAAAAAA1", "BBBBBBBBBBBBBBB2", "CCCCCCCCCCCCCCC3"
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
-
-
-def query(db_path, sql, *args):
-    conn = sqlite3.connect(db_path)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 # ------------------------------------------------------------------------------------------ the CLI, twice
