@@ -130,6 +130,7 @@ def _numeric_compute(conn: sqlite3.Connection, f: NumericFold, period: Period, p
             + ", ".join(f"MAX(h.{c} IS NOT NULL AND s.{c})" if c in nullable else "0" for c in cols)
             + f" FROM {f.history} AS h{_by_time_index(conn, f.history, f.time)} CROSS JOIN {s} AS s ON s.k = h.{f.key} "
             f"WHERE h.{f.time} BETWEEN :ps AND :pe AND ("
+            + " OR ".join(f"h.{c} IS NOT NULL" for c in nullable) + ") AND ("
             + " OR ".join(f"(h.{c} IS NOT NULL AND s.{c})" for c in nullable) + f") GROUP BY h.{f.key}", span)
     # 3. The value of each stat in force when the month began.
     conn.execute(f"CREATE TEMP TABLE {p} (k INTEGER PRIMARY KEY, " + ", ".join(f"{c} INTEGER" for c in cols) + ")")
@@ -240,9 +241,7 @@ def _territory_compute(conn: sqlite3.Connection, period: Period, prior_from_summ
             SELECT territory_id AS k, faction_id AS owner, recorded_at AS t,
                    ROW_NUMBER() OVER w AS rn,
                    LAG(faction_id) OVER w AS before,
-                   FIRST_VALUE(faction_id) OVER w AS first_owner,
-                   LAST_VALUE(faction_id) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-                       AS last_owner
+                   LEAD(1, 1, 0) OVER w = 0 AS is_last
             FROM territory_ownership_history
             WHERE recorded_at BETWEEN :ps AND :pe
             WINDOW w AS (PARTITION BY territory_id ORDER BY recorded_at, id)
@@ -255,7 +254,8 @@ def _territory_compute(conn: sqlite3.Connection, period: Period, prior_from_summ
         ),
         agg AS (
             SELECT k, COUNT(*) AS n, SUM(changed) AS changes, MAX(known) AS known, MIN(prior) AS prior,
-                   MIN(first_owner) AS first_owner, MIN(last_owner) AS last_owner,
+                   MIN(CASE WHEN rn = 1 THEN owner END) AS first_owner,
+                   MIN(CASE WHEN is_last THEN owner END) AS last_owner,
                    MAX(CASE WHEN changed THEN t END) AS last_change, MIN(t) AS first_t
             FROM marked GROUP BY k
         )
