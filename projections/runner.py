@@ -66,6 +66,7 @@ HISTORY_TABLES = {
     "faction_history": ("timestamp", ("faction_id",)),
     "war_status_history": ("recorded_at", ("war_id", "war_type", "territory_id", "started_at")),
     "territory_ownership_history": ("recorded_at", ("territory_id",)),
+    "stat_history": ("recorded_at", ("entity_type", "entity_id", "stat")),
 }
 PROJECTED_TABLES = (*STATE_TABLES, *HISTORY_TABLES)
 # Columns refreshed on every poll, from unchanged polls too (heartbeats): replay cannot see those polls, so
@@ -470,6 +471,10 @@ class Shadow:
         self.conn = conn
         self.exists = False
         self.ws: WorkSet | None = None
+        # The history tables this database has (one made before migration 0007 has no stat_history).
+        present = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
+        self.history = {t: v for t, v in HISTORY_TABLES.items() if t in present}
+        self.tables = tuple(t for t in SHADOWED if t in present)
 
     def __enter__(self) -> Shadow:
         self.create()
@@ -486,7 +491,7 @@ class Shadow:
         self.exists = True
         for table in reversed(SHADOWED):   # whatever a shadow killed on this connection left behind
             conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
-        for table in SHADOWED:
+        for table in self.tables:
             sql = conn.execute("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?",
                                (table,)).fetchone()[0]
             conn.execute(_CREATE_TABLE.sub("CREATE TEMP TABLE ", sql, count=1))
@@ -556,14 +561,14 @@ class Shadow:
     def trim(self, horizon: int) -> None:
         """Delete the shadow's history rows observed before `horizon` (the snapshot's in-force rows, and rows
         of months being pruned): live history holds none there."""
-        for table, (time, _) in HISTORY_TABLES.items():
+        for table, (time, _) in self.history.items():
             self.conn.execute(f"DELETE FROM temp.{table} WHERE {time} < ?", (horizon,))
 
     def save(self, horizon: int, prefix: int, now: int) -> None:
         """Inside the caller's write transaction: make the shadow (the projection of events 1..prefix) the
         snapshot at `horizon`, replacing the one before."""
         conn = self.conn
-        for table, (time, keys) in HISTORY_TABLES.items():
+        for table, (time, keys) in self.history.items():
             # Per entity, the latest row before the horizon: one written since the last snapshot, else its row.
             cols = ", ".join(_columns(conn, "main", table))
             conn.execute(f"DROP TABLE IF EXISTS temp._kept_{table}")
@@ -572,20 +577,20 @@ class Shadow:
                 f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {', '.join(keys)} ORDER BY {time} DESC, id DESC) AS rn "
                 f"FROM (SELECT {cols} FROM temp.{table} WHERE {time} < ? UNION ALL "
                 f"SELECT {cols} FROM main.{table}_at_horizon)) WHERE rn = 1", (horizon,))
-        for table in PROJECTED_TABLES:
+        for table in (*STATE_TABLES, *self.history):
             conn.execute(f"DELETE FROM main.{table}_at_horizon")
         for table in STATE_TABLES:
             cols = ", ".join(_columns(conn, "main", table))
             conn.execute(f"INSERT INTO main.{table}_at_horizon ({cols}) SELECT {cols} FROM temp.{table} ORDER BY 1")
-        for table in HISTORY_TABLES:
+        for table in self.history:
             cols = ", ".join(_columns(conn, "main", table))
             conn.execute(f"INSERT INTO main.{table}_at_horizon ({cols}) SELECT {cols} FROM temp._kept_{table} "
                          "ORDER BY id")
             conn.execute(f"DROP TABLE temp._kept_{table}")
         conn.execute("DELETE FROM main.sequences_at_horizon")
         conn.execute("INSERT INTO main.sequences_at_horizon (table_name, seq) SELECT name, MAX(seq) "
-                     f"FROM temp.sqlite_sequence WHERE name IN ({', '.join('?' * len(HISTORY_TABLES))}) AND seq > 0 "
-                     "GROUP BY name ORDER BY name", tuple(HISTORY_TABLES))
+                     f"FROM temp.sqlite_sequence WHERE name IN ({', '.join('?' * len(self.history))}) AND seq > 0 "
+                     "GROUP BY name ORDER BY name", tuple(self.history))
         conn.execute("INSERT INTO main.projection_snapshots (horizon, prefix_position, sealed_position, made_at) "
                      "VALUES (?, ?, (SELECT COALESCE(MAX(position), 0) FROM main.events), ?)", (horizon, prefix, now))
 
@@ -600,7 +605,7 @@ class Shadow:
         conn = self.conn
         chosen = [handler_named(n) for n in names]
         state = [t for t in STATE_TABLES if any(t in h.state_tables for h in chosen)]
-        history = [t for t in HISTORY_TABLES if any(t in h.history_tables for h in chosen)]
+        history = [t for t in self.history if any(t in h.history_tables for h in chosen)]
         for table, key in STATE_TABLES.items():
             cols = _columns(conn, "main", table)
             if table not in state:

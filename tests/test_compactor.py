@@ -825,7 +825,7 @@ def test_late_data_into_a_half_pruned_month_is_kept_not_folded(ingested, uninter
     """Killed in the middle of pruning October, then a late October event arrives: October is never
     folded again (part of its detail is gone); the next run finishes the prune and reports the event."""
     db = copy_db(ingested, tmp_path / "torn.db")
-    proc = _child(db, "prune:batch:7")
+    proc = _child(db, "prune:2026-10:batch:3")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 86, err
     conn = sqlite3.connect(db)

@@ -35,7 +35,8 @@ Crash hooks (TORNSTORE_CRASH_AT=<name> makes the process `os._exit` at that step
   plan:marked, fold:<YYYY-MM>:computed, fold:<YYYY-MM>:before-commit, fold:<YYYY-MM>:committed,
   backup:before, backup:copied, backup:rotated, snapshot:built, snapshot:before-commit, snapshot:committed,
   prune:batch:<N>:before-commit, prune:batch:<N> (after
-  the N-th batch of the run commits), prune:<YYYY-MM>:before-seal, prune:<YYYY-MM>:sealed, vacuum:step,
+  the N-th batch of the run commits), prune:<YYYY-MM>:batch:<K> (after the K-th batch of that month commits),
+  prune:<YYYY-MM>:before-seal, prune:<YYYY-MM>:sealed, vacuum:step,
   compact:done.
 """
 from __future__ import annotations
@@ -139,7 +140,7 @@ class CompactionReport:
 def _earliest_detail(conn: sqlite3.Connection, horizon: int) -> int | None:
     """Observed time of the oldest event or history row at or after the horizon."""
     times = [conn.execute("SELECT MIN(observed_at) FROM events WHERE observed_at >= ?", (horizon,)).fetchone()[0]]
-    for h in folds.HISTORY_TABLES:
+    for h in folds.history_tables(conn):
         times.append(conn.execute(f"SELECT MIN({h.time}) FROM {h.table} WHERE {h.time} >= ?",
                                   (horizon,)).fetchone()[0])
     times = [t for t in times if t is not None]
@@ -151,7 +152,7 @@ def _has_late_rows(conn: sqlite3.Connection, period: Period, covered: int) -> bo
     if conn.execute("SELECT EXISTS (SELECT 1 FROM events WHERE observed_at BETWEEN ? AND ? AND position > ?)",
                     (period.start, period.end, covered)).fetchone()[0]:
         return True
-    for h in folds.HISTORY_TABLES:
+    for h in folds.history_tables(conn):
         if conn.execute(f"SELECT EXISTS (SELECT 1 FROM {h.table} WHERE {h.time} BETWEEN ? AND ? "
                         "AND event_position > ?)", (period.start, period.end, covered)).fetchone()[0]:
             return True

@@ -41,6 +41,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from . import stat_fold
 from .periods import Period
 
 DAY = 86400
@@ -86,9 +87,23 @@ HISTORY_TABLES = (
     HistoryTable("faction_history", "timestamp"),
     HistoryTable("war_status_history", "recorded_at"),
     HistoryTable("territory_ownership_history", "recorded_at"),
+    HistoryTable("stat_history", "recorded_at"),
 )
 
-SUMMARY_TABLES = ("player_stats_summary", "faction_summary", "war_summary", "territory_ownership_summary")
+
+def history_tables(conn: sqlite3.Connection) -> tuple[HistoryTable, ...]:
+    """The history tables this database has (one made before migration 0007 has no stat_history)."""
+    names = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
+    return tuple(h for h in HISTORY_TABLES if h.table in names)
+
+
+def _has_stats(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'stat_summary'"
+                        ).fetchone() is not None
+
+
+SUMMARY_TABLES = ("player_stats_summary", "faction_summary", "war_summary", "territory_ownership_summary",
+                  "stat_summary")
 
 
 def _drop(conn: sqlite3.Connection, *names: str) -> None:
@@ -377,7 +392,8 @@ def _war_write(conn: sqlite3.Connection, period: Period, now: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- together
-FOLD_NAMES = ("player_stats_summary", "faction_summary", "war_summary", "territory_ownership_summary")
+FOLD_NAMES = ("player_stats_summary", "faction_summary", "war_summary", "territory_ownership_summary",
+              "stat_summary")
 
 
 def compute_all(conn: sqlite3.Connection, period: Period, prior_from_summary: bool) -> dict[str, int]:
@@ -387,7 +403,7 @@ def compute_all(conn: sqlite3.Connection, period: Period, prior_from_summary: bo
         "faction_summary": _numeric_compute(conn, FACTION, period, prior_from_summary),
         "war_summary": _war_compute(conn, period, prior_from_summary),
         "territory_ownership_summary": _territory_compute(conn, period, prior_from_summary),
-    }
+    } | ({"stat_summary": stat_fold.compute(conn, period, prior_from_summary)} if _has_stats(conn) else {})
 
 
 def write_all(conn: sqlite3.Connection, period: Period, now: int) -> None:
@@ -396,10 +412,12 @@ def write_all(conn: sqlite3.Connection, period: Period, now: int) -> None:
     _numeric_write(conn, FACTION, period, now)
     _war_write(conn, period, now)
     _territory_write(conn, period, now)
+    if _has_stats(conn):
+        stat_fold.write(conn, period, now)
 
 
 def drop_temp(conn: sqlite3.Connection) -> None:
     names = []
     for prefix in (PLAYER_STATS.tmp, FACTION.tmp, _W, _T):
         names += [prefix + "_m", prefix + "_p", prefix + "_r", prefix + "_s", prefix + "_h"]
-    _drop(conn, *names)
+    _drop(conn, *names, *stat_fold.TEMP_TABLES)

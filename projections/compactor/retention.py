@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Callable
 
 from . import ledger
-from .folds import HISTORY_TABLES, HistoryTable
+from .folds import HistoryTable, history_tables
 from .periods import Period
 
 BATCH = 20000
@@ -47,7 +47,7 @@ def count_prunable(conn: sqlite3.Connection, period: Period, covered: int) -> tu
         f"SELECT COUNT(*) FROM events AS e WHERE e.observed_at BETWEEN ? AND ? AND e.position <= ? AND {_NOT_LATEST}",
         (period.start, period.end, covered)).fetchone()[0]
     history = 0
-    for h in HISTORY_TABLES:
+    for h in history_tables(conn):
         history += conn.execute(f"SELECT COUNT(*) FROM {h.table} WHERE {h.time} BETWEEN ? AND ?",
                                 (period.start, period.end)).fetchone()[0]
     return events, history
@@ -57,7 +57,7 @@ def estimate_rows(conn: sqlite3.Connection, period: Period) -> int:
     """Rows observed in the month (index-only counts): the progress bar's total."""
     total = conn.execute("SELECT COUNT(*) FROM events WHERE observed_at BETWEEN ? AND ?",
                          (period.start, period.end)).fetchone()[0]
-    for h in HISTORY_TABLES:
+    for h in history_tables(conn):
         total += conn.execute(f"SELECT COUNT(*) FROM {h.table} WHERE {h.time} BETWEEN ? AND ?",
                               (period.start, period.end)).fetchone()[0]
     return total
@@ -65,13 +65,15 @@ def estimate_rows(conn: sqlite3.Connection, period: Period) -> int:
 
 class Pruner:
     """Deletes one month's detail batch by batch. `batches` counts committed batches over the whole run
-    (the crash hook `prune:batch:N` fires after the N-th commit)."""
+    (the crash hook `prune:batch:N` fires after the N-th commit, and `prune:<YYYY-MM>:batch:K` after the
+    K-th commit of that month)."""
 
     def __init__(self, conn: sqlite3.Connection, batch: int = BATCH,
                  progress: Callable[[int], None] | None = None):
         self.conn = conn
         self.batch = batch
         self.batches = 0
+        self.month_batches: dict[Period, int] = {}
         self.progress = progress
 
     def _commit_batch(self, period: Period, events: int, history: int, scanned: int) -> None:
@@ -79,7 +81,9 @@ class Pruner:
         ledger.crash_point(f"prune:batch:{self.batches + 1}:before-commit")
         self.conn.execute("COMMIT")
         self.batches += 1
+        self.month_batches[period] = self.month_batches.get(period, 0) + 1
         ledger.crash_point(f"prune:batch:{self.batches}")
+        ledger.crash_point(f"prune:{period.label}:batch:{self.month_batches[period]}")
         if self.progress:
             self.progress(scanned)
 
@@ -173,7 +177,7 @@ class Pruner:
             if len(rows) < self.batch:
                 break
         # History rows: all of the month's.
-        for h in HISTORY_TABLES:
+        for h in history_tables(conn):
             deleted_history += self._prune_history(h, period)
         return deleted_events, deleted_history
 
