@@ -2,6 +2,7 @@
 
 factions first (players, wars and territories point at factions), players before player_stats (the
 stats row needs its player), wars before territories (a territory's war_status is read from the wars rows).
+stat_history refers to no other row; it is a fold, so it runs with the folds, before wars and territories.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from .faction_history import FactionHistoryHandler
 from .factions import FactionsHandler
 from .player_stats import PlayerStatsHandler
 from .players import PlayersHandler
+from .stat_history import StatHistoryHandler, register_tables
 from .territories import TerritoriesHandler
 from .wars import WarsHandler
 
@@ -17,6 +19,10 @@ HANDLERS = [
     PlayersHandler(),
     PlayerStatsHandler(),
     FactionHistoryHandler(),
+    StatHistoryHandler(),
     WarsHandler(),
     TerritoriesHandler(),
 ]
+
+# stat_history in the runner's and verify's lists of projected tables (until they list it themselves)
+register_tables()
