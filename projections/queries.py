@@ -874,3 +874,285 @@ def _war_changes(conn: sqlite3.Connection, window: tuple[int, int], min_t: int) 
         out.append(Change(kind=kind, entity=entity, position=r["position"], observed_at=r["recorded_at"],
                           before=r["previous"], after=r["status"], text=text))
     return out
+
+
+# ------------------------------------------------------------------------------------------------ every stat
+# stat_history (a row per change of one stat) and stat_summary (a row per closed month, kept forever): see
+# projections/handlers/stat_history.py for the names.
+class StatValue(msgspec.Struct, kw_only=True):
+    """The newest known value of one stat: from its newest history row (`at` its time), or, when its detail
+    was pruned, from the newest monthly summary (`at` = period_end)."""
+    stat: str
+    value: int | float
+    at: int
+    source: str                 # 'history' or 'summary'
+
+
+class EntityStats(msgspec.Struct, kw_only=True):
+    kind: str                   # 'player' or 'faction'
+    entity_id: int
+    name: str | None
+    stats: list[StatValue]      # by stat name
+
+
+class LeaderRow(msgspec.Struct, kw_only=True):
+    """One member on a leaderboard: the stat's value in force when the period began (`start`; for a stat
+    first seen during the period, its first value in it), at its end (`end`), and `change` = end - start.
+    `joined` / `left`: the time of the first member list of the period that lists / no longer lists them."""
+    rank: int | None            # None: no value known in the period
+    player_id: int
+    name: str | None
+    start: int | float | None
+    end: int | float | None
+    change: int | float | None
+    joined: int | None = None
+    left: int | None = None
+
+
+class Leaderboard(msgspec.Struct, kw_only=True):
+    """A faction's members ranked by the change of one stat over [since, until] (inclusive), most first.
+
+    `members_source`: 'member_lists' (the faction's member lists stored in the period and the one in force
+    when it began: members who joined or left during it are listed, with when) or 'players' (no member list
+    is stored for the period: the players the store knows in the faction now)."""
+    faction_id: int
+    faction_name: str | None
+    stat: str
+    since: int
+    until: int
+    month: str | None
+    members_source: str
+    rows: list[LeaderRow]
+
+
+_KINDS = ("player", "faction")
+
+
+def _entity_kind(kind: str) -> str:
+    kind = str(kind).lower()
+    if kind not in _KINDS:
+        raise QueryError(f"unknown kind {kind!r}: use 'player' or 'faction'")
+    return kind
+
+
+def stat_names(conn: sqlite3.Connection, kind: str | None = None) -> list[str]:
+    """The stat names the store holds (history or summaries), for one kind or both."""
+    where, args = ("WHERE entity_type = ?", (kind,)) if kind else ("", ())
+    return sorted({r[0] for table in ("stat_history", "stat_summary")
+                   for r in conn.execute(f"SELECT DISTINCT stat FROM {table} {where}", args)})
+
+
+def _resolve_stat(conn: sqlite3.Connection, kind: str, stat: str) -> str:
+    """The stable name of `stat` (a v2 `stat=` spelling or a v2 leaf path are accepted), or QueryError
+    listing close names."""
+    import difflib
+
+    from .handlers.stat_history import known_stats, stat_name
+    name = stat_name(str(stat).strip())
+    held = stat_names(conn, kind)
+    if name in held or name in known_stats():
+        return name
+    choices = sorted(set(held) | set(known_stats()))
+    close = difflib.get_close_matches(name, choices, n=5, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "`tornstore stats player ID` lists a player's stats"
+    raise QueryError(f"unknown stat {stat!r}: {hint}")
+
+
+def stats_of(conn: sqlite3.Connection, kind: str, entity_id: int) -> EntityStats:
+    """Every stat the store knows of one player or faction, with its newest value."""
+    return _snapshot(conn, _stats_of, _entity_kind(kind), int(entity_id))
+
+
+def _stats_of(conn: sqlite3.Connection, kind: str, entity_id: int) -> EntityStats:
+    found: dict[str, StatValue] = {}
+    for stat, end, value in conn.execute(
+            "SELECT stat, period_end, value_end FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY stat ORDER BY "
+            "period_end DESC) AS rn FROM stat_summary WHERE entity_type = ? AND entity_id = ? "
+            "AND period_type = 'monthly' AND value_end IS NOT NULL) WHERE rn = 1", (kind, entity_id)):
+        found[stat] = StatValue(stat=stat, value=value, at=end, source="summary")
+    for stat, t, value in conn.execute(
+            "SELECT stat, recorded_at, value FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY stat ORDER BY "
+            "recorded_at DESC, id DESC) AS rn FROM stat_history WHERE entity_type = ? AND entity_id = ?) "
+            "WHERE rn = 1", (kind, entity_id)):
+        if stat not in found or t >= found[stat].at:
+            found[stat] = StatValue(stat=stat, value=value, at=t, source="history")
+    return EntityStats(kind=kind, entity_id=entity_id, name=_entity_name(conn, kind, entity_id),
+                       stats=[found[k] for k in sorted(found)])
+
+
+def _entity_name(conn: sqlite3.Connection, kind: str, entity_id: int) -> str | None:
+    table, id_col = ("players", "player_id") if kind == "player" else ("factions", "faction_id")
+    row = conn.execute(f"SELECT name FROM {table} WHERE {id_col} = ?", (entity_id,)).fetchone()
+    return row[0] if row else None
+
+
+def stat_series(conn: sqlite3.Connection, kind: str, entity_id: int, stat: str, since: int | None = None,
+                until: int | None = None) -> Series:
+    """One stat of a player or faction over time: monthly summary points (value_end at period_end) for the
+    months that ended before the stat's earliest retained history row, then every history row; never both
+    for one month. `since` / `until` (Unix seconds, inclusive) filter points by their time."""
+    kind = _entity_kind(kind)
+    return _snapshot(conn, _stat_series, kind, int(entity_id), stat, since, until)
+
+
+def _stat_series(conn: sqlite3.Connection, kind: str, entity_id: int, stat: str, since: int | None,
+                 until: int | None) -> Series:
+    stat = _resolve_stat(conn, kind, stat)
+    key = (kind, entity_id, stat)
+    first = conn.execute("SELECT MIN(recorded_at) FROM stat_history WHERE entity_type = ? AND entity_id = ? "
+                         "AND stat = ?", key).fetchone()[0]
+    s_sql = ("SELECT period_start, period_end, value_end FROM stat_summary WHERE entity_type = ? "
+             "AND entity_id = ? AND stat = ? AND period_type = 'monthly' AND value_end IS NOT NULL")
+    h_sql = "SELECT recorded_at, value FROM stat_history WHERE entity_type = ? AND entity_id = ? AND stat = ?"
+    s_args: list = list(key)
+    h_args: list = list(key)
+    if first is not None:   # period_end is the month's last second
+        s_sql += " AND period_end < ?"
+        s_args.append(first)
+    if since is not None:
+        s_sql += " AND period_end >= ?"
+        h_sql += " AND recorded_at >= ?"
+        s_args.append(since)
+        h_args.append(since)
+    if until is not None:
+        s_sql += " AND period_end <= ?"
+        h_sql += " AND recorded_at <= ?"
+        s_args.append(until)
+        h_args.append(until)
+    points = [Point(at=end, value=value, source="summary", period_start=start)
+              for start, end, value in conn.execute(s_sql + " ORDER BY period_end", s_args)]
+    points += [Point(at=t, value=value, source="history")
+               for t, value in conn.execute(h_sql + " ORDER BY recorded_at, id", h_args)]
+    return Series(kind=kind, entity_id=entity_id, stat=stat, name=_entity_name(conn, kind, entity_id),
+                  since=since, until=until, points=points)
+
+
+def month_span(month: str) -> tuple[int, int]:
+    """'2026-10' -> (first second, last second) of that UTC month."""
+    from .compactor.periods import Period
+    try:
+        period = Period.parse(str(month).strip())
+    except (ValueError, TypeError):
+        raise QueryError(f"{month!r} is not a month: use YYYY-MM, e.g. 2026-10") from None
+    return period.start, period.end
+
+
+def leaderboard(conn: sqlite3.Connection, faction_id: int, stat: str, month: str | None = None,
+                since: int | None = None, until: int | None = None) -> Leaderboard:
+    """A faction's members ranked by how much `stat` grew over a UTC month ('2026-10') or [since, until].
+
+    Each member's start is the value in force when the period began (the month's summary `value_start` when
+    the month is folded, else the newest history row or summary end before it; for a stat first seen during
+    the period, its first value in it) and the end the value in force at its end (the newest history row or
+    summary end at or before it): end - start is the change, so history and summaries join without a month
+    counted twice. Members: see Leaderboard.members_source. A member whose value is unknown in the period
+    is listed last, without a rank."""
+    if month is not None:
+        if since is not None or until is not None:
+            raise QueryError("give a month or since/until, not both")
+        since, until = month_span(month)
+    if since is None or until is None:
+        raise QueryError("a leaderboard needs a month (YYYY-MM) or both since and until")
+    if until < since:
+        raise QueryError("until is before since")
+    return _snapshot(conn, _leaderboard, int(faction_id), stat, month, int(since), int(until))
+
+
+def _member_lists(conn: sqlite3.Connection, faction_id: int, since: int, until: int) -> list[tuple[int, set[int]]]:
+    """(time, member ids) of the faction's member lists: the one in force at `since` (stamped `since`) and
+    each one observed in the period, oldest first."""
+    out: list[tuple[int, set[int]]] = []
+    for (payload,) in conn.execute(
+            "SELECT e.payload FROM events e JOIN streams s USING (stream_id) WHERE s.entity_type = 'faction' "
+            "AND s.entity_id = ? AND s.view IN (?, ?) AND e.observed_at < ? "
+            "ORDER BY e.observed_at DESC, e.position DESC LIMIT 20", (str(faction_id), *MEMBER_LIST_VIEWS, since)):
+        ids = _member_ids(payload)
+        if ids is not None:
+            out.append((since, ids))
+            break
+    for t, payload in conn.execute(
+            "SELECT e.observed_at, e.payload FROM events e JOIN streams s USING (stream_id) "
+            "WHERE s.entity_type = 'faction' AND s.entity_id = ? AND s.view IN (?, ?) AND e.observed_at >= ? "
+            "AND e.observed_at <= ? ORDER BY e.observed_at, e.position",
+            (str(faction_id), *MEMBER_LIST_VIEWS, since, until)):
+        ids = _member_ids(payload)
+        if ids is not None:
+            out.append((t, ids))
+    return out
+
+
+def _value_at(conn: sqlite3.Connection, key: tuple, t: int) -> tuple[int, int | float] | None:
+    """(time, value) of the newest history row at or before `t`, or of the newest summary month that ended
+    at or before it (its end value), whichever is newer."""
+    best = conn.execute("SELECT recorded_at, value FROM stat_history WHERE entity_type = ? AND entity_id = ? "
+                        "AND stat = ? AND recorded_at <= ? ORDER BY recorded_at DESC, id DESC LIMIT 1",
+                        (*key, t)).fetchone()
+    summary = conn.execute("SELECT period_end, value_end FROM stat_summary WHERE entity_type = ? "
+                           "AND entity_id = ? AND stat = ? AND period_type = 'monthly' AND period_end <= ? "
+                           "AND value_end IS NOT NULL ORDER BY period_end DESC LIMIT 1", (*key, t)).fetchone()
+    if summary is not None and (best is None or summary[0] > best[0]):
+        best = summary
+    return (best[0], best[1]) if best is not None else None
+
+
+def _period_start_value(conn: sqlite3.Connection, key: tuple, since: int, until: int) -> int | float | None:
+    folded = conn.execute("SELECT value_start FROM stat_summary WHERE entity_type = ? AND entity_id = ? "
+                          "AND stat = ? AND period_type = 'monthly' AND period_start = ? "
+                          "AND value_start IS NOT NULL", (*key, since)).fetchone()
+    if folded is not None:
+        return folded[0]
+    before = _value_at(conn, key, since - 1)
+    if before is not None:
+        return before[1]
+    first = conn.execute("SELECT value FROM stat_history WHERE entity_type = ? AND entity_id = ? AND stat = ? "
+                         "AND recorded_at >= ? AND recorded_at <= ? ORDER BY recorded_at, id LIMIT 1",
+                         (*key, since, until)).fetchone()
+    if first is not None:
+        return first[0]
+    summary = conn.execute("SELECT value_start FROM stat_summary WHERE entity_type = ? AND entity_id = ? "
+                           "AND stat = ? AND period_type = 'monthly' AND period_start >= ? AND period_end <= ? "
+                           "AND value_start IS NOT NULL ORDER BY period_start LIMIT 1",
+                           (*key, since, until)).fetchone()
+    return summary[0] if summary is not None else None
+
+
+def _leaderboard(conn: sqlite3.Connection, faction_id: int, stat: str, month: str | None, since: int,
+                 until: int) -> Leaderboard:
+    stat = _resolve_stat(conn, "player", stat)
+    lists = _member_lists(conn, faction_id, since, until)
+    joined: dict[int, int] = {}
+    left: dict[int, int] = {}
+    if lists:
+        source = "member_lists"
+        members: set[int] = set()
+        previous: set[int] | None = None
+        for t, ids in lists:
+            members |= ids
+            if previous is not None:
+                for pid in ids - previous:
+                    joined.setdefault(pid, t)
+                    left.pop(pid, None)
+                for pid in previous - ids:
+                    left[pid] = t
+            previous = ids
+    else:
+        source = "players"
+        members = {r[0] for r in conn.execute("SELECT player_id FROM players WHERE faction_id = ?", (faction_id,))}
+    names = _names(conn, "players", "player_id", members)
+    rows: list[LeaderRow] = []
+    for pid in sorted(members):
+        key = ("player", pid, stat)
+        end = _value_at(conn, key, until)
+        start = _period_start_value(conn, key, since, until) if end is not None else None
+        change = end[1] - start if end is not None and start is not None else None
+        rows.append(LeaderRow(rank=None, player_id=pid, name=names.get(pid), start=start,
+                              end=end[1] if end is not None else None, change=change,
+                              joined=joined.get(pid), left=left.get(pid)))
+    rows.sort(key=lambda r: (r.change is None, -(r.change or 0), r.player_id))
+    rank = 0
+    for row in rows:
+        if row.change is not None:
+            rank += 1
+            row.rank = rank
+    return Leaderboard(faction_id=faction_id, faction_name=_entity_name(conn, "faction", faction_id), stat=stat,
+                       since=since, until=until, month=month, members_source=source, rows=rows)

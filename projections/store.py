@@ -2,6 +2,11 @@
 
     async with Store.open("torn.db") as store:       # or: store = await Store.open(...); await store.close()
         await store.ingest(url, body, observed_at)     # from the bot's own API client
+        board = await store.leaderboard(9420, "xantaken", month="2026-10")
+
+Which personal and faction stats `stat_history` tracks: every numeric one but the clock-like ones, by
+default; `Store.open(path, stats={"exclude": [...], "include": [...]})` changes it for the process
+(projections/handlers/stat_history.py: configure).
 
 Query helpers (current player, history series, change feed) live in `projections.queries` and are
 exposed as methods here.
@@ -9,7 +14,9 @@ exposed as methods here.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 from tornstore.eventstore import db
 from tornstore.eventstore.capture import read_capture
@@ -19,6 +26,7 @@ from tornstore.eventstore.records import Response
 from tornstore.eventstore.store import EventLog
 
 from . import queries
+from .handlers import stat_history
 from .runner import project_inline
 
 
@@ -26,6 +34,19 @@ class Store(EventLog):
     """EventLog + inline projections, and the queries a bot asks."""
 
     default_projector = project_inline
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = False, projector: Any = None,
+             stats: Mapping[str, Any] | None = None) -> Any:
+        """Open the database at `path` (see EventLog.open). `stats`: which stats stat_history tracks, as
+        {"include": [names] (default: every numeric stat), "exclude": [names] (default: the clock-like
+        ones)}; it applies to the whole process (stat_history.configure)."""
+        if stats is not None:
+            unknown = set(stats) - {"include", "exclude"}
+            if unknown:
+                raise ValueError(f"stats: unknown key(s) {', '.join(sorted(unknown))} (use include, exclude)")
+            stat_history.configure(include=stats.get("include"), exclude=stats.get("exclude"))
+        return super().open(path, create=create, projector=projector)
 
     # Queries (projections.queries): each one round trip on the read connection, one consistent snapshot.
     async def player(self, player_id: int, *, now: int | None = None) -> queries.PlayerView | None:
@@ -53,6 +74,26 @@ class Store(EventLog):
         since = queries.parse_when(since) if since is not None else None
         until = queries.parse_when(until, end_of_day=True) if until is not None else None
         return await self.read(queries.history, kind, entity_id, stat, since, until)
+
+    async def stat_series(self, kind: str, entity_id: int, stat: str, since: int | str | None = None,
+                          until: int | str | None = None) -> queries.Series:
+        """Any tracked stat of a player or faction over time (stat_history, and stat_summary for pruned
+        months, never both for one month), e.g. `await store.stat_series("player", 2491575, "xantaken")`."""
+        since = queries.parse_when(since) if since is not None else None
+        until = queries.parse_when(until, end_of_day=True) if until is not None else None
+        return await self.read(queries.stat_series, kind, entity_id, stat, since, until)
+
+    async def leaderboard(self, faction_id: int, stat: str, *, month: str | None = None,
+                          since: int | str | None = None, until: int | str | None = None) -> queries.Leaderboard:
+        """A faction's members ranked by the change of `stat` over a UTC month ('2026-10') or since/until
+        (dates or Unix seconds, inclusive), with who joined or left during it."""
+        since = queries.parse_when(since) if since is not None else None
+        until = queries.parse_when(until, end_of_day=True) if until is not None else None
+        return await self.read(queries.leaderboard, faction_id, stat, month, since, until)
+
+    async def stats_of(self, kind: str, entity_id: int) -> queries.EntityStats:
+        """Every stat the store holds of a player or faction, with its newest value."""
+        return await self.read(queries.stats_of, kind, entity_id)
 
     async def changes_since(self, position: int, limit: int = 100, *,
                             respect_threshold: int = queries.DEFAULT_RESPECT_JUMP,

@@ -42,6 +42,8 @@ class PollPlan:
     wars_every: int = 1                 # the faction's wars (v2) / torn rankedwars (v1)
     territory_map_every: int = 0        # the full territory map (v1 torn territory), e.g. 15
     networth_every: int = 0             # members' personalstats networth (v2), e.g. 360 (daily)
+    personalstats_every: int = 0        # members' whole personal stats, e.g. 15 (hourly)
+    personalstats_form: str = "v2"      # v2: /v2/user/{id}/personalstats?cat=all; v1: user/{id}?selections=personalstats
 
 
 def round_urls(world: World, plan: PollPlan, round_number: int) -> list[str]:
@@ -63,6 +65,10 @@ def round_urls(world: World, plan: PollPlan, round_number: int) -> list[str]:
         if plan.networth_every and round_number % plan.networth_every == 0:
             for pid in members:
                 urls.append(f"{BASE}/v2/user/{pid}/personalstats?cat=networth")
+        if plan.personalstats_every and round_number % plan.personalstats_every == 0:
+            for pid in members:
+                urls.append(f"{BASE}/user/{pid}?selections=personalstats" if plan.personalstats_form == "v1"
+                            else f"{BASE}/v2/user/{pid}/personalstats?cat=all")
     if plan.wars_every and round_number % plan.wars_every == 0 and plan.api == "v1":
         urls.append(f"{BASE}/torn/?selections=rankedwars,territorywars")
     if plan.territory_map_every and round_number % plan.territory_map_every == 0:
