@@ -43,7 +43,7 @@ class PollPlan:
     territory_map_every: int = 0        # the full territory map (v1 torn territory), e.g. 15
     networth_every: int = 0             # members' personalstats networth (v2), e.g. 360 (daily)
     personalstats_every: int = 0        # members' whole personal stats, e.g. 15 (hourly)
-    personalstats_form: str = "v2"      # v2: /v2/user/{id}/personalstats?cat=all; v1: user/{id}?selections=personalstats
+    personalstats_form: str = "v2"      # v2: /v2/user/{id}/personalstats?cat=all, v1: ?selections=personalstats
 
 
 def round_urls(world: World, plan: PollPlan, round_number: int) -> list[str]:
