@@ -57,6 +57,8 @@ COMMANDS = {
     "territory": "tornstore.cli.query_commands",
     "history": "tornstore.cli.query_commands",
     "changes": "tornstore.cli.query_commands",
+    "stats": "tornstore.cli.query_commands",
+    "leaderboard": "tornstore.cli.query_commands",
     "plot": "tornstore.cli.plot_commands",
     "export": "tornstore.cli.export_commands",
     "compact": "tornstore.cli.compact_commands",

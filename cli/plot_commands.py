@@ -20,6 +20,7 @@ def plot() -> None:
     Examples:
       tornstore --db torn.db plot player 2491575 --stat strength -o strength.png
       tornstore --db torn.db plot faction 9420 --stat respect --since 2025-01-01 -o respect.png
+      tornstore --db torn.db plot player 2491575 --stat xantaken --since 2026-10-01 -o xanax.png
     """
 
 
@@ -40,7 +41,7 @@ def _draw(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str |
         raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
     summary = len(series.summary_points)
     if as_json:
-        emit_json({"output": str(path), "kind": kind, "id": entity_id, "name": series.name, "stat": stat,
+        emit_json({"output": str(path), "kind": kind, "id": entity_id, "name": series.name, "stat": series.stat,
                    "points": len(series.points), "summary_points": summary,
                    "first_at": series.points[0].at, "last_at": series.points[-1].at})
         return
@@ -63,7 +64,8 @@ def _common(fn):
 @plot.command("player")
 @click.argument("player_id", type=int)
 @click.option("--stat", required=True, type=StatChoice("player"), metavar="NAME",
-              help="Which stat: " + ", ".join(queries.PLAYER_STATS) + ".")
+              help="Which stat: " + ", ".join(queries.PLAYER_STATS) + ", or any personal stat the store keeps "
+              "(xantaken, refills, attackswon, ...: `tornstore stats player ID` lists them).")
 @_common
 @db_option
 @click.pass_context
@@ -77,6 +79,7 @@ def plot_player(ctx: click.Context, player_id: int, stat: str, since: str | None
       tornstore --db torn.db plot player 2491575 --stat strength -o strength.png
       tornstore --db torn.db plot player 2491575 --stat total_stats --since 2025-06-01 -o total.png
       tornstore plot player 2491575 --stat level -o level.png --db torn.db --json
+      tornstore --db torn.db plot player 2491575 --stat refills --since 2026-10-01 -o refills.png
     """
     _draw(ctx, "player", player_id, stat, since, until, output, title, as_json)
 
@@ -84,7 +87,8 @@ def plot_player(ctx: click.Context, player_id: int, stat: str, since: str | None
 @plot.command("faction")
 @click.argument("faction_id", type=int)
 @click.option("--stat", required=True, type=StatChoice("faction"), metavar="NAME",
-              help="Which stat: " + ", ".join(queries.FACTION_STATS) + ".")
+              help="Which stat: " + ", ".join(queries.FACTION_STATS) + ", or any faction stat the store keeps "
+              "(`tornstore stats faction ID` lists them).")
 @_common
 @db_option
 @click.pass_context
@@ -97,6 +101,7 @@ def plot_faction(ctx: click.Context, faction_id: int, stat: str, since: str | No
     Examples:
       tornstore --db torn.db plot faction 9420 --stat respect -o respect.png
       tornstore --db torn.db plot faction 9420 --stat member_count --since 2025-09-01 -o members.png
+      tornstore --db torn.db plot faction 9420 --stat gymtrains --since 2026-10-01 -o gym.png
     """
     _draw(ctx, "faction", faction_id, stat, since, until, output, title, as_json)
 

@@ -1,5 +1,5 @@
-"""Query commands: player, faction, war, territory, history, changes. Each runs one query of
-`projections.queries`, the same function the Store's async method of that name runs."""
+"""Query commands: player, faction, war, territory, history, changes, stats, leaderboard. Each runs one query
+of `projections.queries`, the same function the Store's async method of that name runs."""
 from __future__ import annotations
 
 import sqlite3
@@ -223,18 +223,34 @@ def territory(ctx: click.Context, code: str, as_json: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ history
-STAT_HELP = ("player: " + ", ".join(queries.PLAYER_STATS) + "; faction: " + ", ".join(queries.FACTION_STATS))
+STAT_HELP = ("player: " + ", ".join(queries.PLAYER_STATS) + "; faction: " + ", ".join(queries.FACTION_STATS)
+             + "; or any personal or faction stat the store keeps, e.g. xantaken, refills, attackswon "
+             "(`tornstore stats player ID` lists them)")
 ALL_STATS = tuple(dict.fromkeys(s for stats in queries.STATS.values() for s in stats))
 
 
 class StatChoice(click.Choice):
-    """Every stat a history or plot query knows: a typo is click's usage error listing them. Completion
-    offers the stats of the kind on the line (`history faction 9420 --stat <TAB>`: faction stats only); a
-    known stat of the other kind passes here and gets the library's own one-line error."""
+    """A stat name for a history or plot query: the plan's typed stats (player_stats_history, faction_history)
+    or any stat of stat_history, which the library checks (an unknown one is a one-line error naming close
+    ones). Completion offers the typed stats of the kind on the line (`history faction 9420 --stat <TAB>`:
+    faction stats only); `tornstore stats KIND ID` lists the others."""
 
     def __init__(self, kind: str | None = None) -> None:
         super().__init__(ALL_STATS)
         self.kind = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import difflib
+
+        from tornstore.projections.handlers.stat_history import known_stats, stat_name
+        text = str(value).strip()
+        known = {*ALL_STATS, *known_stats("player"), *known_stats("faction")}
+        if text in known or stat_name(text) in known or "_" in text:
+            return text   # (a name with '_' may be a stat Torn added lately: the library checks it in the store)
+        close = difflib.get_close_matches(text, sorted(known), n=5, cutoff=0.6)
+        self.fail(f"{text!r} is not a known stat." + (f" Did you mean {', '.join(map(repr, close))}?" if close else "")
+                  + f" Typed stats: {', '.join(map(repr, ALL_STATS))}; `tornstore stats player|faction ID` lists "
+                  "every stat kept.", param, ctx)
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str):
         from click.shell_completion import CompletionItem
@@ -247,12 +263,17 @@ class StatChoice(click.Choice):
 
 def series_for(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str | None,
                until: str | None) -> queries.Series:
-    """The series a history or plot command asks for; a missing entity is a user error."""
-    if stat not in queries.STATS[kind]:
+    """The series a history or plot command asks for; a missing entity is a user error. The plan's typed
+    stats are read from their tables (player_stats_history, faction_history); any other name from
+    stat_history (`tornstore stats KIND ID` lists them)."""
+    if stat not in queries.STATS[kind] and stat in ALL_STATS:
         raise UserError(f"unknown {kind} stat {stat!r}: use one of {', '.join(queries.STATS[kind])}")
     start = parse_date(since, "--since")
     end = parse_date(until, "--until", end_of_day=True)
-    series = query(ctx, "history", kind, entity_id, stat, start, end)
+    if stat in queries.STATS[kind]:
+        series = query(ctx, "history", kind, entity_id, stat, start, end)
+    else:
+        series = query(ctx, "stat_series", kind, entity_id, stat, start, end)
     if series.name is None and not series.points:
         raise UserError(f"no {kind} {entity_id} in the database")
     return series
@@ -283,6 +304,7 @@ def history(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str
       tornstore --db torn.db history faction 9420 --stat respect --since 2025-06-01 --until 2025-12-31
       tornstore --db torn.db history faction 9420 --stat member_count --since 1764100000 --json
       tornstore --db torn.db history player 2491575 --stat strength --csv > strength.csv
+      tornstore --db torn.db history player 2491575 --stat xantaken --since 2026-10-01
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv: choose one")
@@ -290,6 +312,7 @@ def history(ctx: click.Context, kind: str, entity_id: int, stat: str, since: str
     if as_json:
         _json(series)
         return
+    stat = series.stat   # (a v2 spelling given is shown by its stable name)
     if as_csv:
         try:
             writer = csv_writer(sys.stdout)
@@ -340,6 +363,119 @@ def changes(ctx: click.Context, position: int, limit: int, respect_jump: int, as
     click.echo(f"next: --after {feed.next_position}" + (" (more to read)" if feed.more else ""))
 
 
+# ------------------------------------------------------------------------------------------------ stats
+@click.command()
+@click.argument("kind", type=click.Choice(["player", "faction"]))
+@click.argument("entity_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@db_option
+@click.pass_context
+@friendly_errors
+def stats(ctx: click.Context, kind: str, entity_id: int, as_json: bool) -> None:
+    """Every personal (or faction) stat the store keeps of one player (or faction), with its newest value.
+
+    Any name listed here works with `history ... --stat NAME`, `plot ... --stat NAME` and `leaderboard`.
+
+    \b
+    Examples:
+      tornstore --db torn.db stats player 2491575
+      tornstore --db torn.db stats faction 9420
+      tornstore --db torn.db stats player 2491575 --json | jq '.stats[] | select(.stat == "xantaken")'
+    """
+    view = query(ctx, "stats_of", kind, entity_id)
+    if as_json:
+        _json(view)
+        return
+    if not view.stats:
+        raise UserError(f"no stats of {kind} {entity_id} in the database (poll its personalstats"
+                        + (" or faction stats" if kind == "faction" else "") + " first)")
+    click.echo(f"{len(view.stats)} stat(s) of {kind} {_label(view.name, entity_id)}")
+    emit_table([(s.stat, _num(s.value), format_time(s.at), s.source) for s in view.stats],
+               ["stat", "value", "as of", "source"])
+
+
+# ------------------------------------------------------------------------------------------------ leaderboard
+@click.command()
+@click.argument("faction_id", type=int)
+@click.option("--stat", required=True, metavar="NAME",
+              help="Which personal stat, e.g. xantaken, refills, attackswon, respectforfaction.")
+@click.option("--month", metavar="YYYY-MM", help="A UTC calendar month, e.g. 2026-10.")
+@click.option("--since", metavar="DATE", help="From this time on: YYYY-MM-DD, ISO 8601 or Unix seconds (UTC).")
+@click.option("--until", metavar="DATE", help="Up to this time, inclusive; a bare date includes that whole day.")
+@click.option("--limit", type=int, default=None, help="Show only the first N members.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="Print CSV: rank, player_id, name, start, end, change, joined, left; a header row first.")
+@db_option
+@click.pass_context
+@friendly_errors
+def leaderboard(ctx: click.Context, faction_id: int, stat: str, month: str | None, since: str | None,
+                until: str | None, limit: int | None, as_json: bool, as_csv: bool) -> None:
+    """A faction's members ranked by how much a stat grew over a month (or --since/--until).
+
+    The change is the value at the end minus the value when the period began: recent months are read from
+    stat_history, pruned months from their monthly summaries, never a month twice. Members who joined or
+    left during the period are listed, marked.
+
+    \b
+    Examples:
+      tornstore --db torn.db leaderboard 9420 --stat xantaken --month 2026-10
+      tornstore --db torn.db leaderboard 9420 --stat refills --since 2026-11-01 --until 2026-11-15
+      tornstore --db torn.db leaderboard 9420 --stat attackswon --month 2026-10 --json | jq '.rows[0]'
+      tornstore --db torn.db leaderboard 9420 --stat respectforfaction --month 2026-10 --csv > respect.csv
+    """
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv: choose one")
+    if month is not None and (since is not None or until is not None):
+        raise click.UsageError("--month or --since/--until: choose one")
+    if month is None and since is None:
+        raise click.UsageError("give --month YYYY-MM, or --since (and --until, default now)")
+    start = parse_date(since, "--since")
+    end = parse_date(until, "--until", end_of_day=True)
+    if month is None and end is None:
+        end = _now()
+    board = query(ctx, "leaderboard", faction_id, stat, month, start, end)
+    rows = board.rows[:limit] if limit is not None else board.rows
+    if as_json:
+        out = msgspec.to_builtins(board)
+        out["rows"] = out["rows"][:len(rows)]
+        emit_json(out)
+        return
+    if as_csv:
+        try:
+            writer = csv_writer(sys.stdout)
+            writer.writerow(["rank", "player_id", "name", "start", "end", "change", "joined", "left"])
+            writer.writerows([r.rank, r.player_id, r.name, r.start, r.end, r.change, r.joined, r.left]
+                             for r in rows)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            stdout_closed()
+        return
+    period = board.month or f"{format_time(board.since)} .. {format_time(board.until)}"
+    click.echo(f"{board.stat} leaderboard of {_label(board.faction_name, faction_id)}, {period}"
+               + ("" if board.members_source == "member_lists"
+                  else " (members: the players known in the faction now; no member list stored for the period)"))
+    if not rows:
+        click.echo("no members known")
+        return
+
+    def note(r: queries.LeaderRow) -> str | None:
+        parts = []
+        if r.joined is not None:
+            parts.append(f"joined {format_time(r.joined)[:10]}")
+        if r.left is not None:
+            parts.append(f"left {format_time(r.left)[:10]}")
+        return ", ".join(parts) or None
+
+    emit_table([(r.rank, _label(r.name, r.player_id), _num(r.change), _num(r.start), _num(r.end), note(r))
+                for r in rows], ["#", "member", "change", "start", "end", "note"])
+
+
+def _now() -> int:
+    import time
+    return int(time.time())
+
+
 def register(group: click.Group) -> None:
-    for command in (player, faction, war, territory, history, changes):
+    for command in (player, faction, war, territory, history, changes, stats, leaderboard):
         group.add_command(command)

@@ -950,12 +950,12 @@ def _resolve_stat(conn: sqlite3.Connection, kind: str, stat: str) -> str:
     from .handlers.stat_history import known_stats, stat_name
     name = stat_name(str(stat).strip())
     held = stat_names(conn, kind)
-    if name in held or name in known_stats():
+    if name in held or name in known_stats(kind):
         return name
-    choices = sorted(set(held) | set(known_stats()))
+    choices = sorted(set(held) | set(known_stats(kind)))
     close = difflib.get_close_matches(name, choices, n=5, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}?" if close else "`tornstore stats player ID` lists a player's stats"
-    raise QueryError(f"unknown stat {stat!r}: {hint}")
+    hint = f"did you mean {', '.join(close)}?" if close else f"`tornstore stats {kind} ID` lists the stats kept"
+    raise QueryError(f"unknown {kind} stat {stat!r}: {hint}")
 
 
 def stats_of(conn: sqlite3.Connection, kind: str, entity_id: int) -> EntityStats:

@@ -162,6 +162,17 @@ STAT_ALIASES: dict[str, str] = {
 _BATTLE = {"strength": "strength", "defense": "defense", "speed": "speed", "dexterity": "dexterity",
            "total": "totalstats"}
 
+# A faction's stats (v1 `faction/?selections=stats`; FactionStatEnum of the v2 spec): kept by these names
+FACTION_STAT_NAMES = (
+    "medicalitemsused", "criminaloffences", "organisedcrimerespect", "organisedcrimemoney", "organisedcrimesuccess",
+    "organisedcrimefail", "attackswon", "attackslost", "attackschain", "attacksleave", "attacksmug", "attackshosp",
+    "bestchain", "busts", "revives", "jails", "hosps", "medicalitemrecovery", "medicalcooldownused", "gymtrains",
+    "gymstrength", "gymspeed", "gymenergy", "gymdefense", "gymdexterity", "candyused", "alcoholused",
+    "energydrinkused", "drugsused", "drugoverdoses", "rehabs", "caymaninterest", "traveltimes", "traveltime",
+    "hunting", "attacksdamagehits", "attacksdamage", "hosptimegiven", "hosptimereceived", "attacksdamaging",
+    "attacksrunaway", "highestterritories", "territoryrespect",
+)
+
 # Clock-like: they move with time, not with play (activity time, streaks, days, countdowns).
 DEFAULT_EXCLUDED = frozenset({"useractivity", "activestreak", "bestactivestreak", "killstreak", "daysbeendonator",
                               "traveltime", "territorytime", "banktimeleft"})
@@ -205,8 +216,10 @@ def stat_name(raw: str) -> str:
     return STAT_ALIASES.get(raw, raw)
 
 
-def known_stats() -> list[str]:
-    """Every stable name this module knows (for help texts and 'did you mean')."""
+def known_stats(kind: str = "player") -> list[str]:
+    """Every stable name this module knows of a player's or a faction's stats (help texts, 'did you mean')."""
+    if kind == "faction":
+        return sorted(FACTION_STAT_NAMES)
     return sorted({*PATH_NAMES.values(), *STAT_ALIASES.values(), "arrestsmade", "dumpsearches", "weaponsbought",
                    "autotheftcrime", "computercrime", "criminaloffensesold", "drugdealscrime", "fraudold",
                    "murdercrime", "othercrime", "sellillegalgoods", "theftold"})
