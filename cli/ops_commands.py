@@ -6,8 +6,7 @@ import sys
 import click
 
 from tornstore.eventstore import db
-from tornstore.projections import runner  # noqa: I001  (first: its handlers add stat_history to health.COMPARED_TABLES)
-from tornstore.projections import health
+from tornstore.projections import health, runner
 
 from .common import (Progress, db_option, emit_json, emit_record, emit_table, existing_db, friendly_errors, json_option,
                      progress_option)

@@ -164,8 +164,8 @@ def _covered_position(conn: sqlite3.Connection) -> int:
     projection that writes history is behind (its rows for later events do not exist yet)."""
     end = conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
     try:
-        from tornstore.projections.runner import handlers
-        names = [h.name for h in handlers() if h.history_tables]
+        from tornstore.projections.runner import runnable
+        names = [h.name for h in runnable(conn) if h.history_tables]
     except ImportError:  # no handlers registered (yet): history rows are written by hand
         names = []
     if names and end:

@@ -10,7 +10,7 @@ from .faction_history import FactionHistoryHandler
 from .factions import FactionsHandler
 from .player_stats import PlayerStatsHandler
 from .players import PlayersHandler
-from .stat_history import StatHistoryHandler, register_tables
+from .stat_history import StatHistoryHandler
 from .territories import TerritoriesHandler
 from .wars import WarsHandler
 
@@ -23,6 +23,3 @@ HANDLERS = [
     WarsHandler(),
     TerritoriesHandler(),
 ]
-
-# stat_history in the runner's and verify's lists of projected tables (until they list it themselves)
-register_tables()
