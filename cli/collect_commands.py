@@ -177,6 +177,9 @@ def collect(ctx: click.Context, config_file: str, once: bool, api_base: str | No
         config = load_config(config_file, api_base=api_base)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    if config.stats is not None:   # which stats stat_history keeps, here and in an ingest child process
+        from tornstore.projections.handlers import stat_history
+        stat_history.configure(include=config.stats.include, exclude=config.stats.exclude, export=True)
     try:
         with _logging_to_stderr(verbose, quiet or (as_json and verbose == 0)):
             report, interrupted = asyncio.run(_collect(path, config, once, not no_compact))

@@ -47,6 +47,10 @@ Example (also in `examples/collect.toml`):
     rackets = false          # v1 torn/?selections=rackets
     interval = "2m"
 
+    [stats]                  # optional: which personal/faction stats stat_history keeps (every stat over time)
+    exclude = ["useractivity", "activestreak"]   # default: the clock-like ones (activity time, streaks, ...)
+    # include = ["xantaken", "refills", "attackswon"]   # default: every numeric stat
+
 Keys: `key = "env:NAME"` reads the environment; a literal 16-character key also works but then the
 secret sits in the file: prefer env. The key itself never reaches the database, a log line or a message;
 it is named by its fingerprint (`k:` + 8 hex digits).
@@ -187,6 +191,14 @@ class WarsConfig:
 
 
 @dataclass
+class StatsConfig:
+    """Which stats the stat_history projection keeps (`[stats]`): names as projections/handlers/stat_history.py
+    gives them. None: its default (include: every numeric stat; exclude: the clock-like ones)."""
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
+
+
+@dataclass
 class CollectConfig:
     api_base: str = DEFAULT_API_BASE
     interval: float = DEFAULT_INTERVAL
@@ -205,6 +217,7 @@ class CollectConfig:
     players: list[PlayerConfig] = field(default_factory=list)
     territories: list[TerritoryConfig] = field(default_factory=list)
     wars: WarsConfig | None = None
+    stats: StatsConfig | None = None   # None: the projection's defaults
 
     def secrets(self) -> list[str]:
         return [k.secret for k in self.keys]
@@ -396,7 +409,8 @@ def _parse_key(table: Mapping, where: str, env: Mapping[str, str]) -> KeyConfig:
 
 
 _TOP = {"api_base", "interval", "jitter", "timeout", "batch", "flush_every", "concurrency", "owner_limit",
-        "max_tries", "max_body", "max_wait", "learn_owners", "keys", "factions", "players", "territories", "wars"}
+        "max_tries", "max_body", "max_wait", "learn_owners", "keys", "factions", "players", "territories", "wars",
+        "stats"}
 
 
 def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
@@ -502,6 +516,14 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
             interval=_interval(table["interval"], "wars.interval") if "interval" in table else cfg.interval,
         )
 
+    if "stats" in data:
+        table = data["stats"]
+        if not isinstance(table, Mapping):
+            raise ConfigError("stats: expected a [stats] table")
+        _check_keys(table, {"include", "exclude"}, "stats")
+        cfg.stats = StatsConfig(include=_names(table.get("include"), "stats.include"),
+                                exclude=_names(table.get("exclude"), "stats.exclude"))
+
     if not (cfg.factions or cfg.players or cfg.territories or (cfg.wars and (
             cfg.wars.ranked or cfg.wars.territory or cfg.wars.rackets))):
         raise ConfigError("config: nothing to poll (add [[factions]], [[players]], [[territories]] or [wars])")
@@ -509,6 +531,14 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
         raise ConfigError("config: no [[keys]] given")
     _check_own_keys(cfg)
     return cfg
+
+
+def _names(value: Any, where: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{where}: expected a list of stat names, e.g. [\"xantaken\", \"refills\"]")
+    return tuple(v.strip() for v in value)
 
 
 def _check_own_keys(cfg: CollectConfig) -> None:

@@ -20,7 +20,8 @@ later is named by its path with `_` for `.` (`attacking_escapes_player` style) u
 Which stats are tracked: every numeric one, minus the clock-like ones (`DEFAULT_EXCLUDED`: activity time,
 activity and kill streaks, days as donator, time spent travelling and on walls, bank time left), which move
 at nearly every poll without anything happening. `configure(include=..., exclude=...)` changes the set for
-the process (Store.open(stats=...), the collector's `[stats]` table); replay rebuilds with the set in force.
+the process (Store.open(stats=...), the collector's `[stats]` table, or the environment variables
+TORNSTORE_STATS_INCLUDE / TORNSTORE_STATS_EXCLUDE, comma-separated); replay rebuilds with the set in force.
 
 Rules, as the other history projections (history_fold.py):
   * one row per (entity, stat) change: a stat is compared with its row in force at the event's time; the
@@ -34,6 +35,7 @@ Rules, as the other history projections (history_fold.py):
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -197,16 +199,33 @@ class Tracking:
                 "exclude": sorted(self.exclude)}
 
 
-TRACKING = Tracking()
+ENV_INCLUDE, ENV_EXCLUDE = "TORNSTORE_STATS_INCLUDE", "TORNSTORE_STATS_EXCLUDE"   # comma-separated names
 
 
-def configure(include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> Tracking:
+def _env_names(name: str) -> list[str] | None:
+    value = os.environ.get(name)
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def configure(include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, *,
+              export: bool = False) -> Tracking:
     """Set which stats the projection tracks in this process: `include` (None: all numeric ones), `exclude`
-    (None: the clock-like DEFAULT_EXCLUDED; () tracks those too). Rows already written stay; `tornstore
-    replay` rebuilds stat_history with the set in force."""
+    (None: the clock-like DEFAULT_EXCLUDED; () tracks those too). With `export`, also in the environment
+    (TORNSTORE_STATS_INCLUDE / _EXCLUDE, read at import), so child processes that ingest (the collector's)
+    track the same. Rows already written stay; `tornstore replay` rebuilds stat_history with the set in force."""
     global TRACKING
     TRACKING = Tracking(include, DEFAULT_EXCLUDED if exclude is None else exclude)
+    if export:
+        for var, names in ((ENV_INCLUDE, include), (ENV_EXCLUDE, exclude)):
+            if names is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = ",".join(names)
     return TRACKING
+
+
+_excluded = _env_names(ENV_EXCLUDE)
+TRACKING = Tracking(_env_names(ENV_INCLUDE), DEFAULT_EXCLUDED if _excluded is None else _excluded)
 
 
 def stat_name(raw: str) -> str:
