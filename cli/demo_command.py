@@ -2,7 +2,8 @@
 
 It starts the simulator on loopback, points the real collector at it, and lets simulated time run
 through months of 4-minute polls; at each UTC month boundary the compactor folds the closed month and
-prunes old detail. Then it prints what happened and draws a chart.
+prunes old detail. Then it prints what happened, a leaderboard of the members' Xanax taken in the last
+closed month (their personal stats are polled with their profiles), and draws a chart.
 """
 from __future__ import annotations
 
@@ -82,13 +83,13 @@ async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval:
 
     def config(with_members: bool):
         """Every round polls the factions (v1 basic carries the members); now and then a fuller round
-        polls each member's profile and the war lists too."""
+        polls each member's profile and personal stats (one request each) and the war lists too."""
         data = {
             "api_base": sim.url, "interval": f"{interval}s", "jitter": 0, "concurrency": 4,
             "batch": 2000, "flush_every": "4h",
             "keys": [{"key": DEMO_KEY, "owner": "demo", "access": "limited", "budget": 100}],
             "factions": [{"id": fid, "fetch": ["v1:basic"], "members": with_members,
-                          "member_fetch": ["v1:profile"]} for fid in faction_ids],
+                          "member_fetch": ["v1:profile", "v1:personalstats"]} for fid in faction_ids],
         }
         if with_members:
             data["wars"] = {"ranked": True, "territory": True}
@@ -130,6 +131,7 @@ async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval:
                 "seconds": time.perf_counter() - started,
                 "faction_ids": faction_ids,
                 "compactions": compactions,
+                "month": _last_closed(end),
             }
     finally:
         sim.close()
@@ -156,7 +158,8 @@ def demo(out_db: str, chart: str, months: int, factions: int, seed: int, interva
 
     Starts the simulator on loopback, collects from it while simulated time runs through months of
     4-minute polls of a few factions and their members, lets the compactor fold and prune at each month
-    boundary, then prints what happened and writes the database and a chart. The default run makes about
+    boundary, then prints what happened (with a leaderboard of the members' Xanax taken in the last closed
+    month, from their personal stats) and writes the database and a chart. The default run makes about
     69,000 real HTTP requests and takes about a minute on 2 cores; one month of one faction about 15 s.
 
     \b
@@ -193,14 +196,42 @@ def demo(out_db: str, chart: str, months: int, factions: int, seed: int, interva
                              "events_pruned": r.events_pruned, "history_rows_pruned": r.history_rows_pruned}
                             for boundary, r in stats["compactions"]],
             "tables": _table_counts(db),
+            "leaderboard": _leaderboard_json(db, stats),
         })
         return
     _report(db, stats, chart)
 
 
 TABLES = ["events", "streams", "players", "factions", "player_stats_history", "faction_history",
-          "war_status_history", "territory_ownership_history", "player_stats_summary",
-          "faction_summary", "war_summary", "territory_ownership_summary"]
+          "war_status_history", "territory_ownership_history", "stat_history", "player_stats_summary",
+          "faction_summary", "war_summary", "territory_ownership_summary", "stat_summary"]
+LEADERBOARD_STAT = "xantaken"
+LEADERBOARD_ROWS = 5
+
+
+def _last_closed(end: int) -> str:
+    """'YYYY-MM' of the last UTC month that ended before `end`."""
+    day = dt.datetime.fromtimestamp(end, dt.UTC).replace(day=1) - dt.timedelta(days=1)
+    return day.strftime("%Y-%m")
+
+
+def _leaderboard(db: Path, stats: dict):
+    from tornstore.eventstore.db import connect_sync
+    from tornstore.projections.queries import leaderboard
+
+    conn = connect_sync(db)
+    try:
+        return leaderboard(conn, stats["faction_ids"][0], LEADERBOARD_STAT, month=stats["month"])
+    finally:
+        conn.close()
+
+
+def _leaderboard_json(db: Path, stats: dict) -> dict:
+    import msgspec
+
+    out = msgspec.to_builtins(_leaderboard(db, stats))
+    out["rows"] = out["rows"][:LEADERBOARD_ROWS]
+    return out
 
 
 def _table_counts(db: Path) -> dict[str, int]:
@@ -278,6 +309,14 @@ def _report(db: Path, stats: dict, chart: str) -> None:
                        f"{row['record_count']} records")
     finally:
         conn.close()
+    board = _leaderboard(db, stats)
+    click.echo()
+    click.echo(f"{board.stat} leaderboard of {board.faction_name} [{board.faction_id}], {board.month} "
+               f"(tornstore --db {db} leaderboard {board.faction_id} --stat {board.stat} --month {board.month}):")
+    emit_table([(r.rank, f"{r.name} [{r.player_id}]", f"{r.change:+,}" if r.change is not None else None,
+                 ", ".join(x for x in (f"joined {_day(r.joined)}" if r.joined else "",
+                                       f"left {_day(r.left)}" if r.left else "") if x) or None)
+                for r in board.rows[:LEADERBOARD_ROWS]], ["#", "member", "change", "note"])
     no_chart = _chart(db, stats, chart)
     if no_chart:
         click.echo(f"\nwrote {db} (no chart: {no_chart})")
