@@ -3,9 +3,12 @@
     pip install 'tornstore[bot,plot]'
     TORNSTORE_DB=torn.db DISCORD_TOKEN=... python examples/discord_bot.py
     # optional: ALERT_CHANNEL_ID=<channel id> posts the change feed (joins, leaves, level ups, wars) there
+    # optional: FACTION_ID=<your faction's id> adds /leaderboard for it
 
-Slash commands: /player ID, /faction ID, /history player|faction ID STAT [since]. The handlers below are
-plain async functions of (store, arguments) that return a `Reply` (text and an optional chart file), so
+Slash commands: /player ID, /faction ID, /history player|faction ID STAT [since] (STAT: any stat the store
+keeps, e.g. strength, respect, xantaken, refills), and with FACTION_ID /leaderboard STAT [month] (the
+faction's members ranked by how much STAT grew that month, YYYY-MM; default: this month so far).
+The handlers below are plain async functions of (store, arguments) that return a `Reply` (text and an optional chart file), so
 they can be tested without Discord; only `build_bot()` and `main()` import discord.py.
 
 The bot only reads. Filling the database is the collector's job, or the bot's own
@@ -20,7 +23,9 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,9 +97,13 @@ async def handle_history(store: Store, kind: str, entity_id: int, stat: str, sin
     if kind not in STATS:
         return Reply("Kind must be 'player' or 'faction'.")
     try:
-        series = await store.history(kind, entity_id, stat, since=since)
+        if stat in STATS[kind] or any(stat in names for names in STATS.values()):
+            series = await store.history(kind, entity_id, stat, since=since)   # the plan's typed stats
+        else:
+            series = await store.stat_series(kind, entity_id, stat, since=since)   # any other stat kept
     except QueryError as exc:
         return Reply(str(exc))
+    stat = series.stat
     who = f"{series.name} [{entity_id}]" if series.name else f"{kind} {entity_id}"
     if not series.points:
         return Reply(f"No {stat} data for {who}" + (f" since {since}" if since else "") + ".")
@@ -116,6 +125,33 @@ async def handle_history(store: Store, kind: str, entity_id: int, stat: str, sin
     return Reply(_clip(text), path)
 
 
+async def handle_leaderboard(store: Store, faction_id: int, stat: str, month: str | None = None,
+                             top: int = 15, now: int | None = None) -> Reply:
+    """The faction's members ranked by the change of `stat` in `month` (YYYY-MM; default: this month so far)."""
+    try:
+        if month:
+            board = await store.leaderboard(faction_id, stat, month=month)
+        else:
+            t = int(time.time()) if now is None else now
+            first = datetime.fromtimestamp(t, UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            board = await store.leaderboard(faction_id, stat, since=int(first.timestamp()), until=t)
+    except QueryError as exc:
+        return Reply(str(exc))
+    period = board.month or f"{format_time(board.since)[:10]} to {format_time(board.until)[:16]}"
+    who = f"{board.faction_name} [{faction_id}]" if board.faction_name else f"faction {faction_id}"
+    ranked = [r for r in board.rows if r.rank is not None]
+    if not ranked:
+        return Reply(f"No {board.stat} data for the members of {who} in {period}.")
+    lines = [f"**{board.stat}**, {who}, {period}:"]
+    for r in ranked[:top]:
+        note = ", ".join(x for x in (f"joined {format_time(r.joined)[:10]}" if r.joined else "",
+                                     f"left {format_time(r.left)[:10]}" if r.left else "") if x)
+        lines.append(f"{r.rank}. {r.name or '?'} [{r.player_id}] {r.change:+,}" + (f" ({note})" if note else ""))
+    if len(ranked) > top:
+        lines.append(f"... and {len(ranked) - top} more")
+    return Reply(_clip("\n".join(lines)))
+
+
 async def poll_changes(store: Store, position: int | None, limit: int = 50) -> tuple[list[str], int]:
     """Alert texts since `position` (None: start from now, reporting nothing) and the position to ask next."""
     if position is None:
@@ -124,12 +160,13 @@ async def poll_changes(store: Store, position: int | None, limit: int = 50) -> t
     return [c.text for c in feed.changes], feed.next_position
 
 
-def build_bot(store: Store, alert_channel: int | None = None
+def build_bot(store: Store, alert_channel: int | None = None, faction_id: int | None = None
               ) -> "tuple[discord.Client, app_commands.CommandTree]":
     """A Discord client with the slash commands registered on its command tree, answering from `store`.
 
     Nothing connects here: `client.start(token)` does, and syncs the commands with Discord on the way.
-    `alert_channel`: a channel id to post the change feed to once a minute.
+    `alert_channel`: a channel id to post the change feed to once a minute. `faction_id`: the faction whose
+    members /leaderboard ranks (no /leaderboard without it).
     """
     import discord
     from discord import app_commands
@@ -168,6 +205,14 @@ def build_bot(store: Store, alert_channel: int | None = None
         with tempfile.TemporaryDirectory() as tmp:  # the chart only has to live until it is sent
             await answer(interaction, await handle_history(store, kind.value, entity_id, stat, since, tmp))
 
+    if faction_id is not None:
+        @tree.command(description="Your faction's members ranked by how much a stat grew in a month")
+        @app_commands.describe(stat="e.g. xantaken, refills, attackswon, respectforfaction",
+                               month="YYYY-MM, e.g. 2026-10 (default: this month so far)")
+        async def leaderboard(interaction: discord.Interaction, stat: str, month: str | None = None) -> None:
+            await interaction.response.defer()
+            await answer(interaction, await handle_leaderboard(store, faction_id, stat, month))
+
     async def post_alerts() -> None:
         channel = client.get_channel(alert_channel)
         if channel is None:
@@ -194,10 +239,11 @@ def build_bot(store: Store, alert_channel: int | None = None
     return client, tree
 
 
-async def run_bot(db_path: str, token: str, alert_channel: int | None = None) -> None:  # pragma: no cover
+async def run_bot(db_path: str, token: str, alert_channel: int | None = None,
+                  faction_id: int | None = None) -> None:  # pragma: no cover
     """Open the database, then connect to Discord until stopped; both are closed on the way out."""
     async with Store.open(db_path) as store:
-        client, _ = build_bot(store, alert_channel)
+        client, _ = build_bot(store, alert_channel, faction_id)
         async with client:
             await client.start(token)
 
@@ -215,13 +261,16 @@ def main() -> None:
     channel = os.environ.get("ALERT_CHANNEL_ID", "").strip()
     if channel and not channel.isdigit():
         raise SystemExit(f"ALERT_CHANNEL_ID must be a channel id (digits), not {channel!r}")
+    faction = os.environ.get("FACTION_ID", "").strip()
+    if faction and not faction.isdigit():
+        raise SystemExit(f"FACTION_ID must be a faction id (digits), not {faction!r}")
     db_path = os.environ.get("TORNSTORE_DB", "torn.db")
     if not Path(db_path).is_file():
         raise SystemExit(f"no database at {db_path}: set TORNSTORE_DB, or create one with "
                          f"`tornstore --db {db_path} init` and fill it with the collector")
     discord.utils.setup_logging()  # what client.run() would do; the token is never logged
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops the bot without a traceback
-        asyncio.run(run_bot(db_path, token, int(channel) if channel else None))
+        asyncio.run(run_bot(db_path, token, int(channel) if channel else None, int(faction) if faction else None))
 
 
 if __name__ == "__main__":  # pragma: no cover
