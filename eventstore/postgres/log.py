@@ -1,0 +1,447 @@
+"""The event log on PostgreSQL: `PgEventLog`, for several writer processes and hosts on one database.
+
+Part of issue 18 (PostgreSQL), in progress: a library module, not wired into the CLI or `Store` yet; the
+backend seam, projections, partitions and LISTEN/NOTIFY come in later sessions.
+
+`append(responses)` gives the outcomes `eventstore.ingest.ingest_batch` gives on SQLite, through the same
+pure functions (routing.route, the canonical hash, secrets.strip_key/scrub, ingest's checks and text
+helpers): a Torn error body becomes a row in `gaps`; a body that cannot be routed is quarantined with its
+reason; each routed part is hashed in canonical form and compared with the state of its stream in force at
+the response's own time: equal -> heartbeat (`last_checked` moves), different -> an event with the next
+version. Late data is compared with the latest event observed at or before it and does not move the head;
+a change observed before a later confirmation of the head re-appends the head at the time it was last
+confirmed. Keys never reach the database: URLs are stripped and scrubbed, payloads and reasons scrubbed.
+Not here yet: the key-owner table (an own-key URL is routed with `Response.owner` only; without one it
+waits in quarantine with its key's fingerprint, `needs_owner` = 1, as on SQLite) and the projector call.
+
+Concurrency, the heart of it. Writers are several processes (hosts) on one database:
+
+1. One stream, one writer at a time: a batch first takes a transaction-level advisory lock per stream it
+   touches (`pg_advisory_xact_lock('torn', hash32(stream))`), all in one statement, in ascending key order,
+   then reads the streams' rows (READ COMMITTED: each statement sees what the last holder committed),
+   compares and appends. Compare-and-append under the lock is what makes (a) versions gapless and unique
+   and (b) a change two writers polled stored once: the second writer waits, then finds the first one's
+   hash at the head and only heartbeats. An advisory lock rather than `SELECT ... FOR UPDATE` because a
+   stream that does not exist yet has no row to lock: two writers meeting a new faction would both insert
+   it (`INSERT ... ON CONFLICT` could settle the row but not the compare that must follow it, and it
+   burns identity values). The lock names the stream whether or not its row exists. A 32-bit hash can
+   collide: two streams then share a lock, which costs waiting, never correctness. UNIQUE (stream_id,
+   version) and UNIQUE (entity_type, entity_id, view) stay as the backstop.
+
+2. Positions committed in order, so a reader never skips (c). A `bigserial` position is taken when a row is
+   inserted, not when it commits: transaction A takes 7, B takes 8 and commits, a reader reads 8 and moves
+   its mark past 7, then A commits 7 and nobody reads it. eventsourcing's PostgreSQL recorder serialises
+   inserting transactions with `LOCK TABLE ... IN EXCLUSIVE MODE`; Marten lets them race and has readers stop
+   at a high-water mark below any position still in flight, found by watching for gaps in the sequence
+   and, when a gap stays open longer than a timeout, deciding the transaction rolled back and skipping it.
+   We take eventsourcing's side, with a row instead of a table: the last position lives in `log_position`,
+   a one-row table, and a writer takes its block with `UPDATE log_position SET last_position =
+   last_position + n RETURNING last_position`. The row stays locked until the writer commits, and
+   PostgreSQL makes a transaction visible before it releases its locks, so the next writer's positions are
+   always committed after ours: the committed positions are a prefix at every instant, and
+   `read_after(p)` (`WHERE position > p`) is exact with no waiting or guessing. A slow commit makes others
+   wait; Marten's timeout would instead skip it, the very loss we must rule out. Positions are also
+   gapless (a rollback gives its block back), like SQLite's. The cost is that appends serialise, but only
+   for the end of a batch: the counter is the last lock taken, after every compare and only when the batch
+   has events, so heartbeat-only batches (most polls) never take it, and the insert (COPY) and COMMIT are
+   all that run under it. Collectors are held to 100 requests a minute per key by Torn, not by this lock.
+
+Lock order, so writers never deadlock: stream locks (ascending), then the position row, then quarantine rows
+(inserted in sorted order with ON CONFLICT DO NOTHING, which waits for a concurrent insert of the same bad
+body). Every transaction that appends must be READ COMMITTED (checked): under REPEATABLE READ the stream
+rows would be read from a snapshot taken before the lock was granted.
+
+PostgreSQL text cannot hold a NUL character; SQLite can. The few texts that may carry one (a URL, a reason,
+a quarantined body that is not JSON) store it as the escape `\\u0000`. Payloads are JSON text, which
+already writes it as an escape.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+import msgspec
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from ..canonical import RULES, HashMemo, canonical_hash
+from ..ingest import (MAX_AHEAD, TORN_EPOCH, IngestReport, _as_text, _decode_raw, _storable, _without_keys,
+                      torn_error)
+from ..owners import key_fingerprint
+from ..records import Event, Rejected, Response, StreamKey, TornError
+from ..routing import OwnerNeeded, Part, RoutingError, parse_stream_name, route
+from ..secrets import has_key_material, scrub, strip_key
+from .migrate import migrate
+
+__all__ = ["PgEventLog", "STREAM_LOCK_SPACE", "stream_lock_key"]
+
+STREAM_LOCK_SPACE = 0x746F726E  # first key of every stream's advisory lock: 'torn'
+_INT64 = 2 ** 63
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+def stream_lock_key(key: tuple[str, str, str]) -> int:
+    """The second key (signed 32 bits) of a stream's advisory lock: a hash of (entity_type, entity_id, view)."""
+    digest = hashlib.blake2b("\x1f".join(key).encode("utf-8", "surrogatepass"), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _text(value: str) -> str:
+    """Text PostgreSQL can store: a NUL character becomes the escape \\u0000."""
+    return value.replace("\x00", "\\u0000") if "\x00" in value else value
+
+
+@dataclass
+class _Routed:
+    response: Response
+    url: str
+    items: list[tuple[tuple, str]]   # ((entity_type, entity_id, view), canonical hash) per part
+    parts: list[Part]
+
+
+@dataclass
+class _Prepared:
+    """A batch after the pure work: checked, routed and hashed; nothing read or written yet."""
+    report: IngestReport
+    routed: list[_Routed]
+    gap_rows: list[tuple]
+    quarantine_rows: list[tuple]
+
+
+class _State:
+    """A stream's row as read under its lock, and what this batch did to it."""
+    __slots__ = ("key", "stream_id", "version", "hash", "rules", "head_observed_at", "last_checked",
+                 "pending", "touched")
+
+    def __init__(self, key: StreamKey, row: tuple):
+        self.key = key
+        self.stream_id, self.version, self.hash, self.rules, self.head_observed_at, self.last_checked = row
+        # this batch's events: (observed_at, version, hash, rules, url, payload)
+        self.pending: list[tuple[int, int, str, str, str, str]] = []
+        self.touched = False
+
+
+class PgEventLog:
+    """The event log in a PostgreSQL database. See the module docstring.
+
+    Give it an `AsyncConnectionPool` (or one `AsyncConnection`, used by one call at a time) whose database
+    has been migrated (`await PgEventLog.open(conninfo)` makes a pool and migrates)."""
+
+    def __init__(self, source: AsyncConnectionPool | AsyncConnection):
+        self._source = source
+        self._memo = HashMemo()   # a cache of a pure function, per log
+
+    @classmethod
+    async def open(cls, conninfo: str, *, min_size: int = 1, max_size: int = 4) -> PgEventLog:
+        """A log over a new pool on `conninfo`, its migrations applied."""
+        pool = AsyncConnectionPool(conninfo, min_size=min_size, max_size=max_size, open=False,
+                                   kwargs={"autocommit": True})
+        await pool.open()
+        try:
+            async with pool.connection() as conn:
+                await migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool)
+
+    async def close(self) -> None:
+        if isinstance(self._source, AsyncConnectionPool):
+            await self._source.close()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        if isinstance(self._source, AsyncConnectionPool):
+            async with self._source.connection() as conn:
+                yield conn
+        else:
+            yield self._source
+
+    # ------------------------------------------------------------------ writing
+
+    async def append(self, responses: list[Response], *, now: float | None = None) -> IngestReport:
+        """Store a batch in one transaction; what happened to each response. See the module docstring.
+
+        `now`: this machine's clock (default: the wall clock), only to refuse an `observed_at` from the future."""
+        prepared = self._prepare(responses, now)
+        async with self._connection() as conn, conn.transaction():
+            await self._write(conn, prepared)
+        return prepared.report
+
+    async def append_in(self, conn: AsyncConnection, responses: list[Response], *,
+                        now: float | None = None) -> IngestReport:
+        """Store a batch inside the caller's open (READ COMMITTED) transaction on `conn`, so the caller can
+        write its own rows in the same commit. The locks taken are held until that transaction ends."""
+        prepared = self._prepare(responses, now)
+        await self._write(conn, prepared)
+        return prepared.report
+
+    def _prepare(self, responses: list[Response], now: float | None) -> _Prepared:
+        """Check, route and hash, as ingest_batch does before its transaction (pure CPU)."""
+        latest_allowed = (time.time() if now is None else now) + MAX_AHEAD
+        report = IngestReport(responses=len(responses))
+        gap_rows: list[tuple] = []
+        rejected: list[tuple[int, Rejected, tuple]] = []
+        routed: list[_Routed] = []
+
+        def reject(index: int, url: str, observed_at: int | None, reason: str, body_text: str,
+                   key_fp: str | None = None, needs_owner: bool = False) -> None:
+            url, reason, body_text = scrub(url), scrub(reason), scrub(body_text)
+            rejected.append((index, Rejected(url, observed_at, reason),
+                             (observed_at, url, reason, body_text, key_fp, int(needs_owner))))
+
+        for index, response in enumerate(responses):
+            url = _storable(strip_key(response.url))
+            if has_key_material(url):
+                url = scrub(url)
+            observed_at = response.observed_at
+            body = response.body
+            if isinstance(body, msgspec.Raw):
+                body = _decode_raw(body)
+            if response.fault:
+                reject(index, url, None, response.fault, _as_text(body))
+                continue
+            if not isinstance(observed_at, int) or isinstance(observed_at, bool) or not 0 <= observed_at < _INT64:
+                reject(index, url, None, f"{url}: observed_at {observed_at!r} is not Unix seconds", _as_text(body))
+                continue
+            if not TORN_EPOCH <= observed_at <= latest_allowed:
+                when = "before Torn existed (2004)" if observed_at < TORN_EPOCH else \
+                    f"more than {MAX_AHEAD} s ahead of this machine's clock"
+                reject(index, url, None, f"{url}: observed_at {observed_at} is {when}", _as_text(body))
+                continue
+            if isinstance(body, str):
+                reject(index, url, observed_at, f"{url}: body is not valid JSON", _storable(body))
+                continue
+            err = torn_error(body)
+            if err is not None and not -_INT64 <= err[0] < _INT64:
+                reject(index, url, observed_at, f"{url}: Torn error code {err[0]} is out of range", _as_text(body))
+                continue
+            if err is not None:
+                code, text = err[0], scrub(_storable(err[1]))
+                report.errors.append(TornError(url, observed_at, code, text))
+                gap_rows.append((observed_at, url, None, code, f"Torn API error {code}: {text}"))
+                continue
+            fp = key_fingerprint(response.key)
+            try:
+                if response.stream:
+                    try:
+                        entity_type, entity_id, view = parse_stream_name(response.stream)
+                    except ValueError:
+                        raise RoutingError(f"stream name {response.stream!r} is not type:id:view") from None
+                    parts = [Part(entity_type, entity_id, view, body)]
+                else:
+                    try:
+                        parts = route(url, body, response.owner)
+                    except OwnerNeeded as exc:
+                        # Keep what needs no owner now; the whole body waits in quarantine for the owner.
+                        parts = exc.parts
+                        reason = str(exc) + (f" (key {fp})" if fp else " (no key fingerprint was given)")
+                        reject(index, url, observed_at, reason, _as_text(body), fp, needs_owner=True)
+                items = self._memo.keyed(parts)
+            except (RoutingError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+                reason = str(exc) if str(exc).startswith(url) else f"{url}: {exc}"
+                reject(index, url, observed_at, reason, _as_text(body))
+                continue
+            routed.append(_Routed(response, url, items, parts))
+
+        rejected.sort(key=lambda item: item[0])
+        report.rejected = [r for _, r, _ in rejected]
+        quarantine_rows = [
+            (*row, hashlib.blake2b(row[3].encode(errors="replace"), digest_size=16).hexdigest())
+            for _, _, row in rejected]
+        return _Prepared(report, routed, gap_rows, quarantine_rows)
+
+    async def _write(self, conn: AsyncConnection, batch: _Prepared) -> None:
+        """Compare and append inside the open transaction, taking the locks in the order the docstring gives."""
+        first_seen: dict[tuple, int] = {}
+        for item in batch.routed:
+            for key, _ in item.items:
+                first_seen.setdefault(key, item.response.observed_at)
+        cur = conn.cursor()
+        lock_keys = sorted({stream_lock_key(key) for key in first_seen})
+        await cur.execute(
+            "SELECT current_setting('transaction_isolation'), count(*) FROM ("
+            " SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int4[]) WITH ORDINALITY AS u(k, n) ORDER BY n"
+            ") AS held", (STREAM_LOCK_SPACE, lock_keys))
+        row = await cur.fetchone()
+        if row is None or row[0] != "read committed":
+            raise RuntimeError(f"PgEventLog appends in READ COMMITTED transactions, not {row[0] if row else '?'}")
+        states = await self._load_states(conn, first_seen)
+
+        report = batch.report
+        events: list[tuple[_State, int, int, str, str, str]] = []  # (state, version, observed_at, hash, url, payload)
+        unchanged = 0
+
+        def append(state: _State, observed_at: int, digest: str, url: str, payload: str) -> None:
+            state.version += 1
+            state.pending.append((observed_at, state.version, digest, RULES, url, payload))
+            events.append((state, state.version, observed_at, digest, url, payload))
+            if state.head_observed_at is None or observed_at >= state.head_observed_at:
+                state.hash, state.rules, state.head_observed_at = digest, RULES, observed_at
+            state.last_checked = max(state.last_checked or observed_at, observed_at)
+            state.touched = True
+
+        for item in batch.routed:
+            observed_at = item.response.observed_at
+            for i, (key, digest) in enumerate(item.items):
+                state = states[key]
+                head = state.head_observed_at
+                late = False
+                if digest == state.hash and state.rules == RULES and (head is None or observed_at >= head):
+                    same = True
+                else:
+                    if state.rules != RULES and state.hash is not None:
+                        latest = await self._latest(conn, state, None)
+                        state.hash = canonical_hash(key[2], _decode(latest[5])) if latest else ""
+                        state.rules = RULES
+                        state.touched = True
+                    late = head is not None and observed_at < head
+                    if late:
+                        same = digest == await self._hash_in_force(conn, state, observed_at)
+                    else:
+                        same = digest == state.hash
+                if same:
+                    unchanged += 1
+                    if state.last_checked is None or observed_at > state.last_checked:
+                        state.last_checked = observed_at
+                        state.touched = True
+                    continue
+                # A change observed before a later poll that confirmed the head: the head is appended again
+                # at the time it was last confirmed, so the log still ends on what was seen last (as ingest).
+                reconfirm, head_hash = None, state.hash
+                if not late and head is not None and observed_at < (state.last_checked or 0):
+                    reconfirm = await self._latest(conn, state, None)
+                payload = _without_keys(_encode(item.parts[i].payload)).decode()
+                append(state, observed_at, digest, _text(item.url), payload)
+                if reconfirm is not None and state.last_checked is not None and head_hash is not None:
+                    append(state, state.last_checked, head_hash, reconfirm[4], reconfirm[5])
+
+        if events:
+            # Last lock: the position row, held to COMMIT (module docstring, 2).
+            await cur.execute("UPDATE log_position SET last_position = last_position + %s RETURNING last_position",
+                              (len(events),))
+            row = await cur.fetchone()
+            assert row is not None, "log_position has its one row from migration 0001"
+            first = row[0] - len(events) + 1
+            async with cur.copy("COPY events (position, stream_id, version, observed_at, hash, rules, source_url, "
+                                "payload) FROM STDIN") as copy:
+                for offset, (state, version, at, digest, url, payload) in enumerate(events):
+                    await copy.write_row((first + offset, state.stream_id, version, at, digest, RULES, url, payload))
+            report.appended = len(events)
+            report.first_position, report.last_position = first, first + len(events) - 1
+        report.unchanged += unchanged
+
+        touched = [s for s in states.values() if s.touched]
+        if touched:
+            await cur.execute(
+                "UPDATE streams AS s SET version = u.version, hash = u.hash, rules = u.rules, "
+                "head_observed_at = u.head, last_checked = u.checked, last_changed = COALESCE(u.head, s.last_changed) "
+                "FROM unnest(%s::int8[], %s::int8[], %s::text[], %s::text[], %s::int8[], %s::int8[]) "
+                "AS u(id, version, hash, rules, head, checked) WHERE s.stream_id = u.id",
+                ([s.stream_id for s in touched], [s.version for s in touched], [s.hash for s in touched],
+                 [s.rules for s in touched], [s.head_observed_at for s in touched],
+                 [s.last_checked for s in touched]))
+        if batch.quarantine_rows:
+            rows = sorted(((at, _text(url), _text(reason), _text(body), fp, needs, body_hash)
+                           for at, url, reason, body, fp, needs, body_hash in batch.quarantine_rows),
+                          key=lambda r: (r[0] if r[0] is not None else -1, r[1], r[6]))
+            await cur.executemany(
+                "INSERT INTO quarantine (observed_at, source_url, reason, body, key_fp, needs_owner, body_hash) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)
+        if batch.gap_rows:
+            await cur.executemany(
+                "INSERT INTO gaps (observed_at, source_url, target, error_code, reason) VALUES (%s, %s, %s, %s, %s)",
+                [(at, _text(url), target, code, _text(reason)) for at, url, target, code, reason in batch.gap_rows])
+
+    async def _load_states(self, conn: AsyncConnection, first_seen: dict[tuple, int]) -> dict[tuple, _State]:
+        """The rows of the batch's streams (read under their locks); the missing ones inserted, in the order
+        the batch first names them, with first_seen = last_changed = last_checked = that response's time."""
+        if not first_seen:
+            return {}
+        keys = list(first_seen)
+        states: dict[tuple, _State] = {}
+        cur = await conn.execute(
+            "SELECT s.entity_type, s.entity_id, s.view, s.stream_id, s.version, s.hash, s.rules, "
+            "s.head_observed_at, s.last_checked FROM streams AS s "
+            "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS u(t, i, v) "
+            "ON s.entity_type = u.t AND s.entity_id = u.i AND s.view = u.v",
+            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
+        for row in await cur.fetchall():
+            key = StreamKey(*row[:3])
+            states[key] = _State(key, row[3:])
+        missing = [k for k in keys if k not in states]
+        if missing:
+            cur = await conn.execute(
+                "INSERT INTO streams (entity_type, entity_id, view, version, first_seen, last_changed, last_checked) "
+                "SELECT t, i, v, 0, at, at, at FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[]) "
+                "WITH ORDINALITY AS u(t, i, v, at, n) ORDER BY n "
+                "RETURNING entity_type, entity_id, view, stream_id, version, hash, rules, head_observed_at, "
+                "last_checked",
+                ([k[0] for k in missing], [k[1] for k in missing], [k[2] for k in missing],
+                 [first_seen[k] for k in missing]))
+            for row in await cur.fetchall():
+                key = StreamKey(*row[:3])
+                states[key] = _State(key, row[3:])
+        return states
+
+    async def _latest(self, conn: AsyncConnection, state: _State, at: int | None
+                      ) -> tuple[int, int, str, str, str, str] | None:
+        """The stream's latest event observed at or before `at` (None: at all), this batch's own included:
+        (observed_at, version, hash, rules, source_url, payload)."""
+        sql = ("SELECT observed_at, version, hash, rules, source_url, payload FROM events WHERE stream_id = %s"
+               + ("" if at is None else " AND observed_at <= %s") + " ORDER BY observed_at DESC, version DESC LIMIT 1")
+        cur = await conn.execute(sql, (state.stream_id,) if at is None else (state.stream_id, at))
+        row = await cur.fetchone()
+        best = tuple(row) if row is not None else None
+        for pending in state.pending:
+            if (at is None or pending[0] <= at) and (best is None or pending[:2] > best[:2]):
+                best = pending
+        return best
+
+    async def _hash_in_force(self, conn: AsyncConnection, state: _State, observed_at: int) -> str | None:
+        """Canonical hash (today's rules) of the stream's state at `observed_at`, for a late response."""
+        latest = await self._latest(conn, state, observed_at)
+        if latest is None:
+            return None
+        _, _, digest, rules, _, payload = latest
+        return digest if rules == RULES else canonical_hash(state.key.view, _decode(payload))
+
+    # ------------------------------------------------------------------ reading
+
+    async def read_after(self, position: int, limit: int = 1000) -> list[Event]:
+        """Up to `limit` events after `position`, in position order. A follower that passes the last position
+        it read never skips an event, however late one commits (module docstring, 2)."""
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT e.position, s.entity_type, s.entity_id, s.view, e.version, e.observed_at, e.payload, "
+                "e.source_url FROM events AS e JOIN streams AS s ON s.stream_id = e.stream_id "
+                "WHERE e.position > %s ORDER BY e.position LIMIT %s", (position, limit))
+            rows = await cur.fetchall()
+        return [Event(pos, StreamKey(t, i, v), version, at, _decode(payload), url)
+                for pos, t, i, v, version, at, payload, url in rows]
+
+    async def head_position(self) -> int:
+        """The last position committed (0 for an empty log)."""
+        async with self._connection() as conn:
+            cur = await conn.execute("SELECT last_position FROM log_position")
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def stream_versions(self, keys: Iterable[tuple[str, str, str]] | None = None
+                              ) -> dict[StreamKey, list[tuple[int, str]]]:
+        """(version, hash) of every event per stream, in version order (all streams, or those given)."""
+        wanted = None if keys is None else {tuple(k) for k in keys}
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT s.entity_type, s.entity_id, s.view, e.version, e.hash FROM events AS e "
+                "JOIN streams AS s ON s.stream_id = e.stream_id ORDER BY s.stream_id, e.version")
+            rows = await cur.fetchall()
+        out: dict[StreamKey, list[tuple[int, str]]] = {}
+        for t, i, v, version, digest in rows:
+            if wanted is None or (t, i, v) in wanted:
+                out.setdefault(StreamKey(t, i, v), []).append((version, digest))
+        return out
+
