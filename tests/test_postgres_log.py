@@ -353,3 +353,88 @@ async def test_four_writer_processes_and_a_follower(pg_url, conn, tmp_path):
                 p.kill()
                 p.wait()
         await log.close()
+
+
+# ------------------------------------------------------------------------------------------ the locks, one by one
+
+async def _until_waiting(pg_url: str, pid: int) -> None:
+    """Return once session `pid` waits for a lock (a guard against a hang, not a timing assert)."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as watcher:
+        for _ in range(6000):
+            cur = await watcher.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
+            row = await cur.fetchone()
+            if row is not None and row[0] == "Lock":
+                return
+            await asyncio.sleep(0.005)
+    raise AssertionError(f"session {pid} never waited for a lock")
+
+
+async def test_two_writers_with_the_same_change_store_it_once(pg_url):
+    log = await PgEventLog.open(pg_url)
+    a = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    b = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    try:
+        batch = _capture(T)
+        async with a.transaction():
+            first = await PgEventLog(a).append_in(a, batch, now=NOW)  # streams created, not committed
+            second = asyncio.create_task(PgEventLog(b).append(batch, now=NOW))
+            await _until_waiting(pg_url, b.info.backend_pid)        # b queues on a's new stream rows
+            assert not second.done()
+        report = await second
+        assert first.appended > 0 and report.appended == 0 and report.unchanged == first.appended
+        changed = _capture(T + 60, changed=True)
+        async with a.transaction():
+            first = await PgEventLog(a).append_in(a, changed, now=NOW)  # existing streams, locked FOR UPDATE
+            second = asyncio.create_task(PgEventLog(b).append(changed, now=NOW))
+            await _until_waiting(pg_url, b.info.backend_pid)
+        report = await second
+        assert first.appended == 3 and report.appended == 0
+        versions = await log.stream_versions()
+        assert all([v for v, _ in history] == list(range(1, len(history) + 1)) for history in versions.values())
+        assert sum(len(h) for h in versions.values()) == await log.head_position()
+    finally:
+        await a.close()
+        await b.close()
+        await log.close()
+
+
+async def test_a_follower_never_skips_an_event_committed_late(pg_url):
+    log = await PgEventLog.open(pg_url)
+    a = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    b = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    try:
+        async with a.transaction():
+            early = await PgEventLog(a).append_in(a, _capture(T), now=NOW)   # takes positions 1..n, commits last
+            other = [Response(url=line["url"], observed_at=line["observed_at"], body=line["body"])
+                     for line in _poll(101, 0)]                                 # other streams: no row lock shared
+            late = asyncio.create_task(PgEventLog(b).append(other, now=NOW))
+            await _until_waiting(pg_url, b.info.backend_pid)                    # b waits for the position row
+            assert await log.read_after(0) == []                                # nothing is committed yet
+        report = await late
+        assert early.first_position == 1 and report.first_position == early.last_position + 1
+        seen = [e.position for e in await log.read_after(0, limit=10_000)]
+        assert seen == list(range(1, report.last_position + 1))
+    finally:
+        await a.close()
+        await b.close()
+        await log.close()
+
+
+async def test_the_problem_a_plain_sequence_has(pg_url):
+    """Why positions are not a bigserial: a follower of one skips an event whose transaction commits late."""
+    a = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    b = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    try:
+        await a.execute("CREATE TABLE naive (position bigserial PRIMARY KEY, what text)")
+        async with a.transaction():
+            await a.execute("INSERT INTO naive (what) VALUES ('early')")   # takes 1
+            await b.execute("INSERT INTO naive (what) VALUES ('late')")    # takes 2, commits first
+            cur = await b.execute("SELECT position FROM naive WHERE position > 0 ORDER BY position")
+            seen = [r[0] for r in await cur.fetchall()]
+        mark = seen[-1]
+        cur = await b.execute("SELECT position FROM naive WHERE position > %s ORDER BY position", (mark,))
+        seen += [r[0] for r in await cur.fetchall()]
+        assert seen == [2]   # 1 committed after the follower passed it: skipped for good
+    finally:
+        await a.close()
+        await b.close()

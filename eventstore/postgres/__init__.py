@@ -6,8 +6,7 @@ partitions, LISTEN/NOTIFY and `tornstore copy` come in later sessions. Needs the
 """
 from __future__ import annotations
 
-from .log import STREAM_LOCK_SPACE, PgEventLog, stream_lock_key
+from .log import PgEventLog
 from .migrate import available_migrations, check, current_version, migrate
 
-__all__ = ["STREAM_LOCK_SPACE", "PgEventLog", "available_migrations", "check", "current_version", "migrate",
-           "stream_lock_key"]
+__all__ = ["PgEventLog", "available_migrations", "check", "current_version", "migrate"]

@@ -16,17 +16,21 @@ waits in quarantine with its key's fingerprint, `needs_owner` = 1, as on SQLite)
 
 Concurrency, the heart of it. Writers are several processes (hosts) on one database:
 
-1. One stream, one writer at a time: a batch first takes a transaction-level advisory lock per stream it
-   touches (`pg_advisory_xact_lock('torn', hash32(stream))`), all in one statement, in ascending key order,
-   then reads the streams' rows (READ COMMITTED: each statement sees what the last holder committed),
-   compares and appends. Compare-and-append under the lock is what makes (a) versions gapless and unique
-   and (b) a change two writers polled stored once: the second writer waits, then finds the first one's
-   hash at the head and only heartbeats. An advisory lock rather than `SELECT ... FOR UPDATE` because a
-   stream that does not exist yet has no row to lock: two writers meeting a new faction would both insert
-   it (`INSERT ... ON CONFLICT` could settle the row but not the compare that must follow it, and it
-   burns identity values). The lock names the stream whether or not its row exists. A 32-bit hash can
-   collide: two streams then share a lock, which costs waiting, never correctness. UNIQUE (stream_id,
-   version) and UNIQUE (entity_type, entity_id, view) stay as the backstop.
+1. One stream, one writer at a time: a batch locks the rows of the streams it touches (`SELECT ... FOR
+   UPDATE`, in one statement, in key order) and only then compares and appends; READ COMMITTED hands it the
+   row as the previous holder committed it. Compare-and-append under the row lock is what makes (a) versions
+   gapless and unique and (b) a change two writers polled stored once: the second writer waits, then finds
+   the first one's hash at the head (or in force at its time) and only heartbeats. A stream that does not
+   exist yet has no row to lock, so the batch first inserts its missing streams, in key order, with
+   `INSERT ... ON CONFLICT DO NOTHING`: a unique-index insert waits for a concurrent uncommitted insert of
+   the same key, so two writers meeting a new faction queue on it like on a lock, and the loser finds the
+   winner's row. Why not advisory locks (`pg_advisory_xact_lock(hash(stream))`), which name a stream
+   whether or not its row exists: every advisory lock takes a slot in PostgreSQL's shared lock table
+   (max_locks_per_transaction x max_connections, 6,400 by default), and a territory map is 4,100 streams
+   in one batch; row locks live in the rows and cost no slot. Why not ON CONFLICT alone: it settles the
+   row, not the compare that must follow it. UNIQUE (stream_id, version) stays as the backstop. New
+   streams get their ids in key order (SQLite: in the order the batch names them); nothing reads meaning
+   into a stream id.
 
 2. Positions committed in order, so a reader never skips (c). A `bigserial` position is taken when a row is
    inserted, not when it commits: transaction A takes 7, B takes 8 and commits, a reader reads 8 and moves
@@ -46,10 +50,12 @@ Concurrency, the heart of it. Writers are several processes (hosts) on one datab
    has events, so heartbeat-only batches (most polls) never take it, and the insert (COPY) and COMMIT are
    all that run under it. Collectors are held to 100 requests a minute per key by Torn, not by this lock.
 
-Lock order, so writers never deadlock: stream locks (ascending), then the position row, then quarantine rows
+Lock order, so writers never deadlock: new stream rows inserted in key order, then stream rows locked in key
+order (a writer only locks rows it inserted or saw committed), then the position row, then quarantine rows
 (inserted in sorted order with ON CONFLICT DO NOTHING, which waits for a concurrent insert of the same bad
-body). Every transaction that appends must be READ COMMITTED (checked): under REPEATABLE READ the stream
-rows would be read from a snapshot taken before the lock was granted.
+body). Keys are ordered by code point (COLLATE "C"), the same in every session and in Python. Every
+transaction that appends must be READ COMMITTED (checked): under REPEATABLE READ the stream rows would be
+read from a snapshot taken before their locks were granted.
 
 PostgreSQL text cannot hold a NUL character; SQLite can. The few texts that may carry one (a URL, a reason,
 a quarantined body that is not JSON) store it as the escape `\\u0000`. Payloads are JSON text, which
@@ -62,6 +68,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
 import msgspec
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -75,18 +82,11 @@ from ..routing import OwnerNeeded, Part, RoutingError, parse_stream_name, route
 from ..secrets import has_key_material, scrub, strip_key
 from .migrate import migrate
 
-__all__ = ["PgEventLog", "STREAM_LOCK_SPACE", "stream_lock_key"]
+__all__ = ["PgEventLog"]
 
-STREAM_LOCK_SPACE = 0x746F726E  # first key of every stream's advisory lock: 'torn'
 _INT64 = 2 ** 63
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
-
-
-def stream_lock_key(key: tuple[str, str, str]) -> int:
-    """The second key (signed 32 bits) of a stream's advisory lock: a hash of (entity_type, entity_id, view)."""
-    digest = hashlib.blake2b("\x1f".join(key).encode("utf-8", "surrogatepass"), digest_size=4).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def _text(value: str) -> str:
@@ -261,11 +261,7 @@ class PgEventLog:
             for key, _ in item.items:
                 first_seen.setdefault(key, item.response.observed_at)
         cur = conn.cursor()
-        lock_keys = sorted({stream_lock_key(key) for key in first_seen})
-        await cur.execute(
-            "SELECT current_setting('transaction_isolation'), count(*) FROM ("
-            " SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int4[]) WITH ORDINALITY AS u(k, n) ORDER BY n"
-            ") AS held", (STREAM_LOCK_SPACE, lock_keys))
+        await cur.execute("SELECT current_setting('transaction_isolation')")
         row = await cur.fetchone()
         if row is None or row[0] != "read committed":
             raise RuntimeError(f"PgEventLog appends in READ COMMITTED transactions, not {row[0] if row else '?'}")
@@ -357,34 +353,39 @@ class PgEventLog:
                 [(at, _text(url), target, code, _text(reason)) for at, url, target, code, reason in batch.gap_rows])
 
     async def _load_states(self, conn: AsyncConnection, first_seen: dict[tuple, int]) -> dict[tuple, _State]:
-        """The rows of the batch's streams (read under their locks); the missing ones inserted, in the order
-        the batch first names them, with first_seen = last_changed = last_checked = that response's time."""
+        """The rows of the batch's streams, locked (FOR UPDATE) in key order; the missing ones inserted first,
+        in key order, with first_seen = last_changed = last_checked = the time of the response that first
+        names them in the batch (module docstring, 1)."""
         if not first_seen:
             return {}
-        keys = list(first_seen)
-        states: dict[tuple, _State] = {}
+        keys = sorted(first_seen)   # code point order = COLLATE "C"
+        columns = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+        cur = await conn.execute(
+            "SELECT s.entity_type, s.entity_id, s.view FROM streams AS s "
+            "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS u(t, i, v) "
+            "ON s.entity_type = u.t AND s.entity_id = u.i AND s.view = u.v", columns)
+        existing = {tuple(row) for row in await cur.fetchall()}
+        missing = [k for k in keys if k not in existing]
+        if missing:
+            await conn.execute(
+                "INSERT INTO streams (entity_type, entity_id, view, version, first_seen, last_changed, last_checked) "
+                "SELECT t, i, v, 0, at, at, at FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[]) "
+                "WITH ORDINALITY AS u(t, i, v, at, n) ORDER BY n ON CONFLICT DO NOTHING",
+                ([k[0] for k in missing], [k[1] for k in missing], [k[2] for k in missing],
+                 [first_seen[k] for k in missing]))
         cur = await conn.execute(
             "SELECT s.entity_type, s.entity_id, s.view, s.stream_id, s.version, s.hash, s.rules, "
             "s.head_observed_at, s.last_checked FROM streams AS s "
             "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS u(t, i, v) "
-            "ON s.entity_type = u.t AND s.entity_id = u.i AND s.view = u.v",
-            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
+            "ON s.entity_type = u.t AND s.entity_id = u.i AND s.view = u.v "
+            'ORDER BY s.entity_type COLLATE "C", s.entity_id COLLATE "C", s.view COLLATE "C" FOR UPDATE OF s',
+            columns)
+        states: dict[tuple, _State] = {}
         for row in await cur.fetchall():
             key = StreamKey(*row[:3])
             states[key] = _State(key, row[3:])
-        missing = [k for k in keys if k not in states]
-        if missing:
-            cur = await conn.execute(
-                "INSERT INTO streams (entity_type, entity_id, view, version, first_seen, last_changed, last_checked) "
-                "SELECT t, i, v, 0, at, at, at FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[]) "
-                "WITH ORDINALITY AS u(t, i, v, at, n) ORDER BY n "
-                "RETURNING entity_type, entity_id, view, stream_id, version, hash, rules, head_observed_at, "
-                "last_checked",
-                ([k[0] for k in missing], [k[1] for k in missing], [k[2] for k in missing],
-                 [first_seen[k] for k in missing]))
-            for row in await cur.fetchall():
-                key = StreamKey(*row[:3])
-                states[key] = _State(key, row[3:])
+        if len(states) != len(keys):
+            raise RuntimeError(f"{len(keys) - len(states)} of the batch's streams could not be read back")
         return states
 
     async def _latest(self, conn: AsyncConnection, state: _State, at: int | None

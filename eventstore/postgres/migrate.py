@@ -20,7 +20,7 @@ from psycopg import AsyncConnection
 from ..migrate import _NAME, Migration, MigrationError
 
 PACKAGE = "tornstore.eventstore.postgres"
-MIGRATION_LOCK = (0x746F726E, -1)  # advisory lock (key1, key2): 'torn', and a key no stream lock uses
+MIGRATION_LOCK = (0x746F726E, 1)  # advisory lock (key1, key2): "torn", 1 for migrations
 
 
 def available_migrations() -> list[Migration]:
