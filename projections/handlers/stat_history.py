@@ -346,11 +346,7 @@ class StatState:
         self.pending: dict[int, tuple] = {}     # row id -> (entity_type, entity_id, stat, t, value, position)
         self.updated: dict[int, tuple] = {}     # row id -> (value, position)
         self._next_id: int | None = None
-        # (a database whose schema is older than the migration that made stat_history: nothing to project)
-        self.present = ws.conn.execute("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = ? UNION ALL "
-                                       "SELECT 1 FROM sqlite_temp_master WHERE name = ?)",
-                                       (TABLE, TABLE)).fetchone()[0] == 1
-        if complete and self.present:
+        if complete:
             self._load_all()
 
     # -- reads
@@ -524,7 +520,7 @@ def state_of(ws: WorkSet, position: int) -> StatState:
     if state is None:
         state = StatState(ws, ws.players.complete)
         setattr(ws, _STATE_ATTR, state)
-        if state.present and not state.complete:
+        if not state.complete:
             views = sorted(VIEWS)
             keys = [(_ENTITY[etype], int(eid)) for etype, eid in ws.conn.execute(
                 "SELECT DISTINCT s.entity_type, s.entity_id FROM events e JOIN streams s USING (stream_id) "
@@ -570,8 +566,6 @@ class StatHistoryHandler(FoldHandler):
         key = (etype, int(entity_id))
         check_int64(values, stream.entity_type, key[1], stream.view)
         state = state_of(ws, event.position)
-        if not state.present:
-            return
         state.set_horizon(ctx.horizon, ctx.kept)
         mark = state.mark(key, event.position)
         if mark is not None and t < mark:
@@ -612,30 +606,7 @@ def _events_from(conn: sqlite3.Connection, stream_type: str, entity_id: str, sta
                     _decode_json(payload), url)
 
 
-# ------------------------------------------------------------------------------------------ tables
-def register_tables() -> None:
-    """Make replay, the shadow, the snapshot at the horizon and verify know stat_history.
-
-    runner.HISTORY_TABLES (and the tuples made from it) and health.COMPARED_TABLES list the projected tables;
-    those files belong to the projections' core, so until they list stat_history themselves (issue 17's
-    report gives the lines), it is added here, once, when the handlers are registered."""
-    import sys
-
-    from .. import runner
-    if TABLE not in runner.HISTORY_TABLES:
-        runner.HISTORY_TABLES[TABLE] = ("recorded_at", ("entity_type", "entity_id", "stat"))
-        runner.PROJECTED_TABLES = (*runner.STATE_TABLES, *runner.HISTORY_TABLES)
-        # (runner imports the handlers before it defines SHADOWED, which it then makes from PROJECTED_TABLES)
-        if hasattr(runner, "SHADOWED"):
-            runner.SHADOWED = (*runner.PROJECTED_TABLES, "projection_checkpoints", "projection_errors")
-    health = sys.modules.get(f"{__package__.rsplit('.', 1)[0]}.health")
-    if health is None:
-        from .. import health
-    compared = getattr(health, "COMPARED_TABLES", None)
-    if compared is not None:   # (None: health is being imported and imported the runner first; see the report)
-        compared.setdefault(TABLE, "entity_type, entity_id, stat, recorded_at, event_position")
-
-
+# ------------------------------------------------------------------------------------------ names
 def names_table() -> str:
     """The stat names as a markdown table: name, v2 leaf, v2 stat= spelling when it differs, tracked."""
     by_name: dict[str, list[str]] = {}
