@@ -393,6 +393,35 @@ def ingest_batch(conn: sqlite3.Connection, responses: list[Response],
         return _ingest_batch(conn, responses, projector, now, retry_keys)
 
 
+def check_response(response: Response, url: str, latest_allowed: float
+                   ) -> tuple[Any, tuple[int | None, str, str] | None, tuple[int, str] | None]:
+    """What ingest makes of one response before routing it (a pure function, shared with the PostgreSQL log):
+    (body, refused, torn error). `body` is the decoded body; `refused` is (observed_at to store, reason, body
+    text) when the response is quarantined as it stands; `torn error` is (code, text, key-free) for a Torn
+    error body, which becomes a gap. Neither: route the body. `url` is the URL as stored (key stripped)."""
+    observed_at = response.observed_at
+    body = response.body
+    if isinstance(body, msgspec.Raw):  # undecoded JSON, as a collector with raw_bodies hands it on
+        body = _decode_raw(body)
+    if response.fault:
+        return body, (None, response.fault, _as_text(body)), None
+    if not isinstance(observed_at, int) or isinstance(observed_at, bool) or not 0 <= observed_at < _INT64:
+        return body, (None, f"{url}: observed_at {observed_at!r} is not Unix seconds", _as_text(body)), None
+    if not TORN_EPOCH <= observed_at <= latest_allowed:
+        # A poll stamped in 2100 would pin every current state; one stamped 1970 is a bug upstream.
+        when = "before Torn existed (2004)" if observed_at < TORN_EPOCH else \
+            f"more than {MAX_AHEAD} s ahead of this machine's clock"
+        return body, (None, f"{url}: observed_at {observed_at} is {when}", _as_text(body)), None
+    if isinstance(body, str):
+        return body, (observed_at, f"{url}: body is not valid JSON", _storable(body)), None
+    err = torn_error(body)
+    if err is not None and not -_INT64 <= err[0] < _INT64:
+        return body, (observed_at, f"{url}: Torn error code {err[0]} is out of range", _as_text(body)), None
+    if err is not None:
+        return body, None, (err[0], scrub(_storable(err[1])))
+    return body, None, None
+
+
 def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector: Projector | None,
                   now: float | None, retry_keys: Iterable[str]) -> IngestReport:
     latest_allowed = (time.time() if now is None else now) + MAX_AHEAD
@@ -423,31 +452,13 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
                 if len(plain_urls) >= 4096:
                     plain_urls.clear()
                 plain_urls.add(url)
-        observed_at = response.observed_at
-        body = response.body
-        if isinstance(body, msgspec.Raw):  # undecoded JSON, as a collector with raw_bodies hands it on
-            body = _decode_raw(body)
-        if response.fault:
-            reject(index, url, None, response.fault, _as_text(body))
-            continue
-        if not isinstance(observed_at, int) or isinstance(observed_at, bool) or not 0 <= observed_at < _INT64:
-            reject(index, url, None, f"{url}: observed_at {observed_at!r} is not Unix seconds", _as_text(body))
-            continue
-        if not TORN_EPOCH <= observed_at <= latest_allowed:
-            # A poll stamped in 2100 would pin every current state; one stamped 1970 is a bug upstream.
-            when = "before Torn existed (2004)" if observed_at < TORN_EPOCH else \
-                f"more than {MAX_AHEAD} s ahead of this machine's clock"
-            reject(index, url, None, f"{url}: observed_at {observed_at} is {when}", _as_text(body))
-            continue
-        if isinstance(body, str):
-            reject(index, url, observed_at, f"{url}: body is not valid JSON", _storable(body))
-            continue
-        err = torn_error(body)
-        if err is not None and not -_INT64 <= err[0] < _INT64:
-            reject(index, url, observed_at, f"{url}: Torn error code {err[0]} is out of range", _as_text(body))
+        body, refused, err = check_response(response, url, latest_allowed)
+        if refused is not None:
+            reject(index, url, *refused)
             continue
         if err is not None:
-            code, text = err[0], scrub(_storable(err[1]))
+            observed_at = response.observed_at
+            code, text = err
             report.errors.append(TornError(url, observed_at, code, text))
             gap_rows.append((observed_at, url, None, code, f"Torn API error {code}: {text}"))
             continue

@@ -74,8 +74,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from ..canonical import RULES, HashMemo, canonical_hash
-from ..ingest import (MAX_AHEAD, TORN_EPOCH, IngestReport, _as_text, _decode_raw, _storable, _without_keys,
-                      torn_error)
+from ..ingest import MAX_AHEAD, IngestReport, _as_text, _storable, _without_keys, check_response
 from ..owners import key_fingerprint
 from ..records import Event, Rejected, Response, StreamKey, TornError
 from ..routing import OwnerNeeded, Part, RoutingError, parse_stream_name, route
@@ -84,7 +83,6 @@ from .migrate import migrate
 
 __all__ = ["PgEventLog"]
 
-_INT64 = 2 ** 63
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
@@ -197,30 +195,13 @@ class PgEventLog:
             url = _storable(strip_key(response.url))
             if has_key_material(url):
                 url = scrub(url)
+            body, refused, err = check_response(response, url, latest_allowed)
+            if refused is not None:
+                reject(index, url, *refused)
+                continue
             observed_at = response.observed_at
-            body = response.body
-            if isinstance(body, msgspec.Raw):
-                body = _decode_raw(body)
-            if response.fault:
-                reject(index, url, None, response.fault, _as_text(body))
-                continue
-            if not isinstance(observed_at, int) or isinstance(observed_at, bool) or not 0 <= observed_at < _INT64:
-                reject(index, url, None, f"{url}: observed_at {observed_at!r} is not Unix seconds", _as_text(body))
-                continue
-            if not TORN_EPOCH <= observed_at <= latest_allowed:
-                when = "before Torn existed (2004)" if observed_at < TORN_EPOCH else \
-                    f"more than {MAX_AHEAD} s ahead of this machine's clock"
-                reject(index, url, None, f"{url}: observed_at {observed_at} is {when}", _as_text(body))
-                continue
-            if isinstance(body, str):
-                reject(index, url, observed_at, f"{url}: body is not valid JSON", _storable(body))
-                continue
-            err = torn_error(body)
-            if err is not None and not -_INT64 <= err[0] < _INT64:
-                reject(index, url, observed_at, f"{url}: Torn error code {err[0]} is out of range", _as_text(body))
-                continue
             if err is not None:
-                code, text = err[0], scrub(_storable(err[1]))
+                code, text = err
                 report.errors.append(TornError(url, observed_at, code, text))
                 gap_rows.append((observed_at, url, None, code, f"Torn API error {code}: {text}"))
                 continue
