@@ -255,15 +255,30 @@ def _number(value: Any) -> int | float | None:
     return None   # bool, str, None, objects: not a stat value
 
 
-def _walk(node: dict, prefix: str, out: dict[str, int | float]) -> None:
+def _name_tree(paths: dict[str, str]) -> dict[str, Any]:
+    """PATH_NAMES as nested dicts, walked beside a payload: no path string is built for a known leaf."""
+    root: dict[str, Any] = {}
+    for path, name in paths.items():
+        *parents, leaf = path.split(".")
+        node = root
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = name
+    return root
+
+
+_NAME_TREE = _name_tree(PATH_NAMES)
+
+
+def _walk(node: dict, names: dict[str, Any] | None, prefix: str, out: dict[str, int | float]) -> None:
     for key, value in node.items():
-        path = f"{prefix}.{key}" if prefix else key
+        known = names.get(key) if names is not None else None
         if type(value) is dict:
-            _walk(value, path, out)
+            _walk(value, known if type(known) is dict else None, f"{prefix}{key}.", out)
         else:
-            number = _number(value)
-            if number is not None:
-                out[stat_name(path)] = number
+            t = type(value)
+            if t is int or t is float:
+                out[known if type(known) is str else f"{prefix}{key}".replace(".", "_")] = value
 
 
 def stat_values(view: str, payload: Any, observed_at: int) -> dict[str, int | float]:
@@ -285,7 +300,7 @@ def stat_values(view: str, payload: Any, observed_at: int) -> dict[str, int | fl
     elif view == "v2.personalstats":
         body = payload.get("personalstats")
         if type(body) is dict:
-            _walk(body, "", out)
+            _walk(body, _NAME_TREE, "", out)
         elif type(body) is list:
             for item in body:
                 if type(item) is not dict or type(item.get("name")) is not str:
@@ -324,8 +339,22 @@ def stat_values(view: str, payload: Any, observed_at: int) -> dict[str, int | fl
 
 
 def tracked_values(view: str, payload: Any, observed_at: int) -> dict[str, int | float]:
+    values = stat_values(view, payload, observed_at)
     tracking = TRACKING
-    return {k: v for k, v in stat_values(view, payload, observed_at).items() if tracking(k)}
+    if tracking.include is None:
+        for name in tracking.exclude.intersection(values):
+            del values[name]
+        return values
+    return {k: v for k, v in values.items() if tracking(k)}
+
+
+_TOP, _BOTTOM = (1 << 63) - 1, -(1 << 63)
+
+
+def _fits(values: dict[str, int | float], entity: str, key: int, view: str) -> None:
+    """Refuse a value SQLite cannot store as a 64-bit integer (the message names it: check_int64)."""
+    if values and (max(values.values()) > _TOP or min(values.values()) < _BOTTOM):
+        check_int64(values, entity, key, view)
 
 
 # ------------------------------------------------------------------------------------------ state
@@ -564,7 +593,7 @@ class StatHistoryHandler(FoldHandler):
         if not values:
             return
         key = (etype, int(entity_id))
-        check_int64(values, stream.entity_type, key[1], stream.view)
+        _fits(values, stream.entity_type, key[1], stream.view)
         state = state_of(ws, event.position)
         state.set_horizon(ctx.horizon, ctx.kept)
         mark = state.mark(key, event.position)
@@ -584,7 +613,7 @@ class StatHistoryHandler(FoldHandler):
         for later in _events_from(state.conn, stream_type, entity_id, start, event.position):
             try:
                 values = tracked_values(later.stream.view, later.payload, later.observed_at)
-                check_int64(values, stream_type, key[1], later.stream.view)
+                _fits(values, stream_type, key[1], later.stream.view)
             except (ProjectionError, ValueError, TypeError):
                 continue   # recorded when it was first projected
             if values:
