@@ -14,7 +14,7 @@ Stat names are stable across API versions: the v1 flat name where Torn has one (
 `attackswon`, `respectforfaction`), whichever form the poll used. v2's `stat=` spellings that differ from v1
 are mapped to v1 (`STAT_ALIASES`); every v2 leaf is mapped to the v1 name of the same number (`PATH_NAMES`);
 the one v2 leaf with no flat name anywhere (`attacking.defends.total`) is `defendstotal`; a leaf Torn adds
-later is named by its path with `_` for `.` (`attacking_escapes_player` style) until it gets a name here.
+later is named by its path with `_` for `.` (`drugs.newdrug` is `drugs_newdrug`) until it gets a name here.
 `python -m tornstore.projections.handlers.stat_history` prints the whole table (markdown).
 
 Which stats are tracked: every numeric one, minus the clock-like ones (`DEFAULT_EXCLUDED`: activity time,
