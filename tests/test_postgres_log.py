@@ -111,6 +111,17 @@ def _bad(t: int) -> list[Response]:
     ]
 
 
+MY_KEY_FP = "k:0badf00d"
+BARS = {"bars": {"energy": {"current": 100, "maximum": 150, "increment": 5, "interval": 600, "tick_time": 60,
+                            "full_time": 600}}}
+KEY_INFO = {"info": {"selections": {}, "access": {"level": 3, "type": "Limited", "faction": True},
+                     "user": {"id": 2001, "faction_id": 39894, "company_id": None}}}
+
+
+def _own_key(t: int, url: str, body: dict) -> Response:
+    return Response(url=f"https://api.torn.com{url}", observed_at=t, body=body, key=MY_KEY_FP)
+
+
 def _batches() -> list[list[Response]]:
     return [
         _capture(T),
@@ -122,6 +133,9 @@ def _batches() -> list[list[Response]]:
         _bad(T + 210),
         _capture(T + 200),                                     # the same capture twice: nothing
         _bad(T + 210),                                         # the same bad bodies: quarantined once
+        [_own_key(T + 300, "/v2/user/bars", BARS)],            # whose bars? waits for its key's owner
+        [_own_key(T + 310, "/v2/key/info", KEY_INFO)],         # the owner: the bars are routed at last
+        [_own_key(T + 320, "/v2/user/bars", BARS)],            # now known: unchanged
     ]
 
 
@@ -143,6 +157,7 @@ def _sqlite_outcome(conn) -> dict:
             (tuple(_text(v) for v in row) for row in conn.execute(
                 "SELECT observed_at, source_url, reason, body, body_hash, key_fp, needs_owner FROM quarantine")),
             key=repr),
+        "key_owners": conn.execute("SELECT * FROM key_owners ORDER BY key_fp").fetchall(),
     }
 
 
@@ -160,11 +175,13 @@ async def _pg_outcome(conn) -> dict:
         "gaps": await rows("SELECT observed_at, source_url, target, error_code, reason FROM gaps ORDER BY id"),
         "quarantine": sorted(await rows(
             "SELECT observed_at, source_url, reason, body, body_hash, key_fp, needs_owner FROM quarantine"), key=repr),
+        "key_owners": await rows("SELECT * FROM key_owners ORDER BY key_fp"),
     }
 
 
 def _report(report) -> tuple:
-    return (report.as_dict(), report.first_position, report.last_position, report.errors, report.rejected)
+    return (report.as_dict(), report.first_position, report.last_position, report.errors, report.rejected,
+            report.retried)
 
 
 async def test_same_outcomes_as_the_sqlite_ingest(pg_url, conn):
@@ -179,7 +196,10 @@ async def test_same_outcomes_as_the_sqlite_ingest(pg_url, conn):
             everything = "\n".join(str(row) for rows in outcome.values() for row in rows)
         assert outcome == _sqlite_outcome(conn)
         # what the batches were meant to exercise did happen
-        assert outcome["quarantine"] and outcome["gaps"] and any(r[-1] == 1 for r in outcome["quarantine"])
+        assert outcome["quarantine"] and outcome["gaps"] and outcome["key_owners"] == [
+            (MY_KEY_FP, 2001, 39894, T + 310, "https://api.torn.com/v2/key/info")]
+        assert ("user", "2001", "v2.bars") in {r[1:4] for r in outcome["events"]}   # routed once the owner was known
+        assert any(r[-1] == 1 for r in outcome["quarantine"])                      # bars of a key nobody knows
         assert any(r[7] == T + 200 and r[4] > 2 for r in outcome["events"])           # a re-appended head
         assert any(r[7] == T + 30 for r in outcome["events"])                        # a late change
         assert any("\\u0000" in r[3] for r in outcome["quarantine"])                 # NUL kept as an escape
@@ -438,3 +458,21 @@ async def test_the_problem_a_plain_sequence_has(pg_url):
     finally:
         await a.close()
         await b.close()
+
+
+async def test_retry_waiting_routes_what_waited_for_an_owner_known_since(pg_url, conn):
+    from tornstore.eventstore.ingest import retry_waiting
+
+    log = await PgEventLog.open(pg_url)
+    try:
+        batch = [_own_key(T, "/v2/user/bars", BARS)]
+        assert _report(await log.append(batch, now=NOW)) == _report(ingest_batch(conn, batch, now=NOW))
+        owner = (MY_KEY_FP, 2001, 39894, T + 5, "set by hand")
+        conn.execute("INSERT INTO key_owners VALUES (?, ?, ?, ?, ?)", owner)
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as pg:
+            await pg.execute("INSERT INTO key_owners VALUES (%s, %s, %s, %s, %s)", owner)
+            got = await log.retry_waiting()
+            assert _report(got) == _report(retry_waiting(conn)) and got.retried == 1 and got.appended == 1
+            assert await _pg_outcome(pg) == _sqlite_outcome(conn)
+    finally:
+        await log.close()

@@ -11,8 +11,10 @@ the response's own time: equal -> heartbeat (`last_checked` moves), different ->
 version. Late data is compared with the latest event observed at or before it and does not move the head;
 a change observed before a later confirmation of the head re-appends the head at the time it was last
 confirmed. Keys never reach the database: URLs are stripped and scrubbed, payloads and reasons scrubbed.
-Not here yet: the key-owner table (an own-key URL is routed with `Response.owner` only; without one it
-waits in quarantine with its key's fingerprint, `needs_owner` = 1, as on SQLite) and the projector call.
+Key owners as on SQLite: an own-key URL is routed with `Response.owner`, else the owner learned for its key
+(`key_owners`, taught by `/v2/key/info` or an own profile made with the key); without one, the parts that
+need no owner are stored and the body waits in quarantine with the key's fingerprint until one is known.
+Not here yet: the projector call in the same transaction (`append_in` lets a caller add its rows).
 
 Concurrency, the heart of it. Writers are several processes (hosts) on one database:
 
@@ -53,9 +55,11 @@ Concurrency, the heart of it. Writers are several processes (hosts) on one datab
 Lock order, so writers never deadlock: new stream rows inserted in key order, then stream rows locked in key
 order (a writer only locks rows it inserted or saw committed), then the position row, then quarantine rows
 (inserted in sorted order with ON CONFLICT DO NOTHING, which waits for a concurrent insert of the same bad
-body). Keys are ordered by code point (COLLATE "C"), the same in every session and in Python. Every
-transaction that appends must be READ COMMITTED (checked): under REPEATABLE READ the stream rows would be
-read from a snapshot taken before their locks were granted.
+body; then those routed at last deleted, locked in id order), then key_owners rows (upserted in fingerprint
+order). Two writers that route the same waiting body both append it under the stream locks, so it is
+stored once, and both delete its row. Stream keys are ordered by code point (COLLATE "C"), the same in
+every session and in Python. Every transaction that appends must be READ COMMITTED (checked): under
+REPEATABLE READ the stream rows would be read from a snapshot taken before their locks were granted.
 
 PostgreSQL text cannot hold a NUL character; SQLite can. The few texts that may carry one (a URL, a reason,
 a quarantined body that is not JSON) store it as the escape `\\u0000`. Payloads are JSON text, which
@@ -68,6 +72,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection
@@ -75,9 +80,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..canonical import RULES, HashMemo, canonical_hash
 from ..ingest import MAX_AHEAD, IngestReport, _as_text, _storable, _without_keys, check_response
-from ..owners import key_fingerprint
-from ..records import Event, Rejected, Response, StreamKey, TornError
-from ..routing import OwnerNeeded, Part, RoutingError, parse_stream_name, route
+from ..owners import KeyOwners, key_fingerprint
+from ..records import Event, Owner, Rejected, Response, StreamKey, TornError
+from ..routing import OwnerNeeded, Part, RoutingError, owner_taught, parse_stream_name, route
 from ..secrets import has_key_material, scrub, strip_key
 from .migrate import migrate
 
@@ -107,6 +112,8 @@ class _Prepared:
     routed: list[_Routed]
     gap_rows: list[tuple]
     quarantine_rows: list[tuple]
+    resolved: list[int]              # quarantine rows routed at last (their key's owner now known): deleted
+    owners: KeyOwners                # with what the batch taught, saved with it
 
 
 class _State:
@@ -160,29 +167,45 @@ class PgEventLog:
 
     # ------------------------------------------------------------------ writing
 
-    async def append(self, responses: list[Response], *, now: float | None = None) -> IngestReport:
+    async def append(self, responses: list[Response], *, now: float | None = None,
+                     retry_keys: Iterable[str] = ()) -> IngestReport:
         """Store a batch in one transaction; what happened to each response. See the module docstring.
 
-        `now`: this machine's clock (default: the wall clock), only to refuse an `observed_at` from the future."""
-        prepared = self._prepare(responses, now)
-        async with self._connection() as conn, conn.transaction():
-            await self._write(conn, prepared)
+        `now`: this machine's clock (default: the wall clock), only to refuse an `observed_at` from the future.
+        `retry_keys`: key fingerprints whose quarantined bodies, waiting for their owner, are routed again
+        with this batch (those of keys whose owner the batch teaches always are), as ingest_batch does."""
+        async with self._connection() as conn:
+            prepared = await self._prepare(conn, responses, now, retry_keys)
+            async with conn.transaction():
+                await self._write(conn, prepared)
         return prepared.report
 
-    async def append_in(self, conn: AsyncConnection, responses: list[Response], *,
-                        now: float | None = None) -> IngestReport:
+    async def append_in(self, conn: AsyncConnection, responses: list[Response], *, now: float | None = None,
+                        retry_keys: Iterable[str] = ()) -> IngestReport:
         """Store a batch inside the caller's open (READ COMMITTED) transaction on `conn`, so the caller can
         write its own rows in the same commit. The locks taken are held until that transaction ends."""
-        prepared = self._prepare(responses, now)
+        prepared = await self._prepare(conn, responses, now, retry_keys)
         await self._write(conn, prepared)
         return prepared.report
 
-    def _prepare(self, responses: list[Response], now: float | None) -> _Prepared:
-        """Check, route and hash, as ingest_batch does before its transaction (pure CPU)."""
+    async def retry_waiting(self) -> IngestReport:
+        """Route again every quarantined body whose key's owner is now known (ingest.retry_waiting)."""
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT DISTINCT q.key_fp FROM quarantine q JOIN key_owners k ON k.key_fp = q.key_fp "
+                "WHERE q.needs_owner = 1 ORDER BY q.key_fp")
+            keys = [fp for (fp,) in await cur.fetchall()]
+        return await self.append([], retry_keys=keys)
+
+    async def _prepare(self, conn: AsyncConnection, responses: list[Response], now: float | None,
+                       retry_keys: Iterable[str]) -> _Prepared:
+        """Check, learn key owners, route and hash, as ingest_batch does before its transaction. Reads
+        key_owners and the quarantined bodies waiting for an owner; writes nothing."""
         latest_allowed = (time.time() if now is None else now) + MAX_AHEAD
         report = IngestReport(responses=len(responses))
         gap_rows: list[tuple] = []
         rejected: list[tuple[int, Rejected, tuple]] = []
+        valid: list[tuple[Response, str, Any, str | None]] = []   # (response, url, body, key fingerprint)
         routed: list[_Routed] = []
 
         def reject(index: int, url: str, observed_at: int | None, reason: str, body_text: str,
@@ -199,13 +222,28 @@ class PgEventLog:
             if refused is not None:
                 reject(index, url, *refused)
                 continue
-            observed_at = response.observed_at
             if err is not None:
                 code, text = err
-                report.errors.append(TornError(url, observed_at, code, text))
-                gap_rows.append((observed_at, url, None, code, f"Torn API error {code}: {text}"))
+                report.errors.append(TornError(url, response.observed_at, code, text))
+                gap_rows.append((response.observed_at, url, None, code, f"Torn API error {code}: {text}"))
                 continue
-            fp = key_fingerprint(response.key)
+            valid.append((response, url, body, key_fingerprint(response.key)))
+
+        # Owners first, from the database and from this batch, and the bodies that waited for them.
+        owners = await _load_owners(conn, {fp for _, _, _, fp in valid if fp} | set(retry_keys))
+        for response, url, body, fp in valid:
+            if fp:
+                owners.learn(fp, response.observed_at, url, owner_taught(url, body))
+        waiting = await _waiting_for(conn, set(owners.taught) | set(retry_keys))
+        quarantine_of = {id(r): qid for qid, r in waiting}
+        valid += [(r, r.url, r.body, r.key) for _, r in waiting]
+        resolved: list[int] = []
+
+        input_index = {id(r): i for i, r in enumerate(responses)}
+        for response, url, body, fp in valid:
+            observed_at = response.observed_at
+            index = input_index.get(id(response), len(responses))
+            retry_of = quarantine_of.get(id(response))
             try:
                 if response.stream:
                     try:
@@ -215,16 +253,20 @@ class PgEventLog:
                     parts = [Part(entity_type, entity_id, view, body)]
                 else:
                     try:
-                        parts = route(url, body, response.owner)
+                        parts = route(url, body, response.owner or owners.get(fp))
+                        if retry_of is not None:
+                            resolved.append(retry_of)
                     except OwnerNeeded as exc:
                         # Keep what needs no owner now; the whole body waits in quarantine for the owner.
                         parts = exc.parts
-                        reason = str(exc) + (f" (key {fp})" if fp else " (no key fingerprint was given)")
-                        reject(index, url, observed_at, reason, _as_text(body), fp, needs_owner=True)
+                        if retry_of is None:
+                            reason = str(exc) + (f" (key {fp})" if fp else " (no key fingerprint was given)")
+                            reject(index, url, observed_at, reason, _as_text(body), fp, needs_owner=True)
                 items = self._memo.keyed(parts)
             except (RoutingError, TypeError, ValueError, OverflowError, RecursionError) as exc:
-                reason = str(exc) if str(exc).startswith(url) else f"{url}: {exc}"
-                reject(index, url, observed_at, reason, _as_text(body))
+                if retry_of is None:
+                    reason = str(exc) if str(exc).startswith(url) else f"{url}: {exc}"
+                    reject(index, url, observed_at, reason, _as_text(body))
                 continue
             routed.append(_Routed(response, url, items, parts))
 
@@ -233,7 +275,7 @@ class PgEventLog:
         quarantine_rows = [
             (*row, hashlib.blake2b(row[3].encode(errors="replace"), digest_size=16).hexdigest())
             for _, _, row in rejected]
-        return _Prepared(report, routed, gap_rows, quarantine_rows)
+        return _Prepared(report, routed, gap_rows, quarantine_rows, resolved, owners)
 
     async def _write(self, conn: AsyncConnection, batch: _Prepared) -> None:
         """Compare and append inside the open transaction, taking the locks in the order the docstring gives."""
@@ -328,10 +370,25 @@ class PgEventLog:
             await cur.executemany(
                 "INSERT INTO quarantine (observed_at, source_url, reason, body, key_fp, needs_owner, body_hash) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)
+        if batch.resolved:
+            await cur.execute(
+                "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE id = ANY(%s) ORDER BY id "
+                "FOR UPDATE)", (sorted(batch.resolved),))
+            report.retried = len(batch.resolved)
         if batch.gap_rows:
             await cur.executemany(
                 "INSERT INTO gaps (observed_at, source_url, target, error_code, reason) VALUES (%s, %s, %s, %s, %s)",
                 [(at, _text(url), target, code, _text(reason)) for at, url, target, code, reason in batch.gap_rows])
+        if batch.owners.taught:  # last lock: key_owners rows, in fingerprint order
+            await cur.executemany(
+                "INSERT INTO key_owners (key_fp, player_id, faction_id, learned_at, source_url) "
+                "VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (key_fp) DO UPDATE SET player_id = excluded.player_id, "
+                "faction_id = COALESCE(excluded.faction_id, key_owners.faction_id), "
+                "learned_at = excluded.learned_at, source_url = excluded.source_url "
+                "WHERE excluded.learned_at >= key_owners.learned_at",
+                [(fp, o.player_id, o.faction_id, at, _text(url))
+                 for fp, (o, at, url) in sorted(batch.owners.taught.items())])
 
     async def _load_states(self, conn: AsyncConnection, first_seen: dict[tuple, int]) -> dict[tuple, _State]:
         """The rows of the batch's streams, locked (FOR UPDATE) in key order; the missing ones inserted first,
@@ -427,3 +484,31 @@ class PgEventLog:
                 out.setdefault(StreamKey(t, i, v), []).append((version, digest))
         return out
 
+
+async def _load_owners(conn: AsyncConnection, fingerprints: Iterable[str]) -> KeyOwners:
+    """The owners on record of these keys (owners.KeyOwners.load, on PostgreSQL)."""
+    wanted = sorted(set(fingerprints))
+    if not wanted:
+        return KeyOwners({})
+    cur = await conn.execute(
+        "SELECT key_fp, player_id, faction_id, learned_at FROM key_owners WHERE key_fp = ANY(%s)", (wanted,))
+    return KeyOwners({fp: (Owner(player_id=player, faction_id=faction), at)
+                      for fp, player, faction, at in await cur.fetchall()})
+
+
+async def _waiting_for(conn: AsyncConnection, fingerprints: Iterable[str]) -> list[tuple[int, Response]]:
+    """Quarantined bodies that only lacked the owner of one of these keys (owners.waiting_for_owner)."""
+    wanted = sorted(set(fingerprints))
+    if not wanted:
+        return []
+    cur = await conn.execute(
+        "SELECT id, source_url, observed_at, body, key_fp FROM quarantine WHERE needs_owner = 1 "
+        "AND key_fp = ANY(%s) ORDER BY id", (wanted,))
+    out: list[tuple[int, Response]] = []
+    for qid, url, observed_at, body, fp in await cur.fetchall():
+        try:
+            decoded = _decode(body)
+        except msgspec.DecodeError:
+            continue
+        out.append((qid, Response(url=url, observed_at=observed_at, body=decoded, key=fp)))
+    return out
