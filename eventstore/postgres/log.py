@@ -132,10 +132,15 @@ class _State:
 class PgEventLog:
     """The event log in a PostgreSQL database. See the module docstring.
 
-    Give it an `AsyncConnectionPool` (or one `AsyncConnection`, used by one call at a time) whose database
-    has been migrated (`await PgEventLog.open(conninfo)` makes a pool and migrates)."""
+    Give it an `AsyncConnectionPool` of autocommit connections (or one autocommit `AsyncConnection`, used by
+    one call at a time) whose database has been migrated; `await PgEventLog.open(conninfo)` makes such a
+    pool and migrates. Autocommit, so that each call is its own transaction and a follower never sits idle
+    in one."""
 
     def __init__(self, source: AsyncConnectionPool | AsyncConnection):
+        if isinstance(source, AsyncConnection) and not source.autocommit:
+            raise ValueError("PgEventLog needs an autocommit connection (psycopg.AsyncConnection.connect("
+                             "..., autocommit=True)); append_in takes part in a transaction the caller opens")
         self._source = source
         self._memo = HashMemo()   # a cache of a pure function, per log
 
@@ -174,10 +179,9 @@ class PgEventLog:
         `now`: this machine's clock (default: the wall clock), only to refuse an `observed_at` from the future.
         `retry_keys`: key fingerprints whose quarantined bodies, waiting for their owner, are routed again
         with this batch (those of keys whose owner the batch teaches always are), as ingest_batch does."""
-        async with self._connection() as conn:
-            prepared = await self._prepare(conn, responses, now, retry_keys)
-            async with conn.transaction():
-                await self._write(conn, prepared)
+        async with self._connection() as conn, conn.transaction():
+            prepared = await self._prepare(conn, responses, now, retry_keys)  # takes no lock
+            await self._write(conn, prepared)
         return prepared.report
 
     async def append_in(self, conn: AsyncConnection, responses: list[Response], *, now: float | None = None,
