@@ -55,3 +55,28 @@ CREATE TABLE stat_history_at_horizon (
     event_position INTEGER
 );
 CREATE INDEX idx_at_horizon_stat_history ON stat_history_at_horizon(entity_type, entity_id, stat, recorded_at);
+
+-- Readable views, as migration 0002 makes for the other history and summary tables: beside each time the
+-- same time in UTC, beside the id the CURRENT name of the player or faction.
+CREATE VIEW stat_history_view AS
+SELECT h.id, h.entity_type, h.entity_id,
+       CASE h.entity_type WHEN 'player' THEN p.name ELSE f.name END AS entity_name,
+       h.stat, h.recorded_at, strftime('%Y-%m-%dT%H:%M:%SZ', h.recorded_at, 'unixepoch') AS recorded_at_utc,
+       h.value, h.event_position
+FROM stat_history AS h
+LEFT JOIN players AS p ON h.entity_type = 'player' AND p.player_id = h.entity_id
+LEFT JOIN factions AS f ON h.entity_type = 'faction' AND f.faction_id = h.entity_id;
+
+CREATE VIEW stat_summary_view AS
+SELECT s.id, s.entity_type, s.entity_id,
+       CASE s.entity_type WHEN 'player' THEN p.name ELSE f.name END AS entity_name,
+       s.stat,
+       s.period_start, date(s.period_start, 'unixepoch') AS period_start_date,
+       s.period_end, date(s.period_end, 'unixepoch') AS period_end_date,
+       s.period_type,
+       s.value_start, s.value_end, s.change, s.value_min, s.value_max,
+       s.record_count,
+       s.created_at, strftime('%Y-%m-%dT%H:%M:%SZ', s.created_at, 'unixepoch') AS created_utc
+FROM stat_summary AS s
+LEFT JOIN players AS p ON s.entity_type = 'player' AND p.player_id = s.entity_id
+LEFT JOIN factions AS f ON s.entity_type = 'faction' AND f.faction_id = s.entity_id;
