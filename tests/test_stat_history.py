@@ -145,8 +145,8 @@ def test_rows_only_for_changed_stats(month_db, polls):
 
 
 def test_one_name_per_stat_whatever_the_api_version(tmp_path, polls):
-    """The v1 polls repeat the v2 numbers under v1 names: without them the rows are the same."""
-    _, lines = polls
+    """The v1 polls repeat the v2 numbers under v1 names: without them the rows are the same (ten days)."""
+    lines = [line for line in polls[1] if line["observed_at"] < START + 10 * DAY]
     v2_only = [line for line in lines if not ("personalstats" in line["url"] and "/v2/" not in line["url"])]
     db = tmp_path / "v2.db"
     ingest(db, write(tmp_path / "v2.ndjson", v2_only), "--init")
@@ -190,15 +190,22 @@ def test_shuffled_arrival_gives_the_same_rows(tmp_path, polls):
 
 
 def test_replay_after_compaction_rebuilds_what_was_kept(tmp_path, polls):
-    """Two months folded and the first pruned: replay = the state kept at the horizon + the retained log."""
-    _, january = polls
-    world_lines = january + [dict(line, observed_at=line["observed_at"] + 31 * DAY) for line in january
-                             if line["observed_at"] < START + 31 * DAY]   # February: January's polls again
+    """Two months folded and the first pruned: replay = the state kept at the horizon + the retained log.
+    (Eight days of each: January's first week, and its polls again at the start of February.)"""
+    _, lines = polls
+    january = [line for line in lines if line["observed_at"] < START + 8 * DAY]
+    world_lines = january + [dict(line, observed_at=line["observed_at"] + 31 * DAY) for line in january]
     db = tmp_path / "torn.db"
     ingest(db, write(tmp_path / "two.ndjson", world_lines), "--init")
-    march = START + (31 + 28 + 31) * DAY
+    march = START + (31 + 28) * DAY   # 2026-03-01: January and February closed, January pruned
     done = cli(db, "compact", "--now", str(march), "--retention-months", "1", "--no-backup")
     assert done.returncode == 0, done.stderr
+    conn = sqlite3.connect(db)
+    try:   # January pruned, its last values kept at the horizon; February's rows remain
+        assert conn.execute("SELECT MIN(recorded_at) FROM stat_history").fetchone()[0] >= START + 31 * DAY
+        assert conn.execute("SELECT COUNT(*) FROM stat_history_at_horizon").fetchone()[0] > 100
+    finally:
+        conn.close()
     before = rows(db)
     assert cli(db, "replay").returncode == 0
     assert rows(db) == before
