@@ -136,7 +136,8 @@ def test_replay_json(ingested):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["events_applied"] == count(ingested, "SELECT COUNT(*) FROM events")
-    assert data["projections"] == ["factions", "players", "player_stats", "faction_history", "wars", "territories"]
+    assert data["projections"] == ["factions", "players", "player_stats", "faction_history", "stat_history", "wars",
+                                   "territories"]
     assert data["projection_errors"] == count(ingested, "SELECT COUNT(*) FROM projection_errors")
     assert result.stderr == ""
 
