@@ -417,11 +417,8 @@ class StatState:
                 self._store(self._newest_sql(TABLE, "", etype, listed, ()))
 
     def _newest_sql(self, table: str, where: str, etype: str, listed: str, args: tuple) -> Iterable[tuple]:
-        return self.conn.execute(
-            "SELECT entity_type, entity_id, stat, recorded_at, value, id FROM (SELECT *, ROW_NUMBER() OVER "
-            "(PARTITION BY entity_id, stat ORDER BY recorded_at DESC, id DESC) AS rn FROM "
-            f"{table} WHERE entity_type = ? AND entity_id IN (SELECT value FROM json_each(?)) {where}) "
-            "WHERE rn = 1 ORDER BY recorded_at, id", (etype, listed, *args))
+        return _newest(self.conn, table, "entity_id IN (SELECT value FROM json_each(?)) " + where, etype,
+                       (listed, *args))
 
     def prefetch_marks(self, keys: Iterable[Key], before_position: int) -> None:
         if self.complete:
@@ -468,11 +465,8 @@ class StatState:
             sources = [("stat_history_at_horizon", ""), (TABLE, "AND recorded_at >= ?")]
         for table, where in sources:
             args = (self.horizon,) if where else ()
-            for _, _, stat, t, value, row_id in self.conn.execute(
-                    "SELECT entity_type, entity_id, stat, recorded_at, value, id FROM (SELECT *, ROW_NUMBER() OVER "
-                    "(PARTITION BY stat ORDER BY recorded_at DESC, id DESC) AS rn FROM "
-                    f"{table} WHERE entity_type = ? AND entity_id = ? AND recorded_at < ? {where}) WHERE rn = 1",
-                    (etype, eid, start, *args)):
+            for _, _, stat, t, value, row_id in _newest(self.conn, table, f"entity_id = ? AND recorded_at < ? {where}",
+                                                        etype, (eid, start, *args)):
                 prev = out.get(stat)
                 if prev is None or (t, row_id) >= (prev[0], prev[2]):
                     out[stat] = [t, value, row_id]
@@ -532,6 +526,17 @@ class StatState:
             self.conn.executemany(f"UPDATE {TABLE} SET value = ?, event_position = ? WHERE id = ?",
                                   [(*row, row_id) for row_id, row in sorted(self.updated.items())])
             self.updated.clear()
+
+
+def _newest(conn: sqlite3.Connection, table: str, where: str, etype: str, args: tuple) -> Iterable[tuple]:
+    """Per (entity, stat) of `etype` matching `where`, its newest row(s): the newest time of each is found in
+    the (entity_type, entity_id, stat, recorded_at) index alone, then its rows (one, but for a tie: the
+    caller keeps the highest id)."""
+    return conn.execute(
+        "SELECT h.entity_type, h.entity_id, h.stat, h.recorded_at, h.value, h.id FROM (SELECT entity_id AS e, "
+        f"stat AS s, MAX(recorded_at) AS t FROM {table} WHERE entity_type = ? AND {where} GROUP BY entity_id, stat) "
+        f"AS m JOIN {table} AS h ON h.entity_type = ? AND h.entity_id = m.e AND h.stat = m.s AND h.recorded_at = m.t "
+        "ORDER BY h.recorded_at, h.id", (etype, *args, etype))
 
 
 _STATE_ATTR = "_stat_history_state"
