@@ -10,6 +10,7 @@ CLI in a subprocess into real SQLite files.
 """
 from __future__ import annotations
 
+import functools
 import json
 import random
 import sqlite3
@@ -32,9 +33,11 @@ CHECKED = {"xantaken": ("xantaken", ("drugs", "xanax")), "refills": ("refills", 
            "respectforfaction": ("respectforfaction", ("attacking", "faction", "respect"))}
 
 
+@functools.lru_cache(maxsize=1)
 def month_of_polls(days: int = DAYS) -> tuple[int, list[dict]]:
     """One faction polled hourly (basic and members), its members' personal stats every two hours by v2
-    (cat=all) and, every sixth hour, also by v1 at the same second (the same numbers under v1 names)."""
+    (cat=all) and, every sixth hour, also by v1 at the same second (the same numbers under v1 names).
+    Made once per test process (test_leaderboard uses it too); callers do not change the lines."""
     world = World(seed=SEED, factions=1, territories=10)
     fid = sorted(world.factions)[0]
     plan = PollPlan(factions=(fid,), interval=3600, api="v2", member_profiles_every=0, wars_every=0,
