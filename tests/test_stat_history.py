@@ -248,3 +248,54 @@ def test_the_tracked_stats_are_configurable(tmp_path, polls):
     assert "useractivity" in {r[0] for r in rows(tmp_path / "env.db", "DISTINCT stat")}
     with pytest.raises(ValueError, match="unknown key"):
         Store.open(tmp_path / "x.db", stats={"inclde": ["xantaken"]})
+
+
+def test_faction_stats_stat_form_and_battle_stats(tmp_path):
+    """The other sources: v1 faction `stats`, the v2 `stat=` list (a v2 spelling kept by its v1 name, an item
+    stamped long before the poll left out), and the battle stats selections."""
+    t0 = START + 3600
+    faction = "https://api.torn.com/faction/9420?selections=stats"
+    stat_list = "https://api.torn.com/v2/user/7/personalstats?stat=xantaken,uktravel,networth"
+    battle = "https://api.torn.com/v2/user/7/battlestats"
+    stats = {"gymtrains": 100, "drugsused": 5, "attackswon": 40}
+
+    def listed(t: int, xan: int, uk: int) -> dict:
+        return {"personalstats": [{"name": "xantaken", "value": xan, "timestamp": t},
+                                  {"name": "uktravel", "value": uk, "timestamp": t},
+                                  {"name": "networth", "value": 999, "timestamp": t - 30 * DAY}]}
+
+    def strength(value: int) -> dict:
+        return {"battlestats": {name: {"value": value if name == "strength" else 10, "modifier": 0,
+                                       "modifiers": []} for name in ("strength", "defense", "speed", "dexterity")}
+                | {"total": value + 30}}
+
+    lines = [
+        {"url": faction, "observed_at": t0, "body": {"stats": stats}},
+        {"url": faction, "observed_at": t0 + 3600, "body": {"stats": dict(stats, gymtrains=130)}},
+        {"url": stat_list, "observed_at": t0, "body": listed(t0, 10, 3)},
+        {"url": stat_list, "observed_at": t0 + 3600, "body": listed(t0 + 3600, 12, 3)},
+        {"url": battle, "observed_at": t0, "body": strength(1000)},
+        {"url": battle, "observed_at": t0 + 3600, "body": strength(1000)},
+        {"url": battle, "observed_at": t0 + 7200, "body": strength(1100)},
+    ]
+    db = tmp_path / "torn.db"
+    ingest(db, write(tmp_path / "c.ndjson", lines), "--init")
+    got = {(r[0], r[1], r[2]): [] for r in rows(db, "entity_type, entity_id, stat")}
+    for etype, eid, stat, t, value in rows(db, "entity_type, entity_id, stat, recorded_at, value"):
+        got[(etype, eid, stat)].append((t - t0, value))
+    assert got == {
+        ("faction", 9420, "gymtrains"): [(0, 100), (3600, 130)],
+        ("faction", 9420, "drugsused"): [(0, 5)],
+        ("faction", 9420, "attackswon"): [(0, 40)],
+        ("player", 7, "xantaken"): [(0, 10), (3600, 12)],
+        ("player", 7, "lontravel"): [(0, 3)],
+        ("player", 7, "strength"): [(0, 1000), (7200, 1100)],
+        ("player", 7, "defense"): [(0, 10)], ("player", 7, "speed"): [(0, 10)],
+        ("player", 7, "dexterity"): [(0, 10)], ("player", 7, "totalstats"): [(0, 1030), (7200, 1130)],
+    }
+    shown = cli(db, "stats", "faction", "9420")
+    assert shown.returncode == 0 and "gymtrains" in shown.stdout and "130" in shown.stdout
+    series = json.loads(cli(db, "history", "faction", "9420", "--stat", "gymtrains", "--json").stdout)
+    assert [p["value"] for p in series["points"]] == [100, 130]
+    typo = cli(db, "history", "faction", "9420", "--stat", "gym_trains")
+    assert typo.returncode == 1 and "did you mean gymtrains" in typo.stderr
