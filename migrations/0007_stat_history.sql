@@ -1,4 +1,4 @@
--- 0007 (to be renumbered 0008 once the other 0007 lands): every numeric stat of a player or faction over time.
+-- 0007: every numeric stat of a player or faction over time.
 --
 -- stat_history: a row when a tracked stat of an entity changes (projections/handlers/stat_history.py), one
 -- row per (entity, stat, change), so a poll where 3 of 200 personal stats moved costs 3 rows.
@@ -40,7 +40,7 @@ CREATE TABLE stat_summary (
     created_at INTEGER NOT NULL DEFAULT (strftime('%s', 'now')),
     UNIQUE (entity_type, entity_id, stat, period_start, period_end, period_type)
 );
-CREATE INDEX idx_stat_summary_entity_period ON stat_summary(entity_type, entity_id, stat, period_start, period_end);
+-- (look-ups by entity, stat and period use the UNIQUE key's index)
 CREATE INDEX idx_stat_summary_stat_period ON stat_summary(stat, period_start);
 
 -- The state at the prune horizon (as migration 0004): per (entity_type, entity_id, stat), the row in force

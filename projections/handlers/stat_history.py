@@ -539,38 +539,33 @@ def _newest(conn: sqlite3.Connection, table: str, where: str, etype: str, args: 
         "ORDER BY h.recorded_at, h.id", (etype, *args, etype))
 
 
-_STATE_ATTR = "_stat_history_state"
-
-
 _AHEAD = 5000   # a batch of the runner is at most this many events (inline: one ingest batch)
 
 
-def state_of(ws: WorkSet, position: int) -> StatState:
-    """The working set's StatState, made on first use (at the event at `position`): inline, the rows in force
-    and the marks of the entities whose events follow in the batch are read then, one statement per entity
-    type. The working set has no hook for another table (see the report of issue 17): its `flush` is wrapped
-    on this instance so our rows are written with its own."""
-    state = ws.__dict__.get(_STATE_ATTR)
-    if state is None:
-        state = StatState(ws, ws.players.complete)
-        setattr(ws, _STATE_ATTR, state)
-        if not state.complete:
+def _make_state(ws: WorkSet, position: int) -> StatState:
+    """The working set's StatState, made at the event at `position`: inline, the rows in force and the marks
+    of the batch's entities are read then, one statement per entity type."""
+    state = StatState(ws, ws.players.complete)
+    if not state.complete:
+        if ws.batch is not None:
+            events, position = ws.batch
+            found = {(e.stream.entity_type, e.stream.entity_id) for e in events if e.stream.view in VIEWS}
+        else:   # a catch-up: the events that follow in the log
             views = sorted(VIEWS)
-            keys = [(_ENTITY[etype], int(eid)) for etype, eid in ws.conn.execute(
+            found = set(ws.conn.execute(
                 "SELECT DISTINCT s.entity_type, s.entity_id FROM events e JOIN streams s USING (stream_id) "
-                f"WHERE e.position BETWEEN ? AND ? AND s.view IN ({', '.join('?' * len(views))}) "
-                "AND s.entity_type IN ('user', 'faction')", (position, position + _AHEAD, *views))
-                    if eid.isascii() and eid.isdigit()]
-            state.prefetch(keys)
-            state.prefetch_marks(keys, position)
-        inner = ws.flush
-
-        def flush() -> None:
-            inner()
-            state.flush()
-
-        ws.flush = flush  # type: ignore[method-assign]
+                f"WHERE e.position BETWEEN ? AND ? AND s.view IN ({', '.join('?' * len(views))})",
+                (position, position + _AHEAD, *views)))
+        keys = sorted((_ENTITY[etype], int(eid)) for etype, eid in found
+                      if etype in _ENTITY and eid.isascii() and eid.isdigit())
+        state.prefetch(keys)
+        state.prefetch_marks(keys, position)
     return state
+
+
+def state_of(ws: WorkSet, position: int) -> StatState:
+    """The working set's StatState (made on first use, written back with the working set's flush)."""
+    return ws.part(TABLE, lambda ws: _make_state(ws, position))  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------ the fold

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -317,6 +317,12 @@ class Latest:
             self.updated.clear()
 
 
+class Part(Protocol):
+    """A fold's own state kept in the working set (WorkSet.part)."""
+
+    def flush(self) -> None: ...
+
+
 class WorkSet:
     """The rows the fold projections work on, for one inline batch or one whole replay."""
 
@@ -338,6 +344,9 @@ class WorkSet:
         self.sql_marks: dict[str, int | None] = {}
         self.wars = WarState(conn, complete)   # what wars and territories used to scan for (warstate.py)
         self.memo: dict[str, Any] = {}   # what the event being folded decodes, shared by the folds it goes through
+        # A fold's own state, for a table of its own (stat_history): made on first use, flushed with the rest.
+        self.parts: dict[str, Part] = {}
+        self.batch: tuple[list[Any], int] | None = None   # the inline batch `prefetch` was given
         if complete:
             self.factions.load_all()
             self.players.load_all()
@@ -370,8 +379,18 @@ class WorkSet:
             self.factions.load_all()
             self.factions.complete = True
 
+    def part(self, name: str, make: Callable[[WorkSet], Part]) -> Part:
+        """The state a fold keeps of its own table, made by `make(self)` on first use (it may read
+        `self.batch` to prefetch what the batch's entities need); flushed with the working set."""
+        state = self.parts.get(name)
+        if state is None:
+            state = self.parts[name] = make(self)
+        return state
+
     def prefetch(self, events: Iterable[Any], first_position: int) -> None:
         """Read what the folds will ask about the entities of an inline batch, one statement per table."""
+        events = list(events)
+        self.batch = (events, first_position)
         users, factions = _entity_ids(events)
         self.players.prefetch(users)
         self.factions.prefetch(factions)
@@ -386,6 +405,8 @@ class WorkSet:
         self.players.flush()
         for latest in self.history.values():
             latest.flush()
+        for part in self.parts.values():
+            part.flush()
 
 
 def _entity_ids(events: Iterable[Any]) -> tuple[list[int], list[int]]:
