@@ -32,7 +32,8 @@ from .crashkit import cli, invariants, start_cli, write_capture
 
 HISTORY = {"player_stats_history": ("player_id", "timestamp"), "faction_history": ("faction_id", "timestamp"),
            "war_status_history": ("war_id", "recorded_at"),
-           "territory_ownership_history": ("territory_id", "recorded_at")}
+           "territory_ownership_history": ("territory_id", "recorded_at"),
+           "stat_history": ("entity_type, entity_id, stat", "recorded_at")}
 STATE = {"players": "player_id", "factions": "faction_id", "territories": "territory_id"}
 NOT_COMPARED = {"players": {"status_description", "life_current", "last_action_status", "last_action_at",
                             "last_updated"},
@@ -48,11 +49,12 @@ def projected_states(db: Path) -> dict:
             cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})") if r[1] not in NOT_COMPARED[table]]
             out[table] = conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {key}").fetchall()
         for table, (key, time) in HISTORY.items():
+            keys = key.split(", ")
             cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")
-                    if r[1] not in ("id", "event_position", key)]
+                    if r[1] not in ("id", "event_position", *keys)]
             states: dict = {}
             for row in conn.execute(f"SELECT {key}, {', '.join(cols)} FROM {table} ORDER BY {key}, {time}, id"):
-                states.setdefault(row[0], []).append(row[1:])
+                states.setdefault(row[:len(keys)], []).append(row[len(keys):])
             out[table] = states
         return out
     finally:

@@ -146,7 +146,7 @@ def test_every_history_and_summary_table_has_its_view(ro):
         "SELECT name FROM sqlite_master WHERE type = 'table' "
         "AND (name LIKE '%\\_history' ESCAPE '\\' OR name LIKE '%\\_summary' ESCAPE '\\')")}
     views = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type = 'view'")}
-    assert len(tables) == 8 and {f"{t}_view" for t in tables} == views == set(VIEWS)
+    assert len(tables) == 10 and {f"{t}_view" for t in tables} == views == set(VIEWS) | set(STAT_VIEWS)
 
 
 @pytest.mark.parametrize("view", VIEWS)
@@ -186,6 +186,41 @@ def test_period_dates_are_the_months_first_and_last_days(ro):
                             "ORDER BY period_start").fetchall()
         assert months and set(months) <= {("2025-08-01", "2025-08-31"), ("2025-09-01", "2025-09-30"),
                                           ("2025-10-01", "2025-10-31"), ("2025-11-01", "2025-11-30")}, view
+
+
+# Migration 0007's views name a player or a faction by the row's entity_type (tested here, on their own).
+STAT_VIEWS = ("stat_history_view", "stat_summary_view")
+
+
+def test_the_stat_views_name_players_and_factions_and_give_utc_times(tmp_path):
+    from tornstore.eventstore.migrate import migrate
+    conn = connect_sync(tmp_path / "stats.db")
+    try:
+        migrate(conn)
+        t, start, end = ts(2025, 11, 5), ts(2025, 11, 1), ts(2025, 12, 1) - 1
+        conn.execute("INSERT INTO players (player_id, name, created_at, last_updated) VALUES (7, 'Seven', 0, 0)")
+        conn.execute("INSERT INTO factions (faction_id, name, created_at, last_updated) VALUES (7, 'Lucky', 0, 0)")
+        conn.executemany("INSERT INTO stat_history (entity_type, entity_id, stat, recorded_at, value) "
+                         "VALUES (?, 7, ?, ?, ?)", [("player", "xantaken", t, 12), ("faction", "attackswon", t, 90),
+                                                    ("player", "refills", t + 1, 3)])
+        summary = ("INSERT INTO stat_summary (entity_type, entity_id, stat, period_start, period_end, value_start, "
+                   "value_end, change, value_min, value_max, record_count) VALUES ('player', ?, 'xantaken', ?, ?, "
+                   "?, ?, ?, ?, ?, ?)")
+        conn.execute(summary, (7, start, end, 10, 12, 2, 10, 12, 1))
+        conn.execute(summary, (8, start, end, 1, 1, 0, 1, 1, 0))   # a player the store does not know
+        utc = [readable(t, "utc"), readable(t, "utc"), readable(t + 1, "utc")]
+        assert conn.execute("SELECT entity_type, entity_name, stat, recorded_at_utc, value FROM stat_history_view "
+                            "ORDER BY id").fetchall() == [
+            ("player", "Seven", "xantaken", utc[0], 12), ("faction", "Lucky", "attackswon", utc[1], 90),
+            ("player", "Seven", "refills", utc[2], 3)]
+        assert conn.execute("SELECT entity_id, entity_name, period_start_date, period_end_date, change "
+                            "FROM stat_summary_view ORDER BY id").fetchall() == [
+            (7, "Seven", "2025-11-01", "2025-11-30", 2), (8, None, "2025-11-01", "2025-11-30", 0)]
+        for view in STAT_VIEWS:   # every column of its table, in its order
+            table = view.removesuffix("_view")
+            assert [c for c in columns(conn, view) if c in columns(conn, table)] == columns(conn, table)
+    finally:
+        close_sync(conn)
 
 
 # ------------------------------------------------------------------------------------------------ unknown ids
