@@ -39,7 +39,7 @@ from .canonical import RULES, HashMemo, canonical_hash
 from .gctuning import collections_paused
 from .owners import KeyOwners, key_fingerprint, keys_waiting, waiting_for_owner as _waiting_for
 from .records import Event, Heartbeat, Owner, Rejected, Response, StreamKey, TornError
-from .routing import OwnerNeeded, Part, RoutingError, owner_taught, parse_stream_name, route
+from .routing import OwnerNeeded, Part, RoutingError, named_part, owner_taught, route
 from .secrets import has_key_material, scrub, strip_key
 
 Projector = Callable[[sqlite3.Connection, list[Event], list[Heartbeat]], None]
@@ -487,11 +487,7 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
         try:
             owner = None
             if response.stream:
-                try:
-                    entity_type, entity_id, view = parse_stream_name(response.stream)
-                except ValueError:
-                    raise RoutingError(f"stream name {response.stream!r} is not type:id:view") from None
-                parts = [Part(entity_type, entity_id, view, body)]
+                parts = [named_part(response.stream, body)]
             else:
                 owner = response.owner or owners.get(fp)
                 seen, packed = _RESPONSES.lookup(url, owner, body, live) if memoizable else (None, None)

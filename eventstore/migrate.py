@@ -30,10 +30,11 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def available_migrations() -> list[Migration]:
-    """Every migration file shipped with the package, in version order."""
+def available_migrations(package: str = "tornstore.migrations") -> list[Migration]:
+    """Every migration file shipped in `package` (SQLite's; eventstore.postgres keeps its own), in version
+    order."""
     found = []
-    for entry in resources.files("tornstore.migrations").iterdir():
+    for entry in resources.files(package).iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2].replace("_", " "), entry.read_text("utf-8")))

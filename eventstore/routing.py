@@ -567,6 +567,15 @@ def stream_name(entity_type: str, entity_id: str, view: str) -> str:
     return f"{entity_type}:{entity_id}:{view}"
 
 
+def named_part(stream: str, body: Any) -> Part:
+    """The part a response filed under a named stream (an export-events line) is: its whole body."""
+    try:
+        entity_type, entity_id, view = parse_stream_name(stream)
+    except ValueError:
+        raise RoutingError(f"stream name {stream!r} is not type:id:view") from None
+    return Part(entity_type, entity_id, view, body)
+
+
 def parse_stream_name(name: str) -> tuple[str, str, str]:
     entity_type, rest = name.split(":", 1)
     entity_id, view = rest.rsplit(":", 1)

@@ -18,11 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_capture(path: Path, *, seed: int = 3, days: float = 2, factions: int = 2, territories: int = 150,
-                  start: int | None = None) -> int:
-    """A capture of `days` of 4-minute polls of a small simulated world; returns the number of lines."""
+                  start: int | None = None, personalstats_every: int = 0) -> int:
+    """A capture of `days` of 4-minute polls of a small simulated world (members' personal stats every
+    `personalstats_every` rounds, if any); returns the number of lines."""
     world = World(seed=seed, factions=factions, territories=territories)
     fids = tuple(sorted(world.factions))[:factions]
-    plan = PollPlan(factions=fids, member_profiles_every=15, territory_map_every=30)
+    plan = PollPlan(factions=fids, member_profiles_every=15, territory_map_every=30,
+                    personalstats_every=personalstats_every)
     begin = start or world.now
     lines = 0
     with open(path, "w") as out:

@@ -90,7 +90,7 @@ def day(tmp_path_factory):
     """The capture's lines in time order and the tables one writer makes of them."""
     root = tmp_path_factory.mktemp("arrival")
     capture = root / "day.ndjson"
-    write_capture(capture, seed=4, days=1.0)
+    write_capture(capture, seed=4, days=1.0, personalstats_every=15)   # (hourly: stat_history too)
     lines = sorted((json.loads(line) for line in capture.read_text().splitlines()), key=lambda r: r["observed_at"])
     reference = root / "reference.db"
     _ingest_lines(reference, lines)

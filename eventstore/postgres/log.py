@@ -82,7 +82,7 @@ from ..canonical import RULES, HashMemo, canonical_hash
 from ..ingest import MAX_AHEAD, IngestReport, _as_text, _storable, _without_keys, check_response
 from ..owners import KeyOwners, key_fingerprint
 from ..records import Event, Owner, Rejected, Response, StreamKey, TornError
-from ..routing import OwnerNeeded, Part, RoutingError, owner_taught, parse_stream_name, route
+from ..routing import OwnerNeeded, Part, RoutingError, named_part, owner_taught, route
 from ..secrets import has_key_material, scrub, strip_key
 from .migrate import migrate
 
@@ -250,11 +250,7 @@ class PgEventLog:
             retry_of = quarantine_of.get(id(response))
             try:
                 if response.stream:
-                    try:
-                        entity_type, entity_id, view = parse_stream_name(response.stream)
-                    except ValueError:
-                        raise RoutingError(f"stream name {response.stream!r} is not type:id:view") from None
-                    parts = [Part(entity_type, entity_id, view, body)]
+                    parts = [named_part(response.stream, body)]
                 else:
                     try:
                         parts = route(url, body, response.owner or owners.get(fp))

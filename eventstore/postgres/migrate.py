@@ -13,11 +13,11 @@ tables and the shared version numbering with the SQLite migrations come with the
 from __future__ import annotations
 
 import time
-from importlib import resources
 
 from psycopg import AsyncConnection
 
-from ..migrate import _NAME, Migration, MigrationError
+from ..migrate import Migration, MigrationError
+from ..migrate import available_migrations as _available
 
 PACKAGE = "tornstore.eventstore.postgres"
 MIGRATION_LOCK = (0x746F726E, 1)  # advisory lock (key1, key2): "torn", 1 for migrations
@@ -25,16 +25,7 @@ MIGRATION_LOCK = (0x746F726E, 1)  # advisory lock (key1, key2): "torn", 1 for mi
 
 def available_migrations() -> list[Migration]:
     """Every PostgreSQL migration file shipped with the package, in version order."""
-    found = []
-    for entry in resources.files(PACKAGE).iterdir():
-        match = _NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2].replace("_", " "), entry.read_text("utf-8")))
-    found.sort(key=lambda m: m.version)
-    for expected, migration in enumerate(found, start=1):
-        if migration.version != expected:
-            raise MigrationError(f"migration files skip from {expected - 1} to {migration.version}")
-    return found
+    return _available(PACKAGE)
 
 
 async def applied_versions(conn: AsyncConnection) -> dict[int, str]:
