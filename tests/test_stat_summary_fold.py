@@ -98,3 +98,48 @@ def test_stat_summaries_follow_the_rules_through_folds_prunes_and_reruns(tmp_pat
             assert _summaries(conn) == expected
         finally:
             conn.close()
+
+
+def test_a_simulated_month_gives_one_summary_row_per_member_and_stat(tmp_path):
+    """A month of simulated personal stats polls of a faction, through the real CLI, compacted: one
+    stat_summary row per member and stat for January; start and end of the checked stats equal the values
+    read straight from the raw responses (in force at the month's start, and last in January)."""
+    from .crashkit import cli
+    from .test_stat_history import CHECKED, month_of_polls, raw_values, write
+
+    _, lines = month_of_polls()
+    db = tmp_path / "month.db"
+    done = cli(db, "ingest", "--init", str(write(tmp_path / "polls.ndjson", lines)))
+    assert done.returncode == 0, done.stderr
+    january = Period(2026, 1)
+    conn = sqlite3.connect(db)
+    try:
+        keys = set(conn.execute("SELECT entity_type, entity_id, stat FROM stat_history WHERE recorded_at <= ?",
+                                (january.end,)))
+    finally:
+        conn.close()
+    for _ in range(2):   # the second run folds nothing new and changes nothing
+        done = cli(db, "compact", "--now", "2026-02-02T00:00:00Z", "--retention-months", "0", "--no-backup")
+        assert done.returncode == 0, done.stderr
+    conn = sqlite3.connect(db)
+    try:
+        summary = {r[:3]: r[3:] for r in conn.execute(
+            "SELECT entity_type, entity_id, stat, value_start, value_end, change, record_count FROM stat_summary "
+            "WHERE period_start = ? AND period_end = ?", (january.start, january.end))}
+        assert conn.execute("SELECT COUNT(*) FROM stat_history WHERE recorded_at <= ?",
+                            (january.end,)).fetchone()[0] == 0      # January's detail pruned
+    finally:
+        conn.close()
+    assert keys and set(summary) == keys                            # one row per member and stat
+    raw = raw_values(lines)
+    checked = 0
+    for (pid, name), values in raw.items():
+        inside = [v for t, v in values if january.start <= t <= january.end]
+        if not inside:
+            continue
+        before = [v for t, v in values if t < january.start]
+        start, end, change, _ = summary[("player", pid, name)]
+        assert (start, end, change) == ((before or inside)[-1 if before else 0], inside[-1],
+                                        inside[-1] - (before or inside)[-1 if before else 0]), (pid, name)
+        checked += 1
+    assert checked >= len(CHECKED) * 5
