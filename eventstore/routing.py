@@ -540,6 +540,9 @@ def _v2_faction_selection(selection: str, body: dict, where: str, need_faction: 
             parts.append(Part("torn", "rackets", "v2.rackets", {"rackets": items}))
     elif selection == "chain" and "chain" in body:
         parts.append(Part("faction", str(need_faction()), "v2.chain", body["chain"]))
+    elif selection == "stats" and "stats" in body:   # the spec's /faction/stats: [{name, value}]
+        _list_field(body, "stats", where)
+        parts.append(Part("faction", str(need_faction()), "v2.faction_stats", {"stats": body["stats"]}))
 
 
 def _v2_torn(ep: Endpoint, body: dict, owner: Owner) -> list[Part]:

@@ -251,7 +251,7 @@ def test_the_tracked_stats_are_configurable(tmp_path, polls):
 
 
 def test_faction_stats_stat_form_and_battle_stats(tmp_path):
-    """The other sources: v1 faction `stats`, the v2 `stat=` list (a v2 spelling kept by its v1 name, an item
+    """The other sources: v1 faction `stats`, v2 `faction/stats` (the key owner's faction), the v2 `stat=` list (a v2 spelling kept by its v1 name, an item
     stamped long before the poll left out), and the battle stats selections."""
     t0 = START + 3600
     faction = "https://api.torn.com/faction/9420?selections=stats"
@@ -269,9 +269,13 @@ def test_faction_stats_stat_form_and_battle_stats(tmp_path):
                                        "modifiers": []} for name in ("strength", "defense", "speed", "dexterity")}
                 | {"total": value + 30}}
 
+    v2_faction = "https://api.torn.com/v2/faction/stats"   # the key owner's faction (the spec's only form)
+    v2_stats = [{"name": "gymtrains", "value": 7}, {"name": "hosps", "value": 2}]
     lines = [
         {"url": faction, "observed_at": t0, "body": {"stats": stats}},
         {"url": faction, "observed_at": t0 + 3600, "body": {"stats": dict(stats, gymtrains=130)}},
+        {"url": v2_faction, "observed_at": t0, "body": {"stats": v2_stats}, "owner": {"faction_id": 9421}},
+        {"url": v2_faction, "observed_at": t0 + 3600, "body": {"stats": v2_stats}, "owner": {"faction_id": 9421}},
         {"url": stat_list, "observed_at": t0, "body": listed(t0, 10, 3)},
         {"url": stat_list, "observed_at": t0 + 3600, "body": listed(t0 + 3600, 12, 3)},
         {"url": battle, "observed_at": t0, "body": strength(1000)},
@@ -287,6 +291,7 @@ def test_faction_stats_stat_form_and_battle_stats(tmp_path):
         ("faction", 9420, "gymtrains"): [(0, 100), (3600, 130)],
         ("faction", 9420, "drugsused"): [(0, 5)],
         ("faction", 9420, "attackswon"): [(0, 40)],
+        ("faction", 9421, "gymtrains"): [(0, 7)], ("faction", 9421, "hosps"): [(0, 2)],
         ("player", 7, "xantaken"): [(0, 10), (3600, 12)],
         ("player", 7, "lontravel"): [(0, 3)],
         ("player", 7, "strength"): [(0, 1000), (7200, 1100)],

@@ -7,8 +7,9 @@ Sources (stream -> stats):
     dotted path is mapped to its name, table below), or the `stat=` list [{name, value, timestamp}] (an item
     counts only when stamped within a day of the poll: an older one is history the poll did not observe);
   * user:<id>:v1.battlestats / v2.battlestats  strength, defense, speed, dexterity, totalstats (own key);
-  * faction:<id>:v1.faction_stats (`faction/?selections=stats`) and a v1.faction payload that carries
-    `stats` (`selections=basic,stats`): the faction's ~40 counters, by their v1 names.
+  * faction:<id>:v1.faction_stats (`faction/?selections=stats`), a v1.faction payload that carries
+    `stats` (`selections=basic,stats`) and faction:<id>:v2.faction_stats (v2 `faction/stats`, a list of
+    {name, value}): the faction's ~40 counters, by their v1 names (v2's FactionStatEnum uses the same).
 
 Stat names are stable across API versions: the v1 flat name where Torn has one (`xantaken`, `refills`,
 `attackswon`, `respectforfaction`), whichever form the poll used. v2's `stat=` spellings that differ from v1
@@ -180,7 +181,7 @@ DEFAULT_EXCLUDED = frozenset({"useractivity", "activestreak", "bestactivestreak"
                               "traveltime", "territorytime", "banktimeleft"})
 
 PLAYER_VIEWS = frozenset({"v1.personalstats", "v2.personalstats", "v1.battlestats", "v2.battlestats"})
-FACTION_VIEWS = frozenset({"v1.faction_stats", "v1.faction"})
+FACTION_VIEWS = frozenset({"v1.faction_stats", "v1.faction", "v2.faction_stats"})
 VIEWS = PLAYER_VIEWS | FACTION_VIEWS
 
 
@@ -329,7 +330,7 @@ def stat_values(view: str, payload: Any, observed_at: int) -> dict[str, int | fl
                 number = _number(value)
                 if number is not None:
                     out[key] = number
-        elif type(body) is list:   # (v2 shape: [{name, value}], should a v2 faction stats stream appear)
+        elif type(body) is list:   # (v2 /faction/stats: [{name, value}])
             for item in body:
                 if type(item) is dict and type(item.get("name")) is str:
                     number = _number(item.get("value"))
