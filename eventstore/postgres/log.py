@@ -1,7 +1,7 @@
 """The event log on PostgreSQL: `PgEventLog`, for several writer processes and hosts on one database.
 
 Part of issue 18 (PostgreSQL), in progress: a library module, not wired into the CLI or `Store` yet; the
-backend seam, projections, partitions and LISTEN/NOTIFY come in later sessions.
+backend seam, projections and partitions come in later sessions. The change feed is here: `follow` (3).
 
 `append(responses)` gives the outcomes `eventstore.ingest.ingest_batch` gives on SQLite, through the same
 pure functions (routing.route, the canonical hash, secrets.strip_key/scrub, ingest's checks and text
@@ -52,6 +52,20 @@ Concurrency, the heart of it. Writers are several processes (hosts) on one datab
    has events, so heartbeat-only batches (most polls) never take it, and the insert (COPY) and COMMIT are
    all that run under it. Collectors are held to 100 requests a minute per key by Torn, not by this lock.
 
+3. The change feed across hosts (`follow`). A transaction that appends also runs `pg_notify('tornstore_events',
+   <its last position>)`. PostgreSQL delivers a notification only when its transaction commits (a rollback
+   drops it), to every session LISTENing on that channel in the same database, on any host, and in commit
+   order; with (2) the payloads therefore only grow. A follower keeps one dedicated autocommit connection
+   (never a pooled one: it sits in LISTEN) and loops: read everything after its mark with the same query as
+   `read_after`, then wait for a notification, and read again. The notification is only a wake-up, the log
+   is the truth: the follower reads `WHERE position > mark`, so a notification lost or merged (a connection
+   that broke and came back, several commits folded into one wake-up) costs nothing but latency, and the
+   wait also ends every `poll_interval` seconds (5 by default) to read anyway. A broken connection is opened
+   again (LISTEN first, then the read, so nothing committed in between is missed). A payload at or below
+   the mark (a commit already read) wakes nobody. NOTIFY takes a database-wide lock at COMMIT that
+   serialises committing transactions that notified; ours already commit one at a time under the position
+   row, and heartbeat-only batches do not notify.
+
 Lock order, so writers never deadlock: new stream rows inserted in key order, then stream rows locked in key
 order (a writer only locks rows it inserted or saw committed), then the position row, then quarantine rows
 (inserted in sorted order with ON CONFLICT DO NOTHING, which waits for a concurrent insert of the same bad
@@ -67,15 +81,18 @@ already writes it as an escape.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import psycopg
 from psycopg import AsyncConnection
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from ..canonical import RULES, HashMemo, canonical_hash
@@ -86,7 +103,9 @@ from ..routing import OwnerNeeded, Part, RoutingError, named_part, owner_taught,
 from ..secrets import has_key_material, scrub, strip_key
 from .migrate import migrate
 
-__all__ = ["PgEventLog"]
+__all__ = ["CHANNEL", "PgEventLog"]
+
+CHANNEL = "tornstore_events"   # NOTIFY channel; payload: the last position of the committed append
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -135,13 +154,15 @@ class PgEventLog:
     Give it an `AsyncConnectionPool` of autocommit connections (or one autocommit `AsyncConnection`, used by
     one call at a time) whose database has been migrated; `await PgEventLog.open(conninfo)` makes such a
     pool and migrates. Autocommit, so that each call is its own transaction and a follower never sits idle
-    in one."""
+    in one. `conninfo`: where `follow` opens its own connection (default: that of `open`, else the
+    parameters of a connection of `source`)."""
 
-    def __init__(self, source: AsyncConnectionPool | AsyncConnection):
+    def __init__(self, source: AsyncConnectionPool | AsyncConnection, *, conninfo: str | None = None):
         if isinstance(source, AsyncConnection) and not source.autocommit:
             raise ValueError("PgEventLog needs an autocommit connection (psycopg.AsyncConnection.connect("
                              "..., autocommit=True)); append_in takes part in a transaction the caller opens")
         self._source = source
+        self._conninfo = conninfo
         self._memo = HashMemo()   # a cache of a pure function, per log
 
     @classmethod
@@ -156,7 +177,7 @@ class PgEventLog:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool)
+        return cls(pool, conninfo=conninfo)
 
     async def close(self) -> None:
         if isinstance(self._source, AsyncConnectionPool):
@@ -351,6 +372,8 @@ class PgEventLog:
                     await copy.write_row((first + offset, state.stream_id, version, at, digest, RULES, url, payload))
             report.appended = len(events)
             report.first_position, report.last_position = first, first + len(events) - 1
+            # Wakes the followers at COMMIT, in commit order; dropped with a rollback (module docstring, 3).
+            await cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(report.last_position)))
         report.unchanged += unchanged
 
         touched = [s for s in states.values() if s.touched]
@@ -454,13 +477,90 @@ class PgEventLog:
         """Up to `limit` events after `position`, in position order. A follower that passes the last position
         it read never skips an event, however late one commits (module docstring, 2)."""
         async with self._connection() as conn:
-            cur = await conn.execute(
-                "SELECT e.position, s.entity_type, s.entity_id, s.view, e.version, e.observed_at, e.payload, "
-                "e.source_url FROM events AS e JOIN streams AS s ON s.stream_id = e.stream_id "
-                "WHERE e.position > %s ORDER BY e.position LIMIT %s", (position, limit))
-            rows = await cur.fetchall()
-        return [Event(pos, StreamKey(t, i, v), version, at, _decode(payload), url)
-                for pos, t, i, v, version, at, payload, url in rows]
+            return await _read_after(conn, position, limit)
+
+    async def follow(self, after: int, *, batch: int = 500, idle_timeout: float | None = None,
+                     poll_interval: float = 5.0) -> AsyncGenerator[Event, None]:
+        """Every event after position `after`, in position order, as `read_after` gives them: first the
+        backlog, then each new one moments after its commit, forever (module docstring, 3).
+
+        Uses a connection of its own (LISTEN), opened at the first step and closed with the iterator: use
+        `async with contextlib.aclosing(log.follow(p)) as events:` or call `aclose()`. `batch`: events read
+        per query. `idle_timeout`: end the iteration once no event has come for that many seconds (None:
+        never). `poll_interval`: read the log at least this often, notification or not."""
+        if batch < 1 or poll_interval <= 0:
+            raise ValueError("follow needs batch >= 1 and poll_interval > 0")
+        conninfo = await self._follow_conninfo()
+        mark = after
+        conn: AsyncConnection | None = None
+        connected = False               # a first connection that fails (a wrong conninfo) raises
+        idle_since = time.monotonic()
+        retry = 0.1
+        try:
+            while True:
+                try:
+                    if conn is None or conn.closed:
+                        conn = await AsyncConnection.connect(conninfo, autocommit=True)
+                        await conn.execute(f"LISTEN {CHANNEL}")   # before the read: no commit falls between
+                        connected, retry = True, 0.1
+                    events = await _read_after(conn, mark, batch)
+                    if events:
+                        for event in events:
+                            mark = event.position
+                            yield event
+                        idle_since = time.monotonic()
+                        if len(events) == batch:
+                            continue            # more may be there: read on before waiting
+                    await self._wait(conn, mark, idle_since, idle_timeout, poll_interval)
+                except psycopg.OperationalError:
+                    # The connection broke (server restart, network): open it again and read from the mark.
+                    if not connected:
+                        raise
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                    if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
+                        return
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, poll_interval)
+        except _Idle:
+            return
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    async def _wait(self, conn: AsyncConnection, mark: int, idle_since: float, idle_timeout: float | None,
+                    poll_interval: float) -> None:
+        """Return when a notification names a position after `mark`, or after `poll_interval` seconds;
+        raise _Idle once `idle_timeout` seconds have passed since `idle_since` with no event."""
+        deadline = time.monotonic() + poll_interval
+        while True:
+            now = time.monotonic()
+            wait = deadline - now
+            if idle_timeout is not None:
+                left = idle_since + idle_timeout - now
+                if left <= 0:
+                    raise _Idle
+                wait = min(wait, left)
+            if wait <= 0:
+                return                      # the periodic read
+            # aclosing: leaving notifies() early must give the connection's lock back at once.
+            async with aclosing(conn.notifies(timeout=wait)) as notifies:
+                async for notify in notifies:
+                    try:
+                        newer = int(notify.payload) > mark
+                    except ValueError:
+                        newer = True        # not ours to judge: read
+                    if newer:
+                        return
+            # timed out, or only stale notifications: loop to check the deadlines
+
+    async def _follow_conninfo(self) -> str:
+        if self._conninfo is not None:
+            return self._conninfo
+        async with self._connection() as conn:
+            info = conn.info
+            return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
 
     async def head_position(self) -> int:
         """The last position committed (0 for an empty log)."""
@@ -483,6 +583,20 @@ class PgEventLog:
             if wanted is None or (t, i, v) in wanted:
                 out.setdefault(StreamKey(t, i, v), []).append((version, digest))
         return out
+
+
+class _Idle(Exception):
+    """`follow`'s idle_timeout has passed."""
+
+
+async def _read_after(conn: AsyncConnection, position: int, limit: int) -> list[Event]:
+    cur = await conn.execute(
+        "SELECT e.position, s.entity_type, s.entity_id, s.view, e.version, e.observed_at, e.payload, "
+        "e.source_url FROM events AS e JOIN streams AS s ON s.stream_id = e.stream_id "
+        "WHERE e.position > %s ORDER BY e.position LIMIT %s", (position, limit))
+    rows = await cur.fetchall()
+    return [Event(pos, StreamKey(t, i, v), version, at, _decode(payload), url)
+            for pos, t, i, v, version, at, payload, url in rows]
 
 
 async def _load_owners(conn: AsyncConnection, fingerprints: Iterable[str]) -> KeyOwners:
