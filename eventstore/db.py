@@ -36,6 +36,11 @@ class StoreConnection(sqlite3.Connection):
     stream_cache = None
 
 
+def table_names(conn: sqlite3.Connection) -> set[str]:
+    """The tables of the main database (code that runs on a schema older than its own asks what is there)."""
+    return {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
+
+
 def apply_pragmas(conn: sqlite3.Connection) -> None:
     """Set the per-connection PRAGMAs; a new, empty file also gets incremental auto-vacuum."""
     page_count = conn.execute("PRAGMA page_count").fetchone()[0]

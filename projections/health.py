@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 
 from tornstore.eventstore.canonical import RULES, canonical_hash
-from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.db import close_sync, connect_sync, table_names
 
 from . import runner
 
@@ -155,7 +155,7 @@ def compare_with_replay(conn: sqlite3.Connection, progress: Callable[[int], None
         try:
             runner.replay(copy, progress=progress)
             differences = {}
-            present = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
+            present = table_names(conn)
             for table in (t for t in COMPARED_TABLES if t in present):   # (stat_history: from 0007 on)
                 live, rebuilt = (table_rows(conn, table, since, upto.get(table)),
                                  table_rows(copy, table, since, upto.get(table)))

@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 
 import msgspec
 
+from tornstore.eventstore.db import table_names
 from tornstore.eventstore.records import Event, Heartbeat, StreamKey
 
 from .handlers.base import Context, FoldHandler, Handler, ProjectionError
@@ -92,7 +93,7 @@ def runnable(conn: sqlite3.Connection) -> list[Handler]:
     """The handlers whose tables this database has. Databases are migrated when opened, so that is all of
     them, except where a test stands in for an older release: there a handler added with a later migration
     does not run, and keeps no checkpoint, as the code of then had none."""
-    present = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
+    present = table_names(conn)
     return [h for h in handlers() if all(t in present for t in (*h.history_tables, *h.state_tables))]
 
 
@@ -481,7 +482,7 @@ class Shadow:
         self.exists = False
         self.ws: WorkSet | None = None
         # The history tables this database has (one made before migration 0007 has no stat_history).
-        present = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
+        present = table_names(conn)
         self.history = {t: v for t, v in HISTORY_TABLES.items() if t in present}
         self.tables = tuple(t for t in SHADOWED if t in present)
 

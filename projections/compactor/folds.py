@@ -41,6 +41,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from tornstore.eventstore.db import table_names
+
 from . import stat_fold
 from .periods import Period
 
@@ -93,13 +95,12 @@ HISTORY_TABLES = (
 
 def history_tables(conn: sqlite3.Connection) -> tuple[HistoryTable, ...]:
     """The history tables this database has (one made before migration 0007 has no stat_history)."""
-    names = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
+    names = table_names(conn)
     return tuple(h for h in HISTORY_TABLES if h.table in names)
 
 
 def _has_stats(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'stat_summary'"
-                        ).fetchone() is not None
+    return "stat_summary" in table_names(conn)
 
 
 SUMMARY_TABLES = ("player_stats_summary", "faction_summary", "war_summary", "territory_ownership_summary",

@@ -46,7 +46,7 @@ import msgspec
 from tornstore.eventstore.records import Event, StreamKey
 
 from .base import Context, FoldHandler, ProjectionError, check_int64
-from .workset import WorkSet
+from .workset import WorkSet, last_row_id, newest_observed
 
 TABLE = "stat_history"
 DAY = 86400
@@ -431,12 +431,7 @@ class StatState:
         for etype, ids in wanted.items():
             stream_type = "user" if etype == "player" else "faction"
             views = sorted(PLAYER_VIEWS if etype == "player" else FACTION_VIEWS)
-            found = dict(self.conn.execute(
-                "SELECT s.entity_id, MAX((SELECT e.observed_at FROM events e WHERE e.stream_id = s.stream_id "
-                "AND e.position < ? ORDER BY e.observed_at DESC LIMIT 1)) FROM streams s "
-                "WHERE s.entity_type = ? AND s.entity_id IN (SELECT value FROM json_each(?)) "
-                f"AND s.view IN ({', '.join('?' * len(views))}) GROUP BY s.entity_id",
-                (before_position, stream_type, msgspec.json.encode([str(i) for i in ids]).decode(), *views)))
+            found = newest_observed(self.conn, stream_type, views, ids, before_position)
             for i in ids:
                 self.marks[(etype, i)] = found.get(str(i))
 
@@ -486,9 +481,7 @@ class StatState:
     # -- writes
     def next_id(self) -> int:
         if self._next_id is None:
-            row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (TABLE,)).fetchone()
-            top = self.conn.execute(f"SELECT MAX(id) FROM {TABLE}").fetchone()[0]
-            self._next_id = max(row[0] if row else 0, top or 0)
+            self._next_id = last_row_id(self.conn, TABLE)
         self._next_id += 1
         return self._next_id
 

@@ -198,13 +198,7 @@ class Latest:
         # Per entity, the time of the newest event of its streams (`views`) folded so far: an event older
         # than that arrived late (history_fold.py).
         self.marks: dict[Any, int | None] = {}
-        listed = sorted(views)
-        self._mark_sql = (
-            "SELECT s.entity_id, MAX((SELECT e.observed_at FROM events e WHERE e.stream_id = s.stream_id "
-            "AND e.position < ? ORDER BY e.observed_at DESC LIMIT 1)) FROM streams s "
-            "WHERE s.entity_type = ? AND s.entity_id IN (SELECT value FROM json_each(?)) "
-            f"AND s.view IN ({', '.join('?' * len(listed))}) GROUP BY s.entity_id")
-        self._mark_args = (entity_type, listed)
+        self._mark_args = (entity_type, sorted(views))
         self.pending: dict[int, tuple[Any, PastRow, int]] = {}   # id -> (key, row, event position), not written
         self.updated: dict[int, tuple[PastRow, int]] = {}         # written rows changed since
         self.before_query: Callable[[], None] = self.flush       # the WorkSet writes its other tables first
@@ -239,9 +233,7 @@ class Latest:
         wanted = [k for k in set(keys) if k not in self.marks]
         if not wanted:
             return
-        entity_type, views = self._mark_args
-        found = dict(self.conn.execute(self._mark_sql, (before_position, entity_type,
-                                                        _ids_json([str(k) for k in wanted]).decode(), *views)))
+        found = newest_observed(self.conn, *self._mark_args, wanted, before_position)
         for k in wanted:
             self.marks[k] = found.get(str(k))
 
@@ -282,9 +274,7 @@ class Latest:
 
     def next_id(self) -> int:
         if self._next_id is None:
-            row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (self.table,)).fetchone()
-            top = self.conn.execute(f"SELECT MAX(id) FROM {self.table}").fetchone()[0]
-            self._next_id = max(row[0] if row else 0, top or 0)
+            self._next_id = last_row_id(self.conn, self.table)
         self._next_id += 1
         return self._next_id
 
@@ -315,6 +305,26 @@ class Latest:
                 (*[row.values[f] for f in fields], position, row_id)
                 for row_id, (row, position) in sorted(self.updated.items())])
             self.updated.clear()
+
+
+def last_row_id(conn: sqlite3.Connection, table: str) -> int:
+    """The highest id a history table has used (its AUTOINCREMENT sequence, or a higher id written by hand):
+    a fold numbers the rows it writes from there, as SQLite would."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    top = conn.execute(f"SELECT MAX(id) FROM {table}").fetchone()[0]
+    return max(row[0] if row else 0, top or 0)
+
+
+def newest_observed(conn: sqlite3.Connection, entity_type: str, views: list[str], ids: Iterable[Any],
+                    before_position: int) -> dict[str, int | None]:
+    """Per entity id (as text), the time of its newest event in `views` before `before_position`: one
+    statement for all of `ids` (a fold's marks, history_fold.py)."""
+    return dict(conn.execute(
+        "SELECT s.entity_id, MAX((SELECT e.observed_at FROM events e WHERE e.stream_id = s.stream_id "
+        "AND e.position < ? ORDER BY e.observed_at DESC LIMIT 1)) FROM streams s "
+        "WHERE s.entity_type = ? AND s.entity_id IN (SELECT value FROM json_each(?)) "
+        f"AND s.view IN ({', '.join('?' * len(views))}) GROUP BY s.entity_id",
+        (before_position, entity_type, _ids_json([str(i) for i in ids]).decode(), *views)))
 
 
 class Part(Protocol):
