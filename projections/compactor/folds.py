@@ -103,10 +103,6 @@ def _has_stats(conn: sqlite3.Connection) -> bool:
     return "stat_summary" in table_names(conn)
 
 
-SUMMARY_TABLES = ("player_stats_summary", "faction_summary", "war_summary", "territory_ownership_summary",
-                  "stat_summary")
-
-
 def _drop(conn: sqlite3.Connection, *names: str) -> None:
     for name in names:
         conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
@@ -393,10 +389,6 @@ def _war_write(conn: sqlite3.Connection, period: Period, now: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- together
-FOLD_NAMES = ("player_stats_summary", "faction_summary", "war_summary", "territory_ownership_summary",
-              "stat_summary")
-
-
 def compute_all(conn: sqlite3.Connection, period: Period, prior_from_summary: bool) -> dict[str, int]:
     """Compute the month's summary rows into temp tables; returns rows per summary table."""
     return {
