@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import wraps
-from pathlib import Path
 from typing import IO, Any
 
 import click
@@ -37,8 +36,8 @@ def db_option(fn: Callable) -> Callable:
     It reads no environment variable itself, so TORNSTORE_DB never overrides a --db typed on the line.
     """
     return click.option("--db", metavar="PATH", expose_value=False, callback=_set_db,
-                        help="SQLite database file (may also come before the command, or from TORNSTORE_DB; "
-                             "this one wins).")(fn)
+                        help="SQLite database file, or a postgresql://user@host/db URL (may also come before "
+                             "the command, or from TORNSTORE_DB; this one wins).")(fn)
 
 
 def db_path(ctx: click.Context) -> str:
@@ -50,8 +49,13 @@ def db_path(ctx: click.Context) -> str:
 
 def existing_db(ctx: click.Context) -> str:
     path = db_path(ctx)
-    if not Path(path).exists():
-        raise UserError(f"no database at {path}: create it with `tornstore --db {path} init`")
+    from tornstore.eventstore import db
+    try:
+        there = db.exists(path)
+    except sqlite3.DatabaseError as exc:
+        raise UserError(str(exc)) from None
+    if not there:
+        raise UserError(f"no database at {db.describe(path)}: create it with `tornstore --db {db.describe(path)} init`")
     return path
 
 

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import functools
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -64,7 +65,7 @@ async def _drive(sim, start: int, end: int, interval: int, profile_every: int, b
     return rounds
 
 
-async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval: int,
+async def run_demo(db: str | Path, *, months: int, factions: int, seed: int, interval: int,
                    profile_every: int) -> dict:
     from tornstore.eventstore.collector import Collector
     from tornstore.eventstore.collector.config import parse_config
@@ -140,7 +141,10 @@ async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval:
 
 @click.command()
 @click.option("--out", "out_db", type=click.Path(dir_okay=False), default="demo.db", show_default=True,
-              help="Database to write (replaced if it exists).")
+              help="Database file to write (replaced if it exists).")
+@click.option("--db", "demo_db", metavar="PATH|URL", default=None,
+              help="Write the demo here instead of --out: a file (replaced if it exists) or an empty PostgreSQL "
+                   "database, postgresql://user@host/db (one that holds a store already is refused).")
 @click.option("--chart", type=click.Path(dir_okay=False), default="demo.png", show_default=True,
               help="PNG chart of a faction's respect (needs the [plot] extra).")
 @click.option("--months", default=3, show_default=True, type=click.IntRange(1, 24), help="Simulated months.")
@@ -152,7 +156,7 @@ async def run_demo(db: Path, *, months: int, factions: int, seed: int, interval:
               help="Poll member profiles and war lists every N rounds (360 x 4 min = a day).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run's figures as one JSON document (the progress bar stays on stderr).")
-def demo(out_db: str, chart: str, months: int, factions: int, seed: int, interval: int,
+def demo(out_db: str, demo_db: str | None, chart: str, months: int, factions: int, seed: int, interval: int,
          profile_every: int, as_json: bool) -> None:
     """See the whole system work on a simulated Torn API, without an API key.
 
@@ -168,11 +172,23 @@ def demo(out_db: str, chart: str, months: int, factions: int, seed: int, interva
       tornstore demo --months 4 --factions 3 --out /tmp/demo.db --chart /tmp/respect.png
       tornstore demo --months 1 --factions 1 --json | jq .tables
       tornstore --db demo.db status
+      createdb tornstore_demo && tornstore demo --db postgresql://localhost/tornstore_demo
     """
-    db = Path(out_db)
-    for suffix in ("", "-wal", "-shm"):
-        if Path(f"{db}{suffix}").exists():
-            os.remove(f"{db}{suffix}")
+    from tornstore.eventstore import db as dbmod
+
+    db = demo_db or out_db
+    if dbmod.is_url(db):
+        try:
+            taken = dbmod.exists(db)
+        except sqlite3.DatabaseError as exc:
+            raise UserError(str(exc)) from None
+        if taken:
+            raise UserError(f"{dbmod.describe(db)} holds a tornstore store already: the demo writes a new one "
+                            "into an empty database (dropdb and createdb it, or name another)")
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{db}{suffix}").exists():
+                os.remove(f"{db}{suffix}")
     click.echo(f"simulating {months} month(s) of {interval // 60}-minute polls of {factions} faction(s) "
                f"and their members against a local Torn API simulator...", err=as_json)
     from tornstore.eventstore.spool import STORE_FAILURES
@@ -189,7 +205,7 @@ def demo(out_db: str, chart: str, months: int, factions: int, seed: int, interva
     if as_json:
         no_chart = _chart(db, stats, chart)
         emit_json({
-            "database": str(db), "chart": None if no_chart else chart, "chart_error": no_chart,
+            "database": dbmod.describe(db), "chart": None if no_chart else chart, "chart_error": no_chart,
             **{k: stats[k] for k in ("rounds", "requests", "responses", "appended", "unchanged", "faction_ids")},
             "seconds": round(stats["seconds"], 1),
             "compactions": [{"at": boundary, "months_folded": len(r.folded), "summary_rows": r.summary_rows,
@@ -215,7 +231,7 @@ def _last_closed(end: int) -> str:
     return day.strftime("%Y-%m")
 
 
-def _leaderboard(db: Path, stats: dict):
+def _leaderboard(db: str, stats: dict):
     from tornstore.eventstore.db import connect_sync
     from tornstore.projections.queries import leaderboard
 
@@ -226,7 +242,7 @@ def _leaderboard(db: Path, stats: dict):
         conn.close()
 
 
-def _leaderboard_json(db: Path, stats: dict) -> dict:
+def _leaderboard_json(db: str, stats: dict) -> dict:
     import msgspec
 
     out = msgspec.to_builtins(_leaderboard(db, stats))
@@ -234,17 +250,17 @@ def _leaderboard_json(db: Path, stats: dict) -> dict:
     return out
 
 
-def _table_counts(db: Path) -> dict[str, int]:
-    import sqlite3
+def _table_counts(db: str) -> dict[str, int]:
+    from tornstore.eventstore.db import connect_sync
 
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
         return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}
     finally:
         conn.close()
 
 
-def _chart(db: Path, stats: dict, chart: str) -> str | None:
+def _chart(db: str, stats: dict, chart: str) -> str | None:
     """Draw the first faction's respect to `chart`; the reason when there is no chart (no matplotlib)."""
     from tornstore.eventstore.db import connect_sync
     from tornstore.projections.charts import ChartsUnavailable, plot_series
@@ -262,10 +278,10 @@ def _chart(db: Path, stats: dict, chart: str) -> str | None:
     return None
 
 
-def _report(db: Path, stats: dict, chart: str) -> None:
-    import sqlite3
+def _report(db: str, stats: dict, chart: str) -> None:
+    from tornstore.eventstore.db import connect_sync, describe
 
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
         def one(sql, *args):
             return conn.execute(sql, args).fetchone()[0]
@@ -311,17 +327,18 @@ def _report(db: Path, stats: dict, chart: str) -> None:
         conn.close()
     board = _leaderboard(db, stats)
     click.echo()
+    where = describe(db)
     click.echo(f"{board.stat} leaderboard of {board.faction_name} [{board.faction_id}], {board.month} "
-               f"(tornstore --db {db} leaderboard {board.faction_id} --stat {board.stat} --month {board.month}):")
+               f"(tornstore --db {where} leaderboard {board.faction_id} --stat {board.stat} --month {board.month}):")
     emit_table([(r.rank, f"{r.name} [{r.player_id}]", f"{r.change:+,}" if r.change is not None else None,
                  ", ".join(x for x in (f"joined {_day(r.joined)}" if r.joined else "",
                                        f"left {_day(r.left)}" if r.left else "") if x) or None)
                 for r in board.rows[:LEADERBOARD_ROWS]], ["#", "member", "change", "note"])
     no_chart = _chart(db, stats, chart)
     if no_chart:
-        click.echo(f"\nwrote {db} (no chart: {no_chart})")
+        click.echo(f"\nwrote {where} (no chart: {no_chart})")
     else:
-        click.echo(f"\nwrote {db} and {chart}; try: tornstore --db {db} status | faction {stats['faction_ids'][0]} "
+        click.echo(f"\nwrote {where} and {chart}; try: tornstore --db {where} status | faction {stats['faction_ids'][0]} "
                    f"| history faction {stats['faction_ids'][0]} --stat respect")
 
 

@@ -110,10 +110,7 @@ def ingest(ctx: click.Context, files: tuple[str, ...], batch: int, create: bool,
     """
     from tornstore.projections.store import ingest_files  # the projections run inline with ingest
 
-    path = db_path(ctx)
-    if not create and not Path(path).exists():
-        raise UserError(f"no database at {path}: create it with `tornstore --db {path} init`, "
-                        "or ingest with --init")
+    path = existing_db(ctx) if not create else db_path(ctx)
     for name in files:
         if name != "-" and not Path(name).exists():
             raise UserError(f"no such capture file: {name}")

@@ -1,13 +1,20 @@
-"""Opening the SQLite file: the plan's PRAGMAs, and running a whole batch in aiosqlite's worker thread.
+"""Opening the database: the SQLite file with the plan's PRAGMAs (or a PostgreSQL database, named by a
+`postgresql://` URL), and running a whole batch in the connection's worker thread.
 
 Each await on aiosqlite costs about 100 µs. The store therefore does its work as plain synchronous
 functions over the underlying `sqlite3.Connection` and hands a whole batch to the worker thread in one
 round trip (`run_in_connection`), instead of awaiting per row.
+
+PostgreSQL takes the same road: `eventstore.postgres.connection.PgConnection` gives those functions the
+surface of a sqlite3 connection over psycopg, and `PgWorker` is its worker thread. Everything below takes
+a path or a URL; `is_postgres(conn)` is the branch for the few things only one backend has.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import os
 import sqlite3
 from collections.abc import Callable
@@ -36,9 +43,86 @@ class StoreConnection(sqlite3.Connection):
     stream_cache = None
 
 
+def is_url(target: object) -> bool:
+    """Whether `target` names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def is_postgres(conn: object) -> bool:
+    """Whether `conn` (sync or async) is a PostgreSQL connection."""
+    return getattr(conn, "dialect", "sqlite") == "postgresql"
+
+
 def table_names(conn: sqlite3.Connection) -> set[str]:
     """The tables of the main database (code that runs on a schema older than its own asks what is there)."""
+    if is_postgres(conn):
+        return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     return {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
+
+
+def _qualified(table: str, schema: str | None) -> str:
+    """`schema.table`, or the bare name, which finds a connection's TEMP table (replay's shadow) first."""
+    return f"{schema}.{table}" if schema else table
+
+
+def _identity_sequence(conn: sqlite3.Connection, table: str, schema: str | None) -> str | None:
+    """PostgreSQL: the identity sequence of `table` (what AUTOINCREMENT's row in sqlite_sequence is)."""
+    qualified = {"temp": f"pg_temp.{table}", "main": f"public.{table}"}.get(schema or "", table)
+    row = conn.execute(
+        "SELECT pg_get_serial_sequence(?, a.attname) FROM pg_attribute a WHERE a.attrelid = CAST(? AS regclass) "
+        "AND a.attidentity <> '' LIMIT 1", (qualified, qualified)).fetchone()
+    return row[0] if row else None
+
+
+def sequence_value(conn: sqlite3.Connection, table: str, schema: str | None = None) -> int:
+    """The highest id `table`'s AUTOINCREMENT has handed out (0 if none): ids are never reused, even after the
+    rows that had them are pruned. On PostgreSQL, the table's identity sequence."""
+    if is_postgres(conn):
+        seq = _identity_sequence(conn, table, schema)
+        if seq is None:
+            return 0
+        value, called = conn.execute(f"SELECT last_value, is_called FROM {seq}").fetchone()
+        return value if called else 0
+    row = conn.execute(f"SELECT MAX(seq) FROM {_qualified('sqlite_sequence', schema)} WHERE name = ?",
+                       (table,)).fetchone()
+    return row[0] or 0 if row else 0
+
+
+def set_sequence(conn: sqlite3.Connection, table: str, value: int, schema: str | None = None) -> None:
+    """Make `value` the highest id `table` has handed out (the next row gets value + 1)."""
+    if is_postgres(conn):
+        seq = _identity_sequence(conn, table, schema)
+        if seq is not None:
+            conn.execute("SELECT setval(CAST(? AS regclass), ?, ?)", (seq, max(value, 1), value > 0))
+        return
+    conn.execute(f"DELETE FROM {_qualified('sqlite_sequence', schema)} WHERE name = ?", (table,))
+    conn.execute(f"INSERT INTO {_qualified('sqlite_sequence', schema)} (name, seq) VALUES (?, ?)", (table, value))
+
+
+def ids_written(conn: sqlite3.Connection, table: str, top: int, schema: str | None = None) -> None:
+    """After rows were inserted with ids the code chose (up to `top`): on PostgreSQL, move the identity
+    sequence past them, as SQLite's AUTOINCREMENT moves by itself; nothing to do on SQLite."""
+    if is_postgres(conn) and top > sequence_value(conn, table, schema):
+        set_sequence(conn, table, top, schema)
+
+
+def describe(target: str | Path) -> str:
+    """The database for a message: the path, or the URL without its password."""
+    if is_url(target):
+        from .postgres.connection import redact
+        return redact(str(target))
+    return str(target)
+
+
+def exists(target: str | Path) -> bool:
+    """Whether a tornstore database is there (a file, or a PostgreSQL database with our schema_version)."""
+    if not is_url(target):
+        return Path(target).exists()
+    conn = connect_sync(str(target))
+    try:
+        return "schema_version" in table_names(conn)
+    finally:
+        conn.close()
 
 
 def apply_pragmas(conn: sqlite3.Connection) -> None:
@@ -58,11 +142,17 @@ def busy_timeout_ms() -> int:
     return int(text) if text.isdigit() else BUSY_TIMEOUT_MS
 
 
-def connect_sync(path: str | Path) -> sqlite3.Connection:
-    """A plain sqlite3 connection with the store's settings, in autocommit mode (we issue BEGIN ourselves)."""
+def connect_sync(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """A plain sqlite3 connection with the store's settings, in autocommit mode (we issue BEGIN ourselves);
+    for a `postgresql://` URL, a PgConnection that the same code can use."""
+    if is_url(path):
+        from .postgres.connection import connect_sync as pg_connect
+        return pg_connect(str(path), read_only=read_only)  # type: ignore[return-value]
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, factory=StoreConnection)
     try:
         apply_pragmas(conn)
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
     except BaseException:
         conn.close()
         raise
@@ -70,6 +160,9 @@ def connect_sync(path: str | Path) -> sqlite3.Connection:
 
 
 def close_sync(conn: sqlite3.Connection) -> None:
+    if is_postgres(conn):
+        conn.close()
+        return
     with contextlib.suppress(sqlite3.Error):
         conn.execute("PRAGMA optimize")
     conn.close()
@@ -78,8 +171,11 @@ def close_sync(conn: sqlite3.Connection) -> None:
 async def connect(path: str | Path, *, read_only: bool = False) -> aiosqlite.Connection:
     """An aiosqlite connection with the store's settings, in autocommit mode.
 
-    `read_only`: for queries; `PRAGMA query_only` makes any write on it an error.
+    `read_only`: for queries; `PRAGMA query_only` makes any write on it an error. A `postgresql://` URL
+    gives a PgWorker (a PgConnection in its own worker thread), which `run_in_connection` takes alike.
     """
+    if is_url(path):
+        return await PgWorker.open(str(path), read_only=read_only)  # type: ignore[return-value]
     if not Path(path).parent.is_dir():
         raise sqlite3.OperationalError(f"unable to open database file: the folder {Path(path).parent} does not exist")
     conn = aiosqlite.connect(str(path), isolation_level=None, factory=StoreConnection)
@@ -103,6 +199,9 @@ async def connect(path: str | Path, *, read_only: bool = False) -> aiosqlite.Con
 
 
 async def close(conn: aiosqlite.Connection) -> None:
+    if isinstance(conn, PgWorker):
+        await conn.close()
+        return
     with contextlib.suppress(sqlite3.Error):
         await conn.execute("PRAGMA optimize")
     await conn.close()
@@ -115,7 +214,42 @@ async def run_in_connection(conn: aiosqlite.Connection, fn: Callable[..., T], *a
     `_conn` the raw connection. Keeping both uses here means a change in aiosqlite touches one place;
     pyproject pins the versions where they exist, and tests/test_store_open.py checks them.
     """
+    if isinstance(conn, PgWorker):
+        return await conn.run(fn, *args)
     return await conn._execute(fn, conn._conn, *args)  # noqa: SLF001
+
+
+class PgWorker:
+    """A PostgreSQL connection and the one thread that uses it: aiosqlite's shape for the other backend."""
+
+    dialect = "postgresql"
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tornstore-pg")
+
+    @classmethod
+    async def open(cls, url: str, *, read_only: bool = False) -> PgWorker:
+        worker = cls(None)
+        try:
+            worker.conn = await worker.run_plain(connect_sync, url, read_only=read_only)
+        except BaseException:
+            worker._thread.shutdown(wait=False)
+            raise
+        return worker
+
+    async def run_plain(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, functools.partial(fn, *args, **kwargs))
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(connection, *args)` in the worker thread: one round trip from the event loop."""
+        return await self.run_plain(fn, self.conn, *args)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.run_plain(self.conn.close)
+        self._thread.shutdown(wait=True)
 
 
 class joined_transaction:

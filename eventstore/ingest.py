@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
+from . import db
 from .canonical import RULES, HashMemo, canonical_hash
 from .gctuning import collections_paused
 from .owners import KeyOwners, key_fingerprint, keys_waiting, waiting_for_owner as _waiting_for
@@ -208,6 +209,9 @@ def torn_error(body: Any) -> tuple[int, str] | None:
     return None
 
 
+NOTIFY_CHANNEL = "tornstore_events"   # PostgreSQL: what a commit that appended events notifies
+
+
 class _StreamCache:
     """Stream states this connection has read or written, valid while no other connection commits.
 
@@ -294,9 +298,9 @@ class _Inserts:
     def event(self, row: tuple) -> int:
         """Queue (stream_id, version, observed_at, hash, rules, source_url, payload); its position."""
         if not self.next_position:
-            used = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            used = db.sequence_value(self.conn, "events")
             top = self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
-            self.next_position = max(used[0] if used else 0, top) + 1
+            self.next_position = max(used, top) + 1
         position = self.next_position
         self.next_position += 1
         self.events.append((position, *row))
@@ -307,11 +311,13 @@ class _Inserts:
             self.conn.executemany(
                 "INSERT INTO streams (stream_id, entity_type, entity_id, view, version, first_seen, last_changed, "
                 "last_checked) VALUES (?, ?, ?, ?, 0, ?, ?, ?)", self.streams)
+            db.ids_written(self.conn, "streams", self.streams[-1][0])
             self.streams = []
         if self.events:
             self.conn.executemany(
                 "INSERT INTO events (position, stream_id, version, observed_at, hash, rules, source_url, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self.events)
+            db.ids_written(self.conn, "events", self.events[-1][0])
             self.events = []
 
 
@@ -610,8 +616,8 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
             state.dirty = False
         if quarantine_rows:
             conn.executemany(
-                "INSERT OR IGNORE INTO quarantine (observed_at, source_url, reason, body, key_fp, needs_owner, "
-                "body_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO quarantine (observed_at, source_url, reason, body, key_fp, needs_owner, "
+                "body_hash) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(*row, hashlib.blake2b(row[3].encode(errors="replace"), digest_size=16).hexdigest())
                  for row in quarantine_rows])
         if resolved:
@@ -624,6 +630,10 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
                 gap_rows)
         if projector is not None and (events or heartbeats):
             projector(conn, events, heartbeats)
+        if events and db.is_postgres(conn):
+            # Wakes followers on other hosts (`tornstore follow`, Store.follow) when this commits; the log
+            # stays the truth, the notification only says where it ends now.
+            conn.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, str(events[-1].position)))
         conn.execute("COMMIT")
     except BaseException:
         forget_stream_cache(conn)  # the cached states may hold what was just rolled back

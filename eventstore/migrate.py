@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 
+from . import db
+
 _NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
@@ -45,19 +47,24 @@ def available_migrations(package: str = "tornstore.migrations") -> list[Migratio
     return found
 
 
+POSTGRES_PACKAGE = "tornstore.eventstore.postgres"
+
+
+def migrations_for(conn: sqlite3.Connection) -> list[Migration]:
+    """The migration files of the connection's dialect: the same versions and names on both backends."""
+    return available_migrations(POSTGRES_PACKAGE) if db.is_postgres(conn) else available_migrations()
+
+
 def applied_versions(conn: sqlite3.Connection) -> dict[int, str]:
     """version -> checksum of what is applied; empty for a new database."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    ).fetchone()
-    if not exists:
+    if "schema_version" not in db.table_names(conn):
         return {}
-    return dict(conn.execute("SELECT version, checksum FROM schema_version"))
+    return {version: checksum for version, checksum in conn.execute("SELECT version, checksum FROM schema_version")}
 
 
 def check(conn: sqlite3.Connection) -> list[Migration]:
     """Refuse a database the code cannot work with; return the migrations still to apply."""
-    migrations = available_migrations()
+    migrations = migrations_for(conn)
     applied = applied_versions(conn)
     known = {m.version: m for m in migrations}
     newest_code = migrations[-1].version if migrations else 0
@@ -81,9 +88,15 @@ def migrate(conn: sqlite3.Connection, now: int | None = None) -> list[int]:
     for migration in check(conn):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # executescript would COMMIT on its own; run the statements one by one inside our transaction.
-            for statement in _statements(migration.sql):
-                conn.execute(statement)
+            if migration.version in applied_versions(conn):   # another process applied it while we waited
+                conn.execute("COMMIT")
+                continue
+            if db.is_postgres(conn):
+                conn.raw.execute(migration.sql)  # type: ignore[attr-defined]  # the file as written, whole
+            else:
+                # executescript would COMMIT on its own; run the statements one by one inside our transaction.
+                for statement in _statements(migration.sql):
+                    conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_version (version, applied_at, description, checksum) VALUES (?, ?, ?, ?)",
                 (migration.version, int(now if now is not None else time.time()), migration.description,

@@ -6,6 +6,7 @@ waits for another process's write lock.
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine, Generator, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Self, TypeVar
@@ -71,14 +72,18 @@ class EventLog:
 
     @classmethod
     async def _open(cls, path: str, *, create: bool, projector: Projector | None) -> Self:
-        if not create and not Path(path).exists():  # noqa: ASYNC240  # one stat() before connecting
+        if db.is_url(path):
+            if not create and not await asyncio.to_thread(db.exists, path):
+                raise FileNotFoundError(f"no tornstore database at {db.describe(path)} (run `tornstore --db URL "
+                                        f"init` first, or open it with create=True)")
+        elif not create and not Path(path).exists():  # noqa: ASYNC240  # one stat() before connecting
             raise FileNotFoundError(f"no database at {path} (run `tornstore --db {path} init` first, "
                                     f"or open it with create=True)")
         conn = await db.connect(path)
         try:
             await db.run_in_connection(conn, migrate)
         except BaseException:
-            await conn.close()
+            await db.close(conn)
             raise
         return cls(conn, path, projector if projector is not None else cls.default_projector)
 

@@ -2,16 +2,17 @@
 stored hashes, and a replay into a scratch copy compared with the live tables."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
 
 from tornstore.eventstore.canonical import RULES, canonical_hash
-from tornstore.eventstore.db import close_sync, connect_sync, table_names
+from tornstore.eventstore.db import close_sync, connect_sync, is_postgres, table_names
 
 from . import runner
 
@@ -121,10 +122,11 @@ def check_hashes(conn: sqlite3.Connection, batch: int = 5000) -> dict:
     return {"checked": checked, "mismatched": mismatched, "other_rules": other_rules, "bad_positions": bad}
 
 
-def table_rows(conn: sqlite3.Connection, table: str, since: int = 0, upto: int | None = None) -> list[tuple]:
+def table_rows(conn: sqlite3.Connection, table: str, since: int = 0, upto: int | None = None,
+               schema: str = "main") -> list[tuple]:
     """A projected table's rows in a stable order, without `id` and the live columns; for a history table
     only the rows observed at or after `since`, and (`upto`) made by events up to that position."""
-    cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")
+    cols = [r[1] for r in conn.execute(f"PRAGMA {schema}.table_info({table})")
             if r[1] != "id" and r[1] not in LIVE_COLUMNS.get(table, ())]
     terms = []
     if since and table in runner.HISTORY_TABLES:
@@ -132,7 +134,38 @@ def table_rows(conn: sqlite3.Connection, table: str, since: int = 0, upto: int |
     if upto is not None and table in runner.HISTORY_TABLES:
         terms.append(f"event_position <= {int(upto)}")
     where = f" WHERE {' AND '.join(terms)}" if terms else ""
-    return conn.execute(f"SELECT {', '.join(cols)} FROM {table}{where} ORDER BY {COMPARED_TABLES[table]}").fetchall()
+    return conn.execute(f"SELECT {', '.join(cols)} FROM {schema}.{table}{where} "
+                        f"ORDER BY {COMPARED_TABLES[table]}").fetchall()
+
+
+@contextlib.contextmanager
+def _replayed(conn: sqlite3.Connection, progress: Callable[[int], None] | None) -> Iterator[tuple]:
+    """(connection, schema) holding every projection replayed from the log, beside the live database.
+
+    SQLite: a copy of the file (VACUUM INTO) replayed whole. PostgreSQL, where a copy of the database is
+    no cheap thing: the replay's own shadow (TEMP tables on this connection), built in one read snapshot
+    and compared with the live tables in that same snapshot."""
+    if is_postgres(conn):
+        with runner.Shadow(conn) as shadow:
+            conn.execute("BEGIN")
+            try:
+                meta = runner.snapshot_meta(conn)
+                shadow.load(meta)
+                shadow.apply(meta, meta.prefix, runner.log_end(conn), progress=progress)
+                shadow.trim(runner.projection_horizon(conn))
+                yield conn, "temp"
+            finally:
+                conn.execute("ROLLBACK")
+        return
+    with tempfile.TemporaryDirectory(prefix="tornstore-verify-") as tmp:
+        scratch = str(Path(tmp) / "scratch.db")
+        conn.execute("VACUUM INTO ?", (scratch,))
+        copy = connect_sync(scratch)
+        try:
+            runner.replay(copy, progress=progress)
+            yield copy, "main"
+        finally:
+            close_sync(copy)
 
 
 def compare_with_replay(conn: sqlite3.Connection, progress: Callable[[int], None] | None = None) -> dict:
@@ -148,26 +181,19 @@ def compare_with_replay(conn: sqlite3.Connection, progress: Callable[[int], None
     behind = {name: n for name, n in runner.lag(conn).items() if n}
     done = runner.load_checkpoints(conn)
     upto = {t: done.get(h.name, 0) for h in runner.handlers() if h.name in behind for t in h.history_tables}
-    with tempfile.TemporaryDirectory(prefix="tornstore-verify-") as tmp:
-        scratch = str(Path(tmp) / "scratch.db")
-        conn.execute("VACUUM INTO ?", (scratch,))
-        copy = connect_sync(scratch)
-        try:
-            runner.replay(copy, progress=progress)
-            differences = {}
-            present = table_names(conn)
-            for table in (t for t in COMPARED_TABLES if t in present):   # (stat_history: from 0007 on)
-                live, rebuilt = (table_rows(conn, table, since, upto.get(table)),
-                                 table_rows(copy, table, since, upto.get(table)))
-                if live != rebuilt:
-                    live_set, rebuilt_set = set(live), set(rebuilt)
-                    differences[table] = {
-                        "live_only": len(live_set - rebuilt_set),
-                        "replay_only": len(rebuilt_set - live_set),
-                        "example": repr(sorted(live_set ^ rebuilt_set, key=repr)[:1])[:300],
-                    }
-        finally:
-            close_sync(copy)
+    with _replayed(conn, progress) as (copy, schema):
+        differences = {}
+        present = table_names(conn)
+        for table in (t for t in COMPARED_TABLES if t in present):   # (stat_history: from 0007 on)
+            live, rebuilt = (table_rows(conn, table, since, upto.get(table)),
+                             table_rows(copy, table, since, upto.get(table), schema))
+            if live != rebuilt:
+                live_set, rebuilt_set = set(live), set(rebuilt)
+                differences[table] = {
+                    "live_only": len(live_set - rebuilt_set),
+                    "replay_only": len(rebuilt_set - live_set),
+                    "example": repr(sorted(live_set ^ rebuilt_set, key=repr)[:1])[:300],
+                }
     result: dict = {"tables_compared": len(COMPARED_TABLES), "differences": differences, "history_since": since}
     if behind:
         result["behind"] = behind

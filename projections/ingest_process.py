@@ -27,6 +27,7 @@ from pathlib import Path
 
 import msgspec
 
+from tornstore.eventstore.db import is_url
 from tornstore.eventstore.ingest import IngestReport
 from tornstore.eventstore.records import Response
 
@@ -36,6 +37,9 @@ _encode = msgspec.json.Encoder().encode
 
 class IngestProcessError(RuntimeError):
     """A batch the child could not store, or a child that is gone (the text says which)."""
+
+
+URL_VARIABLE = "TORNSTORE_INGEST_DB"   # a PostgreSQL URL handed to the child (argument "-")
 
 
 class IngestProcess:
@@ -51,11 +55,17 @@ class IngestProcess:
         self._gone: str | None = None
 
     async def start(self) -> IngestProcess:
-        if not Path(self.path).exists():  # noqa: ASYNC240  # one stat() before starting the child
+        env = None
+        if is_url(self.path):
+            # (through the environment: a URL may carry a password, and a command line is public on the host)
+            env, target = {**os.environ, URL_VARIABLE: self.path}, "-"
+        elif not Path(self.path).exists():  # noqa: ASYNC240  # one stat() before starting the child
             raise FileNotFoundError(f"no database at {self.path}")
+        else:
+            target = self.path
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-P", "-m", "tornstore.projections.ingest_process", self.path,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            sys.executable, "-P", "-m", "tornstore.projections.ingest_process", target,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
         self._reader = asyncio.create_task(self._read_replies(self._process))
         return self
 
@@ -163,7 +173,7 @@ def _read_frame(stream) -> bytes | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve batches from stdin until it closes; one reply per batch on stdout."""
-    from tornstore.eventstore.db import close_sync, connect_sync
+    from tornstore.eventstore.db import close_sync, connect_sync, describe
     from tornstore.eventstore.gctuning import fewer_collections
     from tornstore.eventstore.ingest import ingest_batch
     from tornstore.eventstore.migrate import MigrationError, check
@@ -176,14 +186,15 @@ def main(argv: list[str] | None = None) -> None:
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed by mistake goes to stderr, not into the replies
     decode = msgspec.json.Decoder(list[Response]).decode
-    conn = connect_sync(args[0])
+    target = os.environ.get(URL_VARIABLE, "") if args[0] == "-" else args[0]
+    conn = connect_sync(target)
     try:
         try:
             pending = check(conn)
         except MigrationError as exc:
-            sys.exit(f"{args[0]}: {exc}")
+            sys.exit(f"{describe(target)}: {exc}")
         if pending:
-            sys.exit(f"{args[0]}: the schema is not current ({len(pending)} migration(s) to apply); "
+            sys.exit(f"{describe(target)}: the schema is not current ({len(pending)} migration(s) to apply); "
                      "open it with the store first")
         requests = sys.stdin.buffer
         with fewer_collections():

@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 
 import msgspec
 
-from tornstore.eventstore.db import table_names
+from tornstore.eventstore.db import is_postgres, sequence_value, set_sequence, table_names
 from tornstore.eventstore.records import Event, Heartbeat, StreamKey
 
 from .handlers.base import Context, FoldHandler, Handler, ProjectionError
@@ -112,7 +112,7 @@ def load_checkpoints(conn: sqlite3.Connection) -> dict[str, int]:
 def _save_checkpoint(conn: sqlite3.Connection, name: str, position: int) -> None:
     conn.execute(
         "INSERT INTO projection_checkpoints (projection, position) VALUES (?, ?) "
-        "ON CONFLICT (projection) DO UPDATE SET position = MAX(position, excluded.position)",
+        "ON CONFLICT (projection) DO UPDATE SET position = MAX(projection_checkpoints.position, excluded.position)",
         (name, position),
     )
 
@@ -173,10 +173,15 @@ def projection_context(conn: sqlite3.Connection) -> Context:
 
 
 # ------------------------------------------------------------------------------------------ applying
+# A projection error recorded again for the same event replaces the one before.
+_ERROR_UPSERT = ("ON CONFLICT (projection, position) DO UPDATE SET stream = excluded.stream, "
+                 "reason = excluded.reason, observed_at = excluded.observed_at")
+
+
 def _record_error(conn: sqlite3.Connection, handler: Handler, event: Event, exc: BaseException) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO projection_errors (projection, position, stream, reason, observed_at) "
-        "VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO projection_errors (projection, position, stream, reason, observed_at) "
+        f"VALUES (?, ?, ?, ?, ?) {_ERROR_UPSERT}",
         (handler.name, event.position, str(event.stream), f"{type(exc).__name__}: {exc}"[:2000], event.observed_at),
     )
 
@@ -501,6 +506,11 @@ class Shadow:
         self.exists = True
         for table in reversed(SHADOWED):   # whatever a shadow killed on this connection left behind
             conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        if is_postgres(conn):
+            # (LIKE ... INCLUDING ALL: columns, defaults, identity with a sequence of its own, checks, indexes)
+            for table in self.tables:
+                conn.execute(f"CREATE TEMP TABLE {table} (LIKE main.{table} INCLUDING ALL)")
+            return
         for table in self.tables:
             sql = conn.execute("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?",
                                (table,)).fetchone()[0]
@@ -533,8 +543,7 @@ class Shadow:
             cols = ", ".join(_columns(conn, "main", table))
             conn.execute(f"INSERT INTO temp.{table} ({cols}) SELECT {cols} FROM main.{table}_at_horizon ORDER BY 1")
         for name, seq in conn.execute("SELECT table_name, seq FROM main.sequences_at_horizon").fetchall():
-            conn.execute("DELETE FROM temp.sqlite_sequence WHERE name = ?", (name,))
-            conn.execute("INSERT INTO temp.sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
+            set_sequence(conn, name, seq, "temp")
 
     def apply(self, meta: SnapshotMeta, after: int, upto: int, batch: int = 5000,
               progress: Callable[[int], None] | None = None) -> int:
@@ -599,9 +608,8 @@ class Shadow:
                          "ORDER BY id")
             conn.execute(f"DROP TABLE temp._kept_{table}")
         conn.execute("DELETE FROM main.sequences_at_horizon")
-        conn.execute("INSERT INTO main.sequences_at_horizon (table_name, seq) SELECT name, MAX(seq) "
-                     f"FROM temp.sqlite_sequence WHERE name IN ({', '.join('?' * len(self.history))}) AND seq > 0 "
-                     "GROUP BY name ORDER BY name", tuple(self.history))
+        conn.executemany("INSERT INTO main.sequences_at_horizon (table_name, seq) VALUES (?, ?)",
+                         [(t, seq) for t in sorted(self.history) if (seq := sequence_value(conn, t, "temp")) > 0])
         conn.execute("INSERT INTO main.projection_snapshots (horizon, prefix_position, sealed_position, made_at) "
                      "VALUES (?, ?, (SELECT COALESCE(MAX(position), 0) FROM main.events), ?)", (horizon, prefix, now))
 
@@ -640,12 +648,13 @@ class Shadow:
             missing = f"SELECT {listed} FROM temp.{table} EXCEPT SELECT {listed} FROM main.{table}"
             if conn.execute(f"SELECT EXISTS ({missing})").fetchone()[0]:
                 # (only then: an INSERT of no rows still starts the table's AUTOINCREMENT sequence)
-                conn.execute(f"INSERT OR REPLACE INTO main.{table} ({listed}) {missing} ORDER BY 1")
-            seq = conn.execute("SELECT MAX(seq) FROM temp.sqlite_sequence WHERE name = ?", (table,)).fetchone()[0]
-            live = conn.execute("SELECT MAX(seq) FROM main.sqlite_sequence WHERE name = ?", (table,)).fetchone()[0]
-            if seq and seq != live:   # the ids inline projection gave: the next row gets the id it would get there
-                conn.execute("DELETE FROM main.sqlite_sequence WHERE name = ?", (table,))
-                conn.execute("INSERT INTO main.sqlite_sequence (name, seq) VALUES (?, ?)", (table, seq))
+                others = ", ".join(f"{c} = excluded.{c}" for c in _columns(conn, "main", table) if c != "id")
+                conn.execute(f"INSERT INTO main.{table} ({listed}) SELECT {listed} FROM ({missing}) AS m "
+                             f"WHERE true ORDER BY 1 ON CONFLICT (id) DO UPDATE SET {others}")
+            seq = sequence_value(conn, table, "temp")
+            if seq and seq != sequence_value(conn, table, "main"):
+                # the ids inline projection gave: the next row gets the id it would get there
+                set_sequence(conn, table, seq, "main")
         marks = ", ".join("?" * len(names))
         same = ("t.projection = m.projection AND t.position = m.position AND t.stream = m.stream "
                 "AND t.reason = m.reason AND t.observed_at = m.observed_at")
@@ -655,12 +664,12 @@ class Shadow:
         new = (f"FROM temp.projection_errors AS t WHERE t.projection IN ({marks}) "
                f"AND NOT EXISTS (SELECT 1 FROM main.projection_errors AS m WHERE {same})")
         if conn.execute(f"SELECT EXISTS (SELECT 1 {new})", tuple(names)).fetchone()[0]:
-            conn.execute("INSERT OR REPLACE INTO main.projection_errors (projection, position, stream, reason, "
+            conn.execute("INSERT INTO main.projection_errors (projection, position, stream, reason, "
                          f"observed_at) SELECT projection, position, stream, reason, observed_at {new} "
-                         "ORDER BY t.position, t.projection", tuple(names))
+                         f"ORDER BY t.position, t.projection {_ERROR_UPSERT}", tuple(names))
         conn.executemany("INSERT INTO main.projection_checkpoints (projection, position) VALUES (?, ?) "
                          "ON CONFLICT (projection) DO UPDATE SET position = excluded.position "
-                         "WHERE position IS NOT excluded.position", [(n, end) for n in names])
+                         "WHERE main.projection_checkpoints.position IS NOT excluded.position", [(n, end) for n in names])
 
 
 # ------------------------------------------------------------------------------------------ replay

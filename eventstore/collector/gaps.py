@@ -56,15 +56,15 @@ def persist(conn: sqlite3.Connection, gaps: Iterable[Gap] = (), key_rows: Iterab
                 "ON CONFLICT (fingerprint) DO UPDATE SET owner = excluded.owner, state = excluded.state, "
                 "paused_until = excluded.paused_until, recheck_at = excluded.recheck_at, "
                 "last_error_code = excluded.last_error_code, last_error_at = excluded.last_error_at, "
-                "last_used_at = max(COALESCE(last_used_at, excluded.last_used_at), "
-                "COALESCE(excluded.last_used_at, last_used_at)), "
-                "requests = requests + excluded.requests, reason = excluded.reason",
+                "last_used_at = max(COALESCE(api_keys.last_used_at, excluded.last_used_at), "
+                "COALESCE(excluded.last_used_at, api_keys.last_used_at)), "
+                "requests = api_keys.requests + excluded.requests, reason = excluded.reason",
                 key_rows)
         if problems:
             conn.executemany(
                 "INSERT INTO target_problems (target, error_code, first_seen, last_seen, count) "
                 "VALUES (?, ?, ?, ?, 1) ON CONFLICT (target, error_code) DO UPDATE SET "
-                "last_seen = max(last_seen, excluded.last_seen), count = count + 1",
+                "last_seen = max(target_problems.last_seen, excluded.last_seen), count = target_problems.count + 1",
                 [(p.target, p.error_code, p.observed_at, p.observed_at) for p in problems])
         for row in owner_rows:
             _add_requests(conn, row)

@@ -41,14 +41,15 @@ Crash hooks (TORNSTORE_CRASH_AT=<name> makes the process `os._exit` at that step
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tornstore.eventstore.backup import (backup_database, database_path, dated_backup_path, forget_backups,
                                record_backup, rotate_backups)
-
+from tornstore.eventstore.db import is_postgres
 from tornstore.projections import runner
 from tornstore.projections.runner import prune_horizon
 
@@ -292,15 +293,16 @@ def compact(conn: sqlite3.Connection, now: int, *, month: Period | str | None = 
     horizon = prune_horizon(conn)
     report = CompactionReport(now=now, dry_run=dry_run, retention_months=retention_months,
                               window_start=window_start, horizon_before=horizon, horizon_after=horizon)
-    try:
-        if dry_run:
-            _dry_run(conn, now, month, window_start, report, progress)
-        else:
-            _run(conn, now, month, window_start, report, progress, backup, keep_backups, db_path, batch)
-    finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        folds.drop_temp(conn)
+    with _one_compactor(conn, dry_run):
+        try:
+            if dry_run:
+                _dry_run(conn, now, month, window_start, report, progress)
+            else:
+                _run(conn, now, month, window_start, report, progress, backup, keep_backups, db_path, batch)
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            folds.drop_temp(conn)
     # A dry run moves no horizon: what is behind the horizon now is what it reports.
     report.late_behind_horizon_by_month = _late_behind_horizon(
         conn, report.horizon_before if dry_run else report.horizon_after)
@@ -311,6 +313,26 @@ def compact(conn: sqlite3.Connection, now: int, *, month: Period | str | None = 
             "was folded: kept in the log, not in the sealed summaries")
     crash_point("compact:done")
     return report
+
+
+@contextlib.contextmanager
+def _one_compactor(conn: sqlite3.Connection, dry_run: bool) -> Iterator[None]:
+    """On PostgreSQL, one compactor at a time across every host (a session advisory lock, held for the
+    run): any node may start it, a second one is told to wait. (On SQLite each step's write lock is
+    enough: the ledger lets a second run find the work done.)"""
+    if dry_run or not is_postgres(conn):
+        yield
+        return
+    from tornstore.eventstore.postgres.connection import COMPACT_LOCK
+    if not conn.execute("SELECT pg_try_advisory_lock(?, ?)", COMPACT_LOCK).fetchone()[0]:
+        raise CompactionError("another compactor is running on this database (on this host or another): "
+                              "try again when it has finished")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.execute("SELECT pg_advisory_unlock(?, ?)", COMPACT_LOCK)
 
 
 def _fold_month(conn: sqlite3.Connection, item: FoldPlan, now: int, folded_months: set[Period],
@@ -399,7 +421,7 @@ def _run(conn, now, month, window_start, report, progress, backup, keep_backups,
             ledger.record_pruned(conn, period, now)
             conn.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('prune_horizon', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = MAX(COALESCE(value, 0), excluded.value)",
+                "ON CONFLICT (key) DO UPDATE SET value = MAX(COALESCE(store_meta.value, 0), excluded.value)",
                 (period.end + 1,))
             conn.execute("COMMIT")
         except BaseException:
@@ -417,6 +439,10 @@ def _run(conn, now, month, window_start, report, progress, backup, keep_backups,
 
 
 def _backup(conn, now, keep_backups, db_path, report) -> None:
+    if is_postgres(conn):
+        report.notes.append("PostgreSQL: no file copy is taken before the prune; back the database up with "
+                            "pg_dump (or your server's backups)")
+        return
     path = db_path or database_path(conn)
     if not path:
         report.notes.append("in-memory database: no backup taken")

@@ -132,18 +132,20 @@ def _numeric_compute(conn: sqlite3.Connection, f: NumericFold, period: Period, p
     #    first and last non-NULL values are looked up row by row (step 4).
     conn.execute(f"CREATE TEMP TABLE {s} (k INTEGER PRIMARY KEY, " + ", ".join(f"{c} INTEGER" for c in cols) + ")")
     conn.execute(
-        f"INSERT INTO {s} SELECT k, " + ", ".join(f"{c}_l IS NULL" for c in cols) + f" FROM {m} WHERE "
+        f"INSERT INTO {s} SELECT k, " + ", ".join(f"CASE WHEN {c}_l IS NULL THEN 1 ELSE 0 END" for c in cols)
+        + f" FROM {m} WHERE "
         + " OR ".join(f"{c}_l IS NULL" for c in cols))
     conn.execute(f"CREATE TEMP TABLE {hits} (k INTEGER PRIMARY KEY, " + ", ".join(f"{c} INTEGER" for c in cols) + ")")
-    nullable = [c for c in cols if conn.execute(f"SELECT 1 FROM {s} WHERE {c} LIMIT 1").fetchone()]
+    nullable = [c for c in cols if conn.execute(f"SELECT 1 FROM {s} WHERE {c} = 1 LIMIT 1").fetchone()]
     if nullable:
         conn.execute(
             f"INSERT INTO {hits} SELECT h.{f.key}, "
-            + ", ".join(f"MAX(h.{c} IS NOT NULL AND s.{c})" if c in nullable else "0" for c in cols)
+            + ", ".join(f"MAX(CASE WHEN h.{c} IS NOT NULL AND s.{c} = 1 THEN 1 ELSE 0 END)" if c in nullable else "0"
+                        for c in cols)
             + f" FROM {f.history} AS h{_by_time_index(conn, f.history, f.time)} CROSS JOIN {s} AS s ON s.k = h.{f.key} "
             f"WHERE h.{f.time} BETWEEN :ps AND :pe AND ("
             + " OR ".join(f"h.{c} IS NOT NULL" for c in nullable) + ") AND ("
-            + " OR ".join(f"(h.{c} IS NOT NULL AND s.{c})" for c in nullable) + f") GROUP BY h.{f.key}", span)
+            + " OR ".join(f"(h.{c} IS NOT NULL AND s.{c} = 1)" for c in nullable) + f") GROUP BY h.{f.key}", span)
     # 3. The value of each stat in force when the month began.
     conn.execute(f"CREATE TEMP TABLE {p} (k INTEGER PRIMARY KEY, " + ", ".join(f"{c} INTEGER" for c in cols) + ")")
     if prior_from_summary:
@@ -166,9 +168,10 @@ def _numeric_compute(conn: sqlite3.Connection, f: NumericFold, period: Period, p
         + ", ".join(f"{c}_start INTEGER, {c}_end INTEGER" for c in cols) + ")")
     select = []
     for c in cols:
-        select.append(f"COALESCE(p.{c}, m.{c}_f, CASE WHEN m.{c}_l IS NOT NULL OR x.{c} "
+        select.append(f"COALESCE(p.{c}, m.{c}_f, CASE WHEN m.{c}_l IS NOT NULL OR x.{c} = 1 "
                       f"THEN {_month_value(f, c, 'keys.k', last=False)} END)")
-        select.append(f"COALESCE(m.{c}_l, CASE WHEN x.{c} THEN {_month_value(f, c, 'keys.k', last=True)} END, p.{c})")
+        select.append(f"COALESCE(m.{c}_l, CASE WHEN x.{c} = 1 THEN {_month_value(f, c, 'keys.k', last=True)} END, "
+                      f"p.{c})")
     conn.execute(
         f"INSERT INTO {r} SELECT keys.k, COALESCE(m.n, 0), " + ", ".join(select)
         + f" FROM (SELECT k FROM {m} UNION SELECT k FROM {p}) AS keys "

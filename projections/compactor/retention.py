@@ -23,6 +23,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from tornstore.eventstore.db import is_postgres
+
 from . import ledger
 from .folds import HistoryTable, history_tables
 from .periods import Period
@@ -106,7 +108,7 @@ class Pruner:
                              (period.start, period.end)).fetchone()[0]
         if month == 0:
             return 0
-        if month > self.batch and month * 2 >= _table_rows(conn, h):
+        if month > self.batch and month * 2 >= _table_rows(conn, h) and not is_postgres(conn):
             # Deleting child rows cannot break a foreign key; with enforcement off (it can only change outside
             # a transaction) SQLite empties a whole table page by page instead of row by row.
             fk = conn.execute("PRAGMA foreign_keys").fetchone()[0]
@@ -211,7 +213,10 @@ def _delete_rebuilding_indexes(conn: sqlite3.Connection, h: HistoryTable, period
 def reclaim_space(conn: sqlite3.Connection, step: int = 2000) -> dict:
     """Give freed pages back to the file system: `PRAGMA incremental_vacuum` in steps (each step is its
     own small transaction) on an auto_vacuum=INCREMENTAL database, a full VACUUM otherwise; then a WAL
-    checkpoint so the file itself shrinks."""
+    checkpoint so the file itself shrinks. On PostgreSQL, a plain VACUUM of the tables the prune emptied
+    rows from: their space is reused by new rows (the server's autovacuum would get there too)."""
+    if is_postgres(conn):
+        return _vacuum_postgres(conn)
     mode = conn.execute("PRAGMA auto_vacuum").fetchone()[0]
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     before = conn.execute("PRAGMA page_count").fetchone()[0]
@@ -236,3 +241,13 @@ def reclaim_space(conn: sqlite3.Connection, step: int = 2000) -> dict:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     after = conn.execute("PRAGMA page_count").fetchone()[0]
     return {"method": method, "pages_freed": before - after, "bytes_freed": (before - after) * page_size}
+
+
+def _vacuum_postgres(conn: sqlite3.Connection) -> dict:
+    size = "SELECT pg_database_size(current_database())"
+    before = conn.execute(size).fetchone()[0]
+    ledger.crash_point("vacuum:step")
+    for table in ("events", *(h.table for h in history_tables(conn))):
+        conn.execute(f"VACUUM (ANALYZE) {table}")   # (outside a transaction: the connection is in autocommit)
+    after = conn.execute(size).fetchone()[0]
+    return {"method": "vacuum", "pages_freed": 0, "bytes_freed": max(before - after, 0)}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from tornstore.eventstore.db import table_names
 from tornstore.projections import runner
 
 from .ledger import crash_point
@@ -40,8 +41,7 @@ def prefix_for(conn: sqlite3.Connection, horizon: int, after: int = 0) -> int:
 
 def supported(conn: sqlite3.Connection) -> bool:
     """Whether the schema keeps snapshots (migration 0004): a database opened with older code does not."""
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'projection_snapshots'"
-                        ).fetchone() is not None
+    return "projection_snapshots" in table_names(conn)
 
 
 def take(conn: sqlite3.Connection, horizon: int, now: int, batch: int = 5000,

@@ -117,7 +117,7 @@ def ensure_player(conn: sqlite3.Connection, player_id: int, observed_at: int) ->
     real profile, basic or member event fills it whatever its time."""
     conn.execute(
         "INSERT INTO players (player_id, name, created_at, last_updated) VALUES (?, ?, ?, 0) "
-        "ON CONFLICT (player_id) DO UPDATE SET created_at = MIN(created_at, excluded.created_at)",
+        "ON CONFLICT (player_id) DO UPDATE SET created_at = MIN(players.created_at, excluded.created_at)",
         (player_id, placeholder_player_name(player_id), observed_at))
 
 

@@ -43,6 +43,7 @@ from typing import Any
 
 import msgspec
 
+from tornstore.eventstore.db import ids_written
 from tornstore.eventstore.records import Event, StreamKey
 
 from .base import Context, FoldHandler, ProjectionError, check_int64
@@ -515,6 +516,7 @@ class StatState:
             self.conn.executemany(
                 f"INSERT INTO {TABLE} (id, entity_type, entity_id, stat, recorded_at, value, event_position) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)", [(row_id, *row) for row_id, row in sorted(self.pending.items())])
+            ids_written(self.conn, TABLE, max(self.pending))
             self.pending.clear()
         if self.updated:
             self.conn.executemany(f"UPDATE {TABLE} SET value = ?, event_position = ? WHERE id = ?",

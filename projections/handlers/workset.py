@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from tornstore.eventstore.db import ids_written, sequence_value
+
 from .warstate import WarState
 
 _ids_json = msgspec.json.Encoder().encode
@@ -299,6 +301,7 @@ class Latest:
             self.conn.executemany(self._insert, [
                 (row_id, key, row.time, *[row.values[f] for f in fields], position)
                 for row_id, (key, row, position) in sorted(self.pending.items())])
+            ids_written(self.conn, self.table, max(self.pending))
             self.pending.clear()
         if self.updated:
             self.conn.executemany(self._update, [
@@ -310,9 +313,8 @@ class Latest:
 def last_row_id(conn: sqlite3.Connection, table: str) -> int:
     """The highest id a history table has used (its AUTOINCREMENT sequence, or a higher id written by hand):
     a fold numbers the rows it writes from there, as SQLite would."""
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
     top = conn.execute(f"SELECT MAX(id) FROM {table}").fetchone()[0]
-    return max(row[0] if row else 0, top or 0)
+    return max(sequence_value(conn, table), top or 0)
 
 
 def newest_observed(conn: sqlite3.Connection, entity_type: str, views: list[str], ids: Iterable[Any],
