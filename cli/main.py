@@ -63,6 +63,7 @@ COMMANDS = {
     "export": "tornstore.cli.export_commands",
     "compact": "tornstore.cli.compact_commands",
     "backup": "tornstore.cli.compact_commands",
+    "copy": "tornstore.cli.copy_command",
     "collect": "tornstore.cli.collect_commands",
     "simulate-api": "tornstore.cli.collect_commands",
     "demo": "tornstore.cli.demo_command",
