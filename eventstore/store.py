@@ -7,7 +7,9 @@ waits for another process's write lock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Generator, Iterable
+import time
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -18,7 +20,7 @@ from . import db
 from .ingest import IngestReport, Projector, ingest_batch, retry_waiting
 from .migrate import migrate
 from .owners import key_fingerprint
-from .records import Owner, Response
+from .records import Event, Owner, Response
 
 T = TypeVar("T")
 L = TypeVar("L", bound="EventLog")
@@ -133,3 +135,48 @@ class EventLog:
     async def ingest_many(self, responses: Iterable[Response]) -> IngestReport:
         """Ingest a batch of responses in one transaction and one round trip."""
         return await self.run(ingest_batch, list(responses), self.projector)
+
+    async def follow(self, after: int = 0, *, batch: int = 500, idle_timeout: float | None = None,
+                     poll_interval: float = 5.0) -> AsyncGenerator[Event, None]:
+        """Every event after position `after`, in position order: the backlog, then each new one as it is
+        committed, forever (`idle_timeout`: end once no event has come for that many seconds).
+
+            async with contextlib.aclosing(log.follow(last_seen)) as events:
+                async for event in events: ...
+
+        On PostgreSQL the feed of `eventstore.postgres.follow` (its own connections; a commit on any host
+        wakes it at once through LISTEN/NOTIFY, and it reads at least every `poll_interval` seconds). On
+        SQLite the read connection is polled every `poll_interval` seconds. `batch`: events read per query.
+        """
+        if batch < 1 or poll_interval <= 0:
+            raise ValueError("follow needs batch >= 1 and poll_interval > 0")
+        if db.is_url(self.path):
+            from .postgres.follow import follow
+            async with aclosing(follow(self.path, after, batch=batch, idle_timeout=idle_timeout,
+                                       poll_interval=poll_interval)) as feed:
+                async for event in feed:
+                    yield event
+            return
+        mark, idle_since = after, time.monotonic()
+        while True:
+            events = await self.read(_read_events_after, mark, batch)
+            for event in events:
+                mark = event.position
+                yield event
+            if events:
+                idle_since = time.monotonic()
+                if len(events) == batch:
+                    continue                    # more may be there: read on before sleeping
+            wait = poll_interval
+            if idle_timeout is not None:
+                left = idle_since + idle_timeout - time.monotonic()
+                if left <= 0:
+                    return
+                wait = min(wait, left)
+            await asyncio.sleep(wait)
+
+
+def _read_events_after(conn: Any, after: int, batch: int) -> list[Event]:
+    """Up to `batch` events after `after`, in position order (the projections' read, one chunk)."""
+    from ..projections.runner import read_events
+    return next(read_events(conn, after, batch=batch), [])
