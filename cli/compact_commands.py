@@ -32,7 +32,8 @@ def _open(path: str):
     pending = check(conn)
     if pending:
         db.close_sync(conn)
-        raise UserError(f"{path} needs {len(pending)} schema migration(s) first: tornstore --db {path} migrate")
+        raise UserError(f"{db.describe(path)} needs {len(pending)} schema migration(s) first: "
+                        f"tornstore --db {db.describe(path)} migrate")
     return conn
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 from pathlib import Path
 
 import click
@@ -18,7 +19,7 @@ class _Bar:
     def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
         self.table: str | None = None
-        self.bar = None
+        self.bar: Any = None
         self.done = 0
 
     def __call__(self, table: str, done: int, total: int) -> None:

@@ -338,8 +338,9 @@ def _report(db: str, stats: dict, chart: str) -> None:
     if no_chart:
         click.echo(f"\nwrote {where} (no chart: {no_chart})")
     else:
-        click.echo(f"\nwrote {where} and {chart}; try: tornstore --db {where} status | faction {stats['faction_ids'][0]} "
-                   f"| history faction {stats['faction_ids'][0]} --stat respect")
+        fid = stats["faction_ids"][0]
+        click.echo(f"\nwrote {where} and {chart}; try: tornstore --db {where} status | faction {fid} "
+                   f"| history faction {fid} --stat respect")
 
 
 def _day(ts: int) -> str:

@@ -41,7 +41,7 @@ def export_columns(conn, tables: list[str]) -> list[str]:
     columns (row ids left out), each time column followed by its `_utc` twin."""
     columns: list[str] = ["table"] if len(tables) > 1 else []
     for table in tables:
-        for (name,) in conn.execute("SELECT name FROM pragma_table_info(?) ORDER BY cid", (table,)):
+        for name in [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]:
             if name == "id" or name in columns:
                 continue
             columns.append(name)

@@ -669,7 +669,8 @@ class Shadow:
                          f"ORDER BY t.position, t.projection {_ERROR_UPSERT}", tuple(names))
         conn.executemany("INSERT INTO main.projection_checkpoints (projection, position) VALUES (?, ?) "
                          "ON CONFLICT (projection) DO UPDATE SET position = excluded.position "
-                         "WHERE main.projection_checkpoints.position IS NOT excluded.position", [(n, end) for n in names])
+                         "WHERE main.projection_checkpoints.position IS NOT excluded.position",
+                         [(n, end) for n in names])
 
 
 # ------------------------------------------------------------------------------------------ replay

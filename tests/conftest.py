@@ -1,10 +1,16 @@
-"""Shared fixtures: real SQLite files on disk, the Torn API fixtures as capture lines."""
+"""Shared fixtures: real SQLite files on disk (and the same tests again on a real PostgreSQL database), the
+Torn API fixtures as capture lines."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import secrets
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from syrupy.extensions.amber import AmberSnapshotExtension
 
 from tornstore.eventstore.db import close_sync, connect_sync
 from tornstore.eventstore.migrate import migrate
@@ -52,9 +58,76 @@ def fixture_capture_lines(observed_at: int = OBSERVED_AT) -> list[str]:
             for name, url in sorted(FIXTURE_URLS.items())]
 
 
+# ------------------------------------------------------------------------------------------ backends
+# Every test that takes `db_path` (or `conn`) runs twice: on a SQLite file, and on a new database of the
+# PostgreSQL server at TORNSTORE_TEST_POSTGRES (default: the local one). Where no server answers the
+# PostgreSQL runs skip and say why, unless TORNSTORE_REQUIRE_POSTGRES=1 (CI sets it when the port answers):
+# then they fail. A test of something only a file has (its WAL, VACUUM INTO, a path) is marked
+# `@pytest.mark.sqlite_only("why")`.
+PG_BASE = os.environ.get("TORNSTORE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_REQUIRED = os.environ.get("TORNSTORE_REQUIRE_POSTGRES") == "1"
+
+
+def pg_admin():
+    """A connection to the server's maintenance database, or skip (fail when PostgreSQL is required)."""
+    try:
+        import psycopg
+    except ImportError:
+        if PG_REQUIRED:
+            pytest.fail("TORNSTORE_REQUIRE_POSTGRES=1 but psycopg is not installed")
+        pytest.skip("psycopg 3 is not installed (pip install 'tornstore[postgresql]')")
+    try:
+        return psycopg.connect(PG_BASE, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if PG_REQUIRED:
+            pytest.fail(f"TORNSTORE_REQUIRE_POSTGRES=1 but PostgreSQL is not reachable at {PG_BASE}: "
+                        f"{str(exc).strip()}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_BASE}: {str(exc).strip()}")
+
+
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "torn.db"
+def postgres_url():
+    """The URL of a new, empty database on the server; dropped after the test."""
+    admin = pg_admin()
+    name = f"tornstore_test_{os.getpid()}_{secrets.token_hex(4)}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(PG_BASE)._replace(path=f"/{name}"))
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_path(request, tmp_path: Path):
+    """Where the test's store lives: a SQLite file, or (second run) a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return tmp_path / "torn.db"
+    only = request.node.get_closest_marker("sqlite_only")
+    if only is not None:
+        pytest.skip(f"SQLite only: {only.args[0] if only.args else 'a property of the file'}")
+    return request.getfixturevalue("postgres_url")
+
+
+_BACKEND_ID = re.compile(r"(?<=\[)(sqlite|postgresql)-|-(sqlite|postgresql)(?=[\]-])|\[(sqlite|postgresql)\]")
+
+
+class BothBackendsOneSnapshot(AmberSnapshotExtension):
+    """A test that runs on both backends compares both runs with one snapshot, named as before the
+    backends existed: what people read must not depend on where the store lives."""
+
+    @classmethod
+    def get_snapshot_name(cls, *, test_location, index=0) -> str:
+        return _BACKEND_ID.sub("", super().get_snapshot_name(test_location=test_location, index=index))
+
+
+@pytest.fixture
+def snapshot(snapshot):
+    return snapshot.use_extension(BothBackendsOneSnapshot)
+
+
+def is_postgres_target(target) -> bool:
+    return isinstance(target, str) and target.startswith("postgresql://")
 
 
 @pytest.fixture
@@ -73,6 +146,11 @@ def capture_file(tmp_path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ --runslow
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only(why): the test is about the SQLite file itself; "
+                                       "its PostgreSQL run is skipped with that reason")
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
                      help="also run the heavier variants marked @pytest.mark.slow")

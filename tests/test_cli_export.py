@@ -6,10 +6,11 @@ import csv
 import datetime as dt
 import io
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
+
+from tornstore.eventstore.db import connect_sync
 from click.testing import CliRunner
 
 from tornstore.cli.main import cli
@@ -31,7 +32,7 @@ def iso(ts: int) -> str:
 
 def db_rows(db: Path, table: str) -> list[dict[str, str]]:
     """The table as CSV cells: every column but id, as text ('' for NULL)."""
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
         cursor = conn.execute(f"SELECT * FROM {table}")
         names = [d[0] for d in cursor.description]

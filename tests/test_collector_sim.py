@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tornstore.eventstore.db import connect_sync
 from tornstore.eventstore.collector import Collector, parse_config
 from tornstore.eventstore.records import Owner
 from tornstore.eventstore.secrets import fingerprint
@@ -97,7 +98,7 @@ async def collect_once(sim, db_path, cfg, clock=None, **kw):
 
 
 def query(db_path, sql, *args):
-    conn = sqlite3.connect(db_path)
+    conn = connect_sync(db_path)
     try:
         return conn.execute(sql, args).fetchall()
     finally:
@@ -569,6 +570,7 @@ async def test_a_key_taken_out_of_use_does_not_use_up_the_requests_tries(sim, db
 
 
 # ------------------------------------------------------------------------------------------ secrets
+@pytest.mark.sqlite_only("reads the file and its WAL byte by byte (test_postgres_log looks in every table)")
 async def test_keys_never_reach_the_database_wal_or_logs(sim, db_path, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     cfg = config_for(sim, timeout=1, max_body="64KB",

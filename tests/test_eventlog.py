@@ -1,6 +1,8 @@
 """The event log: routing of every fixture, change detection, idempotence, round trip, bad input."""
 from __future__ import annotations
 
+import pytest
+
 import copy
 import io
 import json
@@ -220,6 +222,7 @@ def test_bars_alone_is_one_stream_part(conn):
     assert (first.appended, again.appended) == (1, 0)
 
 
+@pytest.mark.sqlite_only("reads payloads with SQLite's json_extract")
 def test_a_change_seen_before_a_later_confirmation_does_not_become_current(conn):
     """Alpha at t0, Alpha again at t2 (unchanged), then Beta observed at t1 arrives (a second writer):
     Beta is kept at t1, and Alpha is appended again at t2, so the log still ends on what was seen last."""

@@ -314,6 +314,7 @@ def test_the_ingest_command_loads_only_its_own_command_module():
     assert out.strip() == "['tornstore.cli.log_commands']"
 
 
+@pytest.mark.sqlite_only("compares with SQLite's own AUTOINCREMENT (sqlite_sequence)")
 def test_positions_and_stream_ids_are_the_ones_sqlite_would_give(conn):
     """Events and streams are inserted in one executemany each, their ids given beforehand: the same
     ids an INSERT would get, also after the newest events were deleted (AUTOINCREMENT never reuses one)."""

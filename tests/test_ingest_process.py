@@ -11,6 +11,8 @@ import sqlite3
 import msgspec
 import pytest
 
+from tornstore.eventstore.db import connect_sync
+
 from tornstore.eventstore.collector import Collector, parse_config
 from tornstore.eventstore.collector.client import TornClient
 from tornstore.eventstore.ingest import ingest_batch
@@ -24,7 +26,7 @@ URL = "https://api.torn.com/faction/9?selections=basic"
 
 
 def rows(path, sql):
-    conn = sqlite3.connect(path)
+    conn = connect_sync(path)
     try:
         return conn.execute(sql).fetchall()
     finally:

@@ -46,7 +46,7 @@ def test_the_wheel_holds_only_the_tornstore_package(wheel):
     for inside in ["tornstore/__init__.py", "tornstore/__main__.py", "tornstore/py.typed",
                    "tornstore/migrations/0001_initial.sql", "tornstore/eventstore/collector/client.py",
                    "tornstore/projections/compactor/folds.py", "tornstore/cli/main.py",
-                   "tornstore/migrations/0007_stat_history.sql", "tornstore/eventstore/postgres/0001_event_log.sql"]:
+                   "tornstore/migrations/0007_stat_history.sql", "tornstore/eventstore/postgres/0001_initial.sql", "tornstore/eventstore/postgres/0007_stat_history.sql"]:
         assert inside in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "tornstore = tornstore.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

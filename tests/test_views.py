@@ -268,6 +268,7 @@ def test_only_war_rows_name_territories_missing_from_territories_inline_and_afte
             conn.close()
 
 
+@pytest.mark.sqlite_only("a sqlite3 shell keeps foreign keys off; PostgreSQL always enforces them")
 def test_rows_whose_ids_name_nothing_still_show(conn, db_path):
     """Rows added by hand in a shell (sqlite3 keeps foreign keys off unless asked) with ids nobody knows:
     every view still lists them, names NULL, times readable."""

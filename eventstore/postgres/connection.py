@@ -56,8 +56,9 @@ def is_url(target: object) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """The URL without its password (in the user part or as a `password=` parameter), for messages."""
+    url = re.sub(r"(://[^:/@]*):[^/]*@", r"\1:***@", url)   # (up to the last @ before the path)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 class NumericLoader(Loader):
@@ -89,7 +90,7 @@ def _error(exc: psycopg.Error, sql: str = "") -> sqlite3.Error:
     else:
         cls = sqlite3.OperationalError
     error = cls(message)
-    error.sqlite_errorname = type(exc).__name__  # type: ignore[attr-defined]
+    error.sqlite_errorname = type(exc).__name__
     return error
 
 
@@ -245,7 +246,7 @@ _PRAGMA = re.compile(r"^\s*PRAGMA\s+(?:(main|temp)\.)?(\w+)\s*(?:\(\s*\"?([^)\"]
                      re.IGNORECASE)
 _TABLE_INFO = """
 SELECT a.attnum - 1, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull::int,
-       pg_get_expr(d.adbin, d.adrelid), COALESCE(array_position(i.indkey::int2[], a.attnum), 0)
+       pg_get_expr(d.adbin, d.adrelid), COALESCE(array_position(i.indkey::int2[], a.attnum) + 1, 0)
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -298,7 +299,8 @@ class PgCursor:
 
     @property
     def lastrowid(self) -> int | None:
-        return self._conn.raw.execute("SELECT lastval()").fetchone()[0]
+        row = self._conn.raw.execute("SELECT lastval()").fetchone()
+        return row[0] if row else None
 
     def fetchone(self) -> tuple | None:
         return self._conn.call(self._cursor.fetchone) if self._cursor.description else None
@@ -351,9 +353,9 @@ class PgConnection:
         cursor = self.raw.cursor()
         try:
             if has_params:
-                cursor.execute(statement.sql, statement.params(params))  # type: ignore[arg-type]
+                cursor.execute(statement.sql, statement.params(params))
             else:
-                cursor.execute(statement.sql.replace("%%", "%"))  # type: ignore[arg-type]
+                cursor.execute(statement.sql.replace("%%", "%"))
         except psycopg.Error as exc:
             raise _error(exc, sql) from exc
         return PgCursor(self, cursor)
@@ -365,7 +367,7 @@ class PgConnection:
             return _Rows(rowcount=0)
         cursor = self.raw.cursor()
         try:
-            cursor.executemany(statement.sql, rows)  # type: ignore[arg-type]
+            cursor.executemany(statement.sql, rows)
         except psycopg.Error as exc:
             raise _error(exc, sql) from exc
         return _Rows(rowcount=cursor.rowcount)

@@ -256,30 +256,30 @@ def _territory_compute(conn: sqlite3.Connection, period: Period, prior_from_summ
             SELECT territory_id AS k, faction_id AS owner, recorded_at AS t,
                    ROW_NUMBER() OVER w AS rn,
                    LAG(faction_id) OVER w AS before,
-                   LEAD(1, 1, 0) OVER w = 0 AS is_last
+                   CASE WHEN LEAD(1, 1, 0) OVER w = 0 THEN 1 ELSE 0 END AS is_last
             FROM territory_ownership_history
             WHERE recorded_at BETWEEN :ps AND :pe
             WINDOW w AS (PARTITION BY territory_id ORDER BY recorded_at, id)
         ),
         marked AS (
-            SELECT seq.*, (p.k IS NOT NULL) AS known, p.owner AS prior,
-                   CASE WHEN seq.rn = 1 THEN (p.k IS NOT NULL AND seq.owner IS NOT p.owner)
-                        ELSE (seq.owner IS NOT seq.before) END AS changed
+            SELECT seq.*, CASE WHEN p.k IS NOT NULL THEN 1 ELSE 0 END AS known, p.owner AS prior,
+                   CASE WHEN seq.rn = 1 THEN CASE WHEN p.k IS NOT NULL AND seq.owner IS NOT p.owner THEN 1 ELSE 0 END
+                        WHEN seq.owner IS NOT seq.before THEN 1 ELSE 0 END AS changed
             FROM seq LEFT JOIN {p} AS p ON p.k = seq.k
         ),
         agg AS (
             SELECT k, COUNT(*) AS n, SUM(changed) AS changes, MAX(known) AS known, MIN(prior) AS prior,
                    MIN(CASE WHEN rn = 1 THEN owner END) AS first_owner,
-                   MIN(CASE WHEN is_last THEN owner END) AS last_owner,
-                   MAX(CASE WHEN changed THEN t END) AS last_change, MIN(t) AS first_t
+                   MIN(CASE WHEN is_last = 1 THEN owner END) AS last_owner,
+                   MAX(CASE WHEN changed = 1 THEN t END) AS last_change, MIN(t) AS first_t
             FROM marked GROUP BY k
         )
         SELECT k,
-               CASE WHEN known THEN prior ELSE first_owner END,
+               CASE WHEN known = 1 THEN prior ELSE first_owner END,
                last_owner,
                changes,
                CASE WHEN last_owner IS NULL THEN NULL
-                    ELSE (:pe + 1 - MAX(:ps, COALESCE(last_change, CASE WHEN known THEN :ps ELSE first_t END)))
+                    ELSE (:pe + 1 - MAX(:ps, COALESCE(last_change, CASE WHEN known = 1 THEN :ps ELSE first_t END)))
                          / {DAY} END,
                n
         FROM agg
