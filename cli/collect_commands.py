@@ -66,13 +66,14 @@ def _logging_to_stderr(verbose: int, quiet: bool):
 async def _open_store(path: str):
     """The store, or one clear line saying why it cannot be opened (then nothing has been polled)."""
     from tornstore.eventstore.spool import STORE_FAILURES
+    from tornstore.eventstore.db import describe
     from tornstore.projections.store import Store
 
     try:
         return await Store.open(path, create=True)
     except STORE_FAILURES as exc:
-        raise UserError(f"cannot open the database {path} ({type(exc).__name__}: {exc}); nothing was polled") \
-            from None
+        raise UserError(f"cannot open the database {describe(path)} ({type(exc).__name__}: {exc}); "
+                        "nothing was polled") from None
 
 
 async def _collect(path: str, config, once: bool, compact: bool):

@@ -110,7 +110,10 @@ def ingest(ctx: click.Context, files: tuple[str, ...], batch: int, create: bool,
     """
     from tornstore.projections.store import ingest_files  # the projections run inline with ingest
 
-    path = existing_db(ctx) if not create else db_path(ctx)
+    path = db_path(ctx)
+    if not create and not db.exists(path):
+        raise UserError(f"no database at {db.describe(path)}: create it with `tornstore --db {db.describe(path)} "
+                        "init`, or ingest with --init")
     for name in files:
         if name != "-" and not Path(name).exists():
             raise UserError(f"no such capture file: {name}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,8 +41,15 @@ _encode = msgspec.json.Encoder().encode
 
 
 def spool_path_for(db_path: str | Path) -> Path:
-    """The spool of a database: beside it, `<name>.spool.ndjson`."""
-    return Path(str(db_path) + ".spool.ndjson")
+    """The spool of a database: beside it, `<name>.spool.ndjson`; for a PostgreSQL database, which has no
+    folder here, `tornstore-<host>-<database>.spool.ndjson` in the current folder (no user, no password)."""
+    text = str(db_path)
+    if text.startswith(("postgresql://", "postgres://")):
+        from urllib.parse import urlsplit
+        parts = urlsplit(text)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{parts.hostname or 'local'}-{parts.path.strip('/') or 'db'}")
+        return Path(f"tornstore-{name}.spool.ndjson")
+    return Path(text + ".spool.ndjson")
 
 
 def _line(response: Response) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 
 from tornstore.eventstore.canonical import RULES, canonical_hash
-from tornstore.eventstore.db import close_sync, connect_sync, is_postgres, table_names
+from tornstore.eventstore.db import close_sync, connect_sync, describe, is_postgres, table_names
 
 from . import runner
 
@@ -58,8 +58,11 @@ def wal_warning(wal_bytes: int, limit: int = WAL_WARN_BYTES) -> str | None:
 def status(conn: sqlite3.Connection, path: str, wal_limit: int = WAL_WARN_BYTES) -> dict:
     """Everything an operator asks first, as one plain dict (the CLI prints it, --json dumps it)."""
     counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in COUNTED_TABLES}
-    size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
-    wal_bytes = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
+    if is_postgres(conn):   # (the database's size on the server; it has no file of its own here)
+        size, wal_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0], 0
+    else:
+        size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+        wal_bytes = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
     warning = wal_warning(wal_bytes, wal_limit)
     first, last = conn.execute("SELECT MIN(observed_at), MAX(observed_at) FROM events").fetchone()
     ledger = conn.execute(
@@ -72,7 +75,7 @@ def status(conn: sqlite3.Connection, path: str, wal_limit: int = WAL_WARN_BYTES)
                                     "FROM api_keys ORDER BY fingerprint")]
     views = dict(conn.execute("SELECT view, COUNT(*) FROM streams GROUP BY view ORDER BY view"))
     return {
-        "database": path,
+        "database": describe(path),
         "file_bytes": size,
         "wal_bytes": wal_bytes,
         "warnings": [warning] if warning else [],

@@ -247,7 +247,7 @@ def _vacuum_postgres(conn: sqlite3.Connection) -> dict:
     size = "SELECT pg_database_size(current_database())"
     before = conn.execute(size).fetchone()[0]
     ledger.crash_point("vacuum:step")
-    for table in ("events", *(h.table for h in history_tables(conn))):
+    for table in ("events", "streams", *(h.table for h in history_tables(conn))):
         conn.execute(f"VACUUM (ANALYZE) {table}")   # (outside a transaction: the connection is in autocommit)
     after = conn.execute(size).fetchone()[0]
     return {"method": "vacuum", "pages_freed": 0, "bytes_freed": max(before - after, 0)}
