@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from tornstore.eventstore.db import connect_sync
 from tornstore.eventstore.simulator import World
 from tornstore.eventstore.simulator.workload import PollPlan, poll_rounds
 
@@ -59,7 +59,7 @@ def kill_after(proc: subprocess.Popen, seconds: float) -> tuple[str, str]:
 
 def invariants(db: Path) -> dict:
     """Check what must hold after any kill; return facts for further checks."""
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
@@ -80,7 +80,7 @@ def invariants(db: Path) -> dict:
 
 
 def log_rows(db: Path) -> list[tuple]:
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
         return conn.execute(
             "SELECT s.entity_type, s.entity_id, s.view, e.version, e.observed_at, e.hash, e.payload "
@@ -91,7 +91,7 @@ def log_rows(db: Path) -> list[tuple]:
 
 def projected_rows(db: Path) -> dict[str, list[tuple]]:
     from tornstore.projections.health import COMPARED_TABLES, table_rows
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
         return {table: table_rows(conn, table) for table in COMPARED_TABLES}
     finally:

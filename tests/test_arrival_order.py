@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -42,7 +41,7 @@ NOT_COMPARED = {"players": {"status_description", "life_current", "last_action_s
 
 def projected_states(db: Path) -> dict:
     """Current-state rows, and per entity its history states in time order."""
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
         out: dict = {}
         for table, key in STATE.items():
@@ -129,8 +128,10 @@ def test_shuffled_arrival_gives_the_tables_of_time_order(day, how):
     assert report["ok"], report["replay"]
 
 
-def test_four_overlapping_writers_give_the_tables_of_one_writer(day):
-    """Four processes at once, each ingesting its share of the polls and a quarter of its neighbour's."""
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_four_overlapping_writers_give_the_tables_of_one_writer(day, backend, request):
+    """Four processes at once, each ingesting its share of the polls and a quarter of its neighbour's: on a
+    SQLite file, and on one PostgreSQL database (writers serialise on its write lock as on the file's)."""
     root, lines = day["root"], day["lines"]
     shares: list[list[dict]] = [[] for _ in range(4)]
     rng = random.Random(4)
@@ -139,7 +140,7 @@ def test_four_overlapping_writers_give_the_tables_of_one_writer(day):
         shares[owner].append(line)
         if rng.random() < 0.25:
             shares[(owner + 1) % 4].append(line)
-    db = root / "four.db"
+    db = root / "four.db" if backend == "sqlite" else request.getfixturevalue("postgres_url")
     assert cli(db, "init").returncode == 0
     procs = []
     for n, share in enumerate(shares):
@@ -151,3 +152,9 @@ def test_four_overlapping_writers_give_the_tables_of_one_writer(day):
         assert proc.returncode == 0, err
     invariants(db)
     assert_same_states(projected_states(db), day["want"])
+    conn = connect_sync(db)
+    try:
+        report = verify(conn)
+    finally:
+        close_sync(conn)
+    assert report["ok"], report
