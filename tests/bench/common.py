@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from tornstore.eventstore.records import Response
 from tornstore.eventstore.simulator.workload import PollPlan, answer, round_urls
@@ -46,7 +46,7 @@ class Sizes:
     query_calls: int
 
     @classmethod
-    def for_run(cls, quick: bool) -> "Sizes":
+    def for_run(cls, quick: bool) -> Sizes:
         if quick:
             return cls(quick=True, ingest_factions=3, ingest_hours=4, ingest_batch=50, naive_responses=500,
                        replay_events=50_000, replay_budget_s=60, compact_rows=50_000,
@@ -64,7 +64,7 @@ class Stopwatch:
         self.seconds = 0.0
         self._t0 = 0.0
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self._t0 = time.perf_counter()
         return self
 
@@ -254,3 +254,80 @@ def ingest_workload_into(path: Path, workload: Workload, batch: int = 50,
     finally:
         close_sync(conn)
     return total.as_dict()
+
+
+# ------------------------------------------------------------------------------------------------ backends
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class Databases:
+    """Where a section's databases live: SQLite files in the scratch directory (the default), or fresh
+    PostgreSQL databases (`--backend postgresql`): CREATE DATABASE tornstore_bench_<pid>_<hex> through the
+    maintenance database, each dropped WITH (FORCE) by `drop_all` (called in a `finally`)."""
+
+    def __init__(self, backend: str, workdir: Path, maintenance_url: str = DEFAULT_POSTGRES_URL):
+        self.backend = backend
+        self.workdir = workdir
+        self.maintenance_url = maintenance_url
+        self.created: list[str] = []
+
+    @property
+    def postgres(self) -> bool:
+        return self.backend == "postgresql"
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+        with psycopg.connect(self.maintenance_url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql)
+
+    def _url_of(self, name: str) -> str:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+        params = conninfo_to_dict(self.maintenance_url)
+        params["dbname"] = name
+        user = params.get("user") or "postgres"
+        host = params.get("host") or "127.0.0.1"
+        port = params.get("port") or "5432"
+        password = f":{params['password']}" if params.get("password") else ""
+        if set(params) - {"dbname", "user", "host", "port", "password"}:
+            return make_conninfo(**params)  # unusual options: fall back to a conninfo string
+        return f"postgresql://{user}{password}@{host}:{port}/{name}"
+
+    def new(self, name: str, template: str | Path | None = None) -> str | Path:
+        """A new empty database (or a copy of `template`, a database this object made): a path or a URL."""
+        if not self.postgres:
+            path = self.workdir / f"{name}.db"
+            if template is not None:
+                copy_database(Path(template), path)
+            return path
+        import secrets
+        db = f"tornstore_bench_{os.getpid()}_{secrets.token_hex(4)}"
+        source = f" TEMPLATE {str(template).rsplit('/', 1)[-1]}" if template is not None else ""
+        self._admin(f"CREATE DATABASE {db}{source}")
+        self.created.append(db)
+        return self._url_of(db)
+
+    def drop(self, target: str | Path) -> None:
+        if not self.postgres:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{target}{suffix}").unlink(missing_ok=True)
+            return
+        db = str(target).rsplit("/", 1)[-1]
+        self._admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        if db in self.created:
+            self.created.remove(db)
+
+    def drop_all(self) -> None:
+        for db in list(self.created):
+            try:
+                self.drop(db)
+            except Exception as exc:  # report, keep dropping the others
+                import sys
+                print(f"[bench] could not drop database {db}: {exc}", file=sys.stderr)
+
+
+def databases(ctx: dict) -> Databases:
+    """The section's Databases (SQLite files in ctx['workdir'] unless the run set one up)."""
+    dbs = ctx.get("databases")
+    if dbs is None:
+        dbs = ctx["databases"] = Databases("sqlite", ctx["workdir"])
+    return dbs

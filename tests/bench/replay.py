@@ -31,20 +31,24 @@ from pathlib import Path
 
 from tornstore.eventstore.db import close_sync, connect_sync
 
-from .common import Sizes, copy_database, ingest_workload_into, missing, mixed_workload, peak_rss_mb, rnd
+from .common import Sizes, databases, ingest_workload_into, missing, mixed_workload, peak_rss_mb, rnd
 
 SCAN_SQL = ("SELECT e.position, s.entity_type, s.entity_id, s.view, e.version, e.observed_at, e.payload, "
             "e.source_url FROM events e JOIN streams s USING (stream_id) ORDER BY e.position")
 
 
-def grow(path: Path, target: int) -> dict:
+def grow(path: Path | str, target: int) -> dict:
     """Replicate the steady-state events until the log holds at least `target` events."""
     conn = connect_sync(path)
+    pg = getattr(conn, "dialect", "sqlite") == "postgresql"
+    # PostgreSQL has no rowid: the seed keeps the event's position to copy in the same order.
+    seed_cols = "position AS seed_pos, " if pg else ""
+    seed_order = "seed_pos" if pg else "rowid"
     try:
         total, top_version, t_min, t_max = conn.execute(
             "SELECT COUNT(*), MAX(version), MIN(observed_at), MAX(observed_at) FROM events").fetchone()
-        conn.execute("CREATE TEMP TABLE seed AS SELECT stream_id, version, observed_at, hash, rules, source_url, "
-                     "payload FROM events WHERE version > 1 ORDER BY position")
+        conn.execute(f"CREATE TEMP TABLE seed AS SELECT {seed_cols}stream_id, version, observed_at, hash, rules, "
+                     "source_url, payload FROM events WHERE version > 1 ORDER BY position")
         steady = conn.execute("SELECT COUNT(*) FROM temp.seed").fetchone()[0]
         if steady == 0:
             raise RuntimeError("the seed log has no steady-state events to replicate")
@@ -55,7 +59,7 @@ def grow(path: Path, target: int) -> dict:
             conn.execute(
                 "INSERT INTO events (stream_id, version, observed_at, hash, rules, source_url, payload) "
                 "SELECT stream_id, version + ?, observed_at + ?, hash, rules, source_url, payload "
-                "FROM temp.seed ORDER BY rowid", (k * top_version, k * span))
+                f"FROM temp.seed ORDER BY {seed_order}", (k * top_version, k * span))
         conn.execute(
             "UPDATE streams SET (version, head_observed_at, last_changed, last_checked, hash) = "
             "(SELECT e.version, e.observed_at, e.observed_at, MAX(streams.last_checked, e.observed_at), e.hash "
@@ -124,7 +128,7 @@ def _child(path: str, budget: float) -> None:
                       "first_tenth_per_s": rate(0.0, 0.1), "last_tenth_per_s": rate(0.9, 1.0)}))
 
 
-def _limit(path: Path, bare_path: Path, tables: list[str]) -> dict:
+def _limit(path: Path | str, bare_path: Path | str, tables: list[str]) -> dict:
     """Scan the events; then insert the rows the replay left in `tables` into bare copies."""
     conn = connect_sync(path)
     try:
@@ -138,15 +142,21 @@ def _limit(path: Path, bare_path: Path, tables: list[str]) -> dict:
             scanned += len(rows)
         scan_s = time.perf_counter() - t0
         data = {}
+        types: dict[str, list[str]] = {}
         for table in tables:
-            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            info = list(conn.execute(f"PRAGMA table_info({table})"))
+            cols = [r[1] for r in info]
+            types[table] = [r[2] for r in info]
             data[table] = (cols, conn.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall())
     finally:
         conn.close()
     bare = connect_sync(bare_path)
+    pg = getattr(bare, "dialect", "sqlite") == "postgresql"
     try:
         for table, (cols, _) in data.items():
-            bare.execute(f"CREATE TABLE {table} ({', '.join(cols)})")
+            # PostgreSQL needs column types: the store's own (no constraint, no index, as on SQLite).
+            spec = [f"{c} {t}" for c, t in zip(cols, types[table], strict=True)] if pg else cols
+            bare.execute(f"CREATE TABLE {table} ({', '.join(spec)})")
         t0 = time.perf_counter()
         bare.execute("BEGIN")
         for table, (cols, rows) in data.items():
@@ -165,16 +175,15 @@ def run(sizes: Sizes, ctx: dict) -> dict:
         return {"skipped": reason}
     from tornstore.projections.runner import handlers
 
-    workdir: Path = ctx["workdir"]
+    dbs = databases(ctx)
     seed = ctx.get("fixtures", {}).get("mix")
     seed_note = "the ingest section's database"
     t0 = time.perf_counter()
     if seed is None:
-        seed = workdir / "replay-seed.db"
+        seed = dbs.new("replay-seed")
         ingest_workload_into(seed, mixed_workload(sizes.ingest_factions, sizes.ingest_hours), sizes.ingest_batch)
         seed_note = "the ingest mix ingested here"
-    path = workdir / "replay.db"
-    copy_database(seed, path)
+    path = dbs.new("replay", template=seed)
     grown = grow(path, sizes.replay_events)
     build_s = time.perf_counter() - t0
 
@@ -187,7 +196,10 @@ def run(sizes: Sizes, ctx: dict) -> dict:
 
     tables = list(dict.fromkeys(["projection_checkpoints"] + [t for h in handlers()
                                                               for t in (*h.history_tables, *h.state_tables)]))
-    limit = _limit(path, workdir / "replay-limit.db", tables)
+    limit_target = dbs.new("replay-limit")
+    limit = _limit(path, limit_target, tables)
+    if dbs.postgres:
+        dbs.drop(limit_target)
     errors = _projection_errors(path)
     events = child["events"]
     per_s = events / child["seconds"]
@@ -225,10 +237,14 @@ def run(sizes: Sizes, ctx: dict) -> dict:
                      f"{grown['steady_events']} steady-state events; limit = scan of the same events + "
                      f"executemany of the {sum(limit['rows_written'].values())} rows the replay left" + partial),
         "build_seconds": rnd(build_s, 1),
+        "backend": dbs.backend,
+        **({"note": "PostgreSQL: the log copied from the seed with CREATE DATABASE ... TEMPLATE; the memory "
+                    "figures are the replaying client's only (the server's memory is not counted)"}
+           if dbs.postgres else {}),
     }
 
 
-def _projection_errors(path: Path) -> int:
+def _projection_errors(path: Path | str) -> int:
     conn = connect_sync(path)
     try:
         return conn.execute("SELECT COUNT(*) FROM projection_errors").fetchone()[0]
