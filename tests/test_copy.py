@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -25,7 +23,6 @@ from tornstore.projections.store import ingest_files
 from .conftest import OBSERVED_AT, fixture_capture_lines
 
 REQUIRED = os.environ.get("TORNSTORE_REQUIRE_POSTGRES") == "1"
-PG_BASE = os.environ.get("TORNSTORE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 RECENT = 1784073600   # 2026-07-15, after the compaction's horizon
 CHANGED = {"respect", "level", "age", "best_chain", "score", "current", "max"}
 
@@ -40,23 +37,10 @@ def _pg():
 
 
 @pytest.fixture
-def pg_url():
-    """A new, empty database on the server; dropped after the test."""
-    psycopg = _pg()
-    try:
-        admin = psycopg.connect(PG_BASE, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if REQUIRED:
-            pytest.fail(f"TORNSTORE_REQUIRE_POSTGRES=1 but PostgreSQL is not reachable at {PG_BASE}: "
-                        f"{str(exc).strip()}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_BASE}: {str(exc).strip()}")
-    name = f"tornstore_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(PG_BASE)._replace(path=f"/{name}"))   # the CLI takes a URL
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+def pg_url(postgres_url):
+    """The test's own new database on the server (conftest.postgres_url), dropped after the test."""
+    return postgres_url
+
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -15,7 +15,6 @@ import copy
 import json
 import os
 import random
-import secrets
 import subprocess
 import sys
 import threading
@@ -43,29 +42,16 @@ from tornstore.projections.runner import read_events  # noqa: E402
 
 from .conftest import FIXTURE_URLS, OBSERVED_AT, fixture_body  # noqa: E402
 
-PG_BASE = os.environ.get("TORNSTORE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 T = OBSERVED_AT
 NOW = T + 10_000           # the ingesting machine's clock in these tests
 PLANTED = "PLANTEDKEY123456"  # a key that must never reach the database
 
 
 @pytest.fixture
-def pg_url():
-    """The URL of a new, empty database on the server; dropped after the test."""
-    try:
-        admin = psycopg.connect(PG_BASE, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if REQUIRED:
-            pytest.fail(f"TORNSTORE_REQUIRE_POSTGRES=1 but PostgreSQL is not reachable at {PG_BASE}: "
-                        f"{str(exc).strip()}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_BASE}: {str(exc).strip()}")
-    name = f"tornstore_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(PG_BASE)._replace(path=f"/{name}"))
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+def pg_url(postgres_url):
+    """The test's own new database on the server (conftest.postgres_url), dropped after the test."""
+    return postgres_url
+
 
 
 @pytest.fixture

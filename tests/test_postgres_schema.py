@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import sqlite3
 from decimal import Decimal
 
@@ -25,32 +24,18 @@ if REQUIRED:
 else:
     psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed (pip install 'tornstore[postgresql]')")
 
-from psycopg.conninfo import make_conninfo  # noqa: E402
 
 from tornstore.eventstore.db import connect_sync  # noqa: E402
 from tornstore.eventstore.migrate import available_migrations, migrate  # noqa: E402
 
-PG_BASE = os.environ.get("TORNSTORE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_PACKAGE = "tornstore.eventstore.postgres"
 
 
 @pytest.fixture
-def pg_url():
-    """A new, empty database on the server; dropped after the test."""
-    try:
-        admin = psycopg.connect(PG_BASE, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if REQUIRED:
-            pytest.fail(f"TORNSTORE_REQUIRE_POSTGRES=1 but PostgreSQL is not reachable at {PG_BASE}: "
-                        f"{str(exc).strip()}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_BASE}: {str(exc).strip()}")
-    name = f"tornstore_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_conninfo(PG_BASE, dbname=name)
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+def pg_url(postgres_url):
+    """The test's own new database on the server (conftest.postgres_url), dropped after the test."""
+    return postgres_url
+
 
 
 @pytest.fixture

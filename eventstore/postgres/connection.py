@@ -136,12 +136,12 @@ def translate(sql: str) -> Statement:
     json_params: list[int] = []
     out: list[str] = []
     placeholder = itertools.count()
+    sql = _INDEXED_BY.sub("", sql)   # (before the split: the index's name may be a quoted token)
     named = bool(_NAMED.search(_strip_literals(sql)))
     for token in _TOKEN.findall(sql):
         if token[0] in "'\"" or token.startswith("--"):
             out.append(token.replace("%", "%%") if token[0] == "'" else token)
             continue
-        token = _INDEXED_BY.sub("", token)
         token = _SCHEMA.sub(lambda m: (SCHEMA if m[1].lower() == "main" else "pg_temp") + ".", token)
         token = _IS_NOT.sub("IS DISTINCT FROM ", token)
         token = _IS.sub("IS NOT DISTINCT FROM ", token)
@@ -186,23 +186,32 @@ _KEYWORDS = {"where", "group", "order", "limit", "union", "except", "intersect",
              "on", "having", "window", ")", ",", ";", ""}
 
 
+def _closing(sql: str, start: int) -> tuple[int, int]:
+    """For an opening parenthesis just before `start`: the index after its closing one, and the commas at
+    its own level (quoted text skipped)."""
+    depth, commas, i, quote = 1, 0, start, ""
+    while i < len(sql) and depth:
+        ch = sql[i]
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 1:
+            commas += 1
+        i += 1
+    return i, commas
+
+
 def _alias_subqueries(sql: str) -> str:
     """`FROM (SELECT ...) WHERE` -> `FROM (SELECT ...) AS _q1 WHERE`: SQLite lets a subquery in FROM go
     without a name, PostgreSQL before 16 does not."""
     inserts: list[int] = []
     for match in _SUBQUERY.finditer(sql):
-        depth, i, quote = 1, match.end(), ""
-        while i < len(sql) and depth:
-            ch = sql[i]
-            if quote:
-                quote = "" if ch == quote else quote
-            elif ch in "'\"":
-                quote = ch
-            elif ch == "(":
-                depth += 1
-            elif ch == ")":
-                depth -= 1
-            i += 1
+        i, _ = _closing(sql, match.end())
         after = _AFTER.match(sql, i)
         word = after[1].lower() if after else ""
         if word in _KEYWORDS or word == "":
@@ -219,20 +228,7 @@ def _least_greatest(sql: str) -> str:
     for match in _MINMAX.finditer(sql):
         if match.start() < pos:
             continue
-        depth, commas, i, quote = 1, 0, match.end(), ""
-        while i < len(sql) and depth:
-            ch = sql[i]
-            if quote:
-                quote = "" if ch == quote else quote
-            elif ch in "'\"":
-                quote = ch
-            elif ch == "(":
-                depth += 1
-            elif ch == ")":
-                depth -= 1
-            elif ch == "," and depth == 1:
-                commas += 1
-            i += 1
+        _, commas = _closing(sql, match.end())
         if commas:
             result.append(sql[pos:match.start()])
             result.append("LEAST(" if match[1].upper() == "MIN" else "GREATEST(")
