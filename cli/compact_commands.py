@@ -178,9 +178,16 @@ def backup_cmd(ctx: click.Context, output: str | None, keep: int, as_json: bool)
     Examples:
       tornstore --db torn.db backup                      # torn.db.backup-20270201T000000Z beside it
       tornstore --db torn.db backup -o /mnt/safe/torn.db
+      tornstore --db postgresql://bot@dbhost/torn backup -o torn-2027-02.db   # into a SQLite file
+
+    On PostgreSQL the backup is a SQLite file, written with `tornstore copy` (one snapshot of the
+    database, verified on both ends); -o is required. The server's own tools (pg_dump) work too.
     """
     path = existing_db(ctx)
     now = int(time.time())
+    if db.is_url(path):
+        _backup_postgres(path, output, as_json)
+        return
     dest = Path(output) if output else dated_backup_path(path, now)
     if dest.exists():
         raise UserError(f"{dest} already exists: choose another -o PATH")
@@ -202,6 +209,36 @@ def backup_cmd(ctx: click.Context, output: str | None, keep: int, as_json: bool)
     click.echo(f"backup written: {result.path} ({result.bytes} bytes)")
     for name in removed:
         click.echo(f"removed old backup: {name}")
+
+
+def _backup_postgres(url: str, output: str | None, as_json: bool) -> None:
+    """A PostgreSQL store backed up into a new SQLite file: `tornstore copy`, verified on both ends."""
+    from tornstore.projections.copy import CopyError, copy_store
+
+    if output is None:
+        raise UserError("a PostgreSQL database has no folder here for a dated backup: give the file, -o PATH "
+                        "(a SQLite copy), or use pg_dump")
+    dest = Path(output)
+    if dest.exists():
+        raise UserError(f"{dest} already exists: choose another -o PATH")
+    if not dest.parent.is_dir():
+        raise UserError(f"cannot write {dest}: the folder {dest.parent} does not exist")
+    source, target = _open(url), db.connect_sync(dest)
+    try:
+        try:
+            report = copy_store(source, target)
+        except CopyError as exc:
+            raise UserError(str(exc)) from None
+    finally:
+        db.close_sync(target)
+        db.close_sync(source)
+    if not report["ok"]:
+        raise UserError(f"the backup {dest} was written but does not verify: keep the database's own backups")
+    size = dest.stat().st_size
+    if as_json:
+        emit_json({"path": str(dest), "bytes": size, "created_at": None, "removed": []})
+        return
+    click.echo(f"backup written: {dest} ({size} bytes, a SQLite copy of {db.describe(url)}, verified)")
 
 
 def register(group: click.Group) -> None:

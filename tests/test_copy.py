@@ -191,3 +191,15 @@ def test_every_schema_table_is_known(tmp_path):
     present = {t for t in db.table_names(conn) if not t.startswith("sqlite_")}
     conn.close()
     assert present == set(TABLES) | set(NOT_COPIED)
+
+
+def test_backup_of_a_postgres_store_is_a_verified_sqlite_file(store, pg_url, tmp_path):
+    """`tornstore backup` on PostgreSQL writes a SQLite copy (-o required); it holds what the database does."""
+    run("copy", "--from", str(store), "--to", pg_url)
+    refused = run("--db", pg_url, "backup", check=False)
+    assert refused.returncode != 0 and "-o PATH" in refused.stderr
+    dest = tmp_path / "backup.db"
+    result = run("--db", pg_url, "backup", "-o", str(dest), "--json")
+    assert json.loads(result.stdout)["path"] == str(dest)
+    assert rows(dest) == rows(pg_url)
+    run("--db", str(dest), "verify")
