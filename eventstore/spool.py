@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 
 from .capture import parse_line
+from .db import is_url
 from .ingest import IngestReport
 from .migrate import MigrationError
 from .records import Response
@@ -44,7 +45,7 @@ def spool_path_for(db_path: str | Path) -> Path:
     """The spool of a database: beside it, `<name>.spool.ndjson`; for a PostgreSQL database, which has no
     folder here, `tornstore-<host>-<database>.spool.ndjson` in the current folder (no user, no password)."""
     text = str(db_path)
-    if text.startswith(("postgresql://", "postgres://")):
+    if is_url(text):
         from urllib.parse import urlsplit
         parts = urlsplit(text)
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{parts.hostname or 'local'}-{parts.path.strip('/') or 'db'}")

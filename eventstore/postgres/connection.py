@@ -50,11 +50,6 @@ WRITE_LOCK = (0x746F726E, 0x73746F72)
 COMPACT_LOCK = (0x746F726E, 0x636F6D70)
 
 
-def is_url(target: object) -> bool:
-    """Whether `target` names a PostgreSQL database (`postgresql://...` or `postgres://...`)."""
-    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
-
-
 def redact(url: str) -> str:
     """The URL without its password (in the user part or as a `password=` parameter), for messages."""
     url = re.sub(r"(://[^:/@]*):[^/]*@", r"\1:***@", url)   # (up to the last @ before the path)
