@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -15,17 +16,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from click.testing import CliRunner
 
 from tornstore.eventstore.backup import backup_database, dated_backup_path, list_backups, rotate_backups
-from tornstore.eventstore.db import connect_sync
+from tornstore.eventstore.db import connect_sync, is_url
 from tornstore.projections.compactor import CompactionError, compact, months_to_fold, plan
 from tornstore.projections.compactor.periods import Period, months_between, parse_time, retention_start
 from tornstore.projections.runner import replay
 from tornstore.projections.store import ingest_files
 
+from .conftest import PG_BASE, pg_admin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -226,6 +229,80 @@ def copy_db(src: Path, dest: Path) -> Path:
         if Path(str(src) + suffix).exists():
             shutil.copyfile(str(src) + suffix, str(dest) + suffix)
     return dest
+
+
+# ---------------------------------------------------------------------------------------------- backends
+# A world is built once per module and per backend, then copied for each test that changes it. A module
+# fixture cannot take conftest's function-scoped `db_path`, so the worlds take `backend` instead (the same
+# two runs, the same test ids); a test without a world takes `db_path`.
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    return request.param
+
+
+class Stores:
+    """New stores on one backend: on SQLite the file path the test names, on PostgreSQL a new database of
+    conftest's server for each (a copy is CREATE DATABASE ... TEMPLATE), dropped by close()."""
+
+    def __init__(self, backend: str):
+        self.backend = backend
+        self.admin = pg_admin() if backend == "postgresql" else None
+        self.made: list[str] = []
+
+    def _database(self, template: str | None = None) -> str:
+        assert self.admin is not None
+        name = f"tornstore_test_{os.getpid()}_{secrets.token_hex(4)}"
+        self.admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        self.made.append(name)
+        return urlunsplit(urlsplit(PG_BASE)._replace(path=f"/{name}"))
+
+    def new(self, path: Path) -> Path | str:
+        """`path` (its folder made) on SQLite; a new empty database on PostgreSQL."""
+        if self.admin is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path
+        return self._database()
+
+    def copy(self, src: Path | str, path: Path) -> Path | str:
+        """A copy of the store `src` (no connection may be open on it): at `path`, or a new database."""
+        if not is_url(src):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return copy_db(Path(src), path)
+        return self._database(template=urlsplit(str(src)).path.lstrip("/"))
+
+    def close(self) -> None:
+        if self.admin is not None:
+            for name in self.made:
+                self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            self.admin.close()
+
+
+@pytest.fixture(scope="module")
+def module_stores(backend):
+    """Where a module's worlds live (dropped after the module)."""
+    made = Stores(backend)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def stores(backend, request):
+    """Where a test's copies of a world live (dropped after the test); a test marked sqlite_only skips its
+    PostgreSQL run, as with `db_path`."""
+    only = request.node.get_closest_marker("sqlite_only")
+    if backend == "postgresql" and only is not None:
+        pytest.skip(f"SQLite only: {only.args[0] if only.args else 'a property of the file'}")
+    made = Stores(backend)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def db_stores(db_path):
+    """`stores` for a test that takes conftest's `db_path` (and no world): on db_path's backend."""
+    made = Stores("postgresql" if is_url(db_path) else "sqlite")
+    yield made
+    made.close()
 
 
 def rows(conn: sqlite3.Connection, sql: str, args=()) -> list[tuple]:
