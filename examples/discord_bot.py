@@ -8,8 +8,8 @@
 Slash commands: /player ID, /faction ID, /history player|faction ID STAT [since] (STAT: any stat the store
 keeps, e.g. strength, respect, xantaken, refills), and with FACTION_ID /leaderboard STAT [month] (the
 faction's members ranked by how much STAT grew that month, YYYY-MM; default: this month so far).
-The handlers below are plain async functions of (store, arguments) that return a `Reply` (text and an optional chart file), so
-they can be tested without Discord; only `build_bot()` and `main()` import discord.py.
+The handlers below are plain async functions of (store, arguments) that return a `Reply` (text and an
+optional chart file), so they can be tested without Discord; only `build_bot()` and `main()` import discord.py.
 
 The bot only reads. Filling the database is the collector's job, or the bot's own
 API client can hand every response it fetches to `await store.ingest(url, body, observed_at)`.
@@ -152,12 +152,14 @@ async def handle_leaderboard(store: Store, faction_id: int, stat: str, month: st
     return Reply(_clip("\n".join(lines)))
 
 
-async def poll_changes(store: Store, position: int | None, limit: int = 50) -> tuple[list[str], int]:
-    """Alert texts since `position` (None: start from now, reporting nothing) and the position to ask next."""
-    if position is None:
-        return [], await store.head_position()
-    feed = await store.changes_since(position, limit)
-    return [c.text for c in feed.changes], feed.next_position
+async def alert_texts(store: Store, position: int | None = None, idle_timeout: float | None = None):
+    """Each alert's text as soon as its event is stored, by this host or another (`position` None: from now
+    on). `store.watch_changes` waits for the next commit (LISTEN/NOTIFY on PostgreSQL, a poll of the file each
+    second on SQLite) instead of asking every minute."""
+    async with contextlib.aclosing(store.watch_changes(position, limit=50, idle_timeout=idle_timeout)) as feeds:
+        async for feed in feeds:
+            for change in feed.changes:
+                yield change.text
 
 
 def build_bot(store: Store, alert_channel: int | None = None, faction_id: int | None = None
@@ -165,8 +167,8 @@ def build_bot(store: Store, alert_channel: int | None = None, faction_id: int | 
     """A Discord client with the slash commands registered on its command tree, answering from `store`.
 
     Nothing connects here: `client.start(token)` does, and syncs the commands with Discord on the way.
-    `alert_channel`: a channel id to post the change feed to once a minute. `faction_id`: the faction whose
-    members /leaderboard ranks (no /leaderboard without it).
+    `alert_channel`: a channel id to post the change feed to, each alert as soon as it is stored.
+    `faction_id`: the faction whose members /leaderboard ranks (no /leaderboard without it).
     """
     import discord
     from discord import app_commands
@@ -218,12 +220,9 @@ def build_bot(store: Store, alert_channel: int | None = None, faction_id: int | 
         if channel is None:
             log.warning("alert channel %s not found (or not visible to the bot): no alerts", alert_channel)
             return
-        position = None
-        while True:
-            texts, position = await poll_changes(store, position)
-            for text in texts:
+        async with contextlib.aclosing(alert_texts(store)) as texts:
+            async for text in texts:
                 await channel.send(_clip(text))
-            await asyncio.sleep(60)
 
     background: set[asyncio.Task] = set()  # a reference, so the alert task is not garbage-collected
 

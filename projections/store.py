@@ -14,7 +14,7 @@ exposed as methods here.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from tornstore.eventstore import db
 from tornstore.eventstore.capture import read_capture
 from tornstore.eventstore.ingest import IngestReport, ingest_batch
 from tornstore.eventstore.migrate import migrate
-from tornstore.eventstore.records import Response
+from tornstore.eventstore.records import Event, Response
 from tornstore.eventstore.store import EventLog
 
 from . import queries
@@ -101,6 +101,55 @@ class Store(EventLog):
         """Alert-worthy changes after an event position; ask again from `feed.next_position`."""
         return await self.read(queries.changes_since, position, limit, respect_threshold, scan)
 
+    async def watch_changes(self, position: int | None = None, *, limit: int = 100,
+                            respect_threshold: int = queries.DEFAULT_RESPECT_JUMP, scan: int = 10_000,
+                            poll_interval: float | None = None, idle_timeout: float | None = None,
+                            ) -> AsyncGenerator[queries.ChangeFeed, None]:
+        """`changes_since` woken by new events instead of asked on a timer: each page of changes (a ChangeFeed
+        with at least one change) as soon as the events behind it are committed, forever. A bot posts an
+        alert seconds after a collector stored it, on any host, instead of asking every minute for nothing.
+
+            async with contextlib.aclosing(store.watch_changes()) as feeds:
+                async for feed in feeds:
+                    for change in feed.changes:
+                        await channel.send(change.text)
+                    saved = feed.next_position      # watch_changes(saved) resumes: nothing missed or repeated
+
+        `position`: report changes after it (None: from now on). Each change comes once, in position order:
+        pages are read on from `next_position`, at once while `more` says another is waiting. It waits on
+        `follow`: on PostgreSQL a commit on any host wakes it through LISTEN/NOTIFY (and it reads every
+        `poll_interval` seconds anyway, default 5); on SQLite it polls the file every `poll_interval` seconds
+        (default 1). `idle_timeout`: end once no event has come for that many seconds (None: never).
+        `limit`, `respect_threshold`, `scan`: as for changes_since.
+        """
+        if poll_interval is None:
+            poll_interval = 5.0 if db.is_url(self.path) else 1.0
+        mark = await self.head_position() if position is None else position
+        events: AsyncGenerator[Event, None] | None = None
+        seen = mark                     # the newest position `events` has given
+        try:
+            while True:
+                feed = await self.changes_since(mark, limit, respect_threshold=respect_threshold, scan=scan)
+                mark = max(mark, feed.next_position)
+                if feed.changes:
+                    yield feed
+                if feed.more:
+                    continue            # the next page is already there
+                # Wait for an event after `mark`. `follow` runs on, so nothing committed meanwhile is missed;
+                # it is opened again at `mark` rather than made to read through a long stretch already reported.
+                if events is None or mark - seen > _FOLLOW_BATCH:
+                    if events is not None:
+                        await events.aclose()
+                    events, seen = self.follow(mark, batch=_FOLLOW_BATCH, idle_timeout=idle_timeout,
+                                               poll_interval=poll_interval), mark
+                woken = await _next_after(events, mark)
+                if woken is None:
+                    return              # idle_timeout
+                seen = woken
+        finally:
+            if events is not None:
+                await events.aclose()
+
     async def head_position(self) -> int:
         """The newest event position: a change feed started here reports only what comes next."""
         return await self.read(queries.head_position)
@@ -108,6 +157,17 @@ class Store(EventLog):
     async def freshness(self, entity_type: str, entity_id, *, now: int | None = None) -> queries.Freshness:
         """'Unchanged since' and 'no data between' for one entity (player, faction, territory, war)."""
         return await self.read(queries.freshness, entity_type, entity_id, now)
+
+
+_FOLLOW_BATCH = 100    # events watch_changes' follower reads at a time; only their positions count
+
+
+async def _next_after(events: AsyncIterator[Event], mark: int) -> int | None:
+    """The position of the first event from `events` after `mark` (None when `events` ends)."""
+    async for event in events:
+        if event.position > mark:
+            return event.position
+    return None
 
 
 def _open_lines(name: str):

@@ -77,12 +77,13 @@ async def test_history_without_matplotlib_still_answers(bot, store, tmp_path, mo
 
 
 async def test_alert_feed_starts_at_the_head_then_reports(bot, store):
-    texts, position = await bot.poll_changes(store, None)
-    assert texts == [] and position == await store.head_position()
-    texts, position = await bot.poll_changes(store, 0)
-    assert "Bob [2] left Alpha [9420]" in texts and "Alice [1] reached level 11 (was 10)" in texts
-    again, same = await bot.poll_changes(store, position)
-    assert again == [] and same == position
+    async def texts(position):  # what the alert task would post until nothing new came for 0.3 s
+        return [text async for text in bot.alert_texts(store, position, idle_timeout=0.3)]
+
+    assert await texts(None) == []      # from now on: what is already stored is no news
+    reported = await texts(0)
+    assert "Bob [2] left Alpha [9420]" in reported and "Alice [1] reached level 11 (was 10)" in reported
+    assert reported == [c.text for c in (await store.changes_since(0, limit=1000)).changes]   # each once, in order
 
 
 # ------------------------------------------------------------------------- the command tree, without Discord
