@@ -7,13 +7,13 @@ rebuilt in place). A writer keeps ingesting through every replay; what it writes
 projected twice: the end state is the state of a store that ingested the same and never replayed.
 
 Real processes: reader processes from loadkit (plain SQL, `status`, the Store library), a watcher thread
-with stricter checks, a writer process ingesting through the library, and `tornstore replay`.
+with stricter checks, a writer process ingesting through the library, and `tornstore replay`; on a SQLite
+file and on a PostgreSQL database (where loadkit's plain-sqlite3 reader has nothing to open).
 """
+# ruff: noqa: F811 (test functions take the fixtures imported from test_compactor by name)
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.db import close_sync, connect_sync, is_url
 from tornstore.projections import runner
 
 from .crashkit import ROOT, cli, invariants, wait_for, write_capture
 from .loadkit import assert_reader_clean, capture_span, split_capture, start_reader
+from .test_compactor import backend, module_stores, stores  # noqa: F401 (fixtures)
 from .test_replay_after_prune import every_table
 
 DAY = 86400
@@ -34,7 +35,7 @@ READERS = ("sql", "status", "store")
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory) -> dict:
+def parts(module_stores, tmp_path_factory) -> dict:
     """Three days of polls of a small world: the first two ingested (`base`), the third for the writer;
     `reference` ingested all three and never replayed."""
     base = tmp_path_factory.mktemp("atomic")
@@ -43,11 +44,10 @@ def parts(tmp_path_factory) -> dict:
     cut = capture_span(whole)[0] + 2 * DAY
     first, second = base / "first.ndjson", base / "second.ndjson"
     split_capture(whole, first, second, cut, cut)
-    db = base / "base.db"
+    db = module_stores.new(base / "base.db")
     done = cli(db, "ingest", "--init", str(first))
     assert done.returncode == 0, done.stderr
-    reference = base / "reference.db"
-    shutil.copy(db, reference)
+    reference = module_stores.copy(db, base / "reference.db")
     done = cli(reference, "ingest", str(second), "--batch", "20")
     assert done.returncode == 0, done.stderr
     return {"db": db, "reference": reference, "second": second}
@@ -58,7 +58,7 @@ class Watcher(threading.Thread):
     one (a checkpoint behind the log, a history row gone, a player's last_updated moving back) is a
     finding."""
 
-    def __init__(self, db: Path):
+    def __init__(self, db: Path | str):
         super().__init__(daemon=True)
         self.db = db
         self.stop = threading.Event()
@@ -67,7 +67,7 @@ class Watcher(threading.Thread):
         self.tops: set[int] = set()
 
     def run(self) -> None:
-        conn = sqlite3.connect(self.db, isolation_level=None, timeout=30)
+        conn = connect_sync(self.db)   # autocommit, a 30 s busy timeout; on PostgreSQL a BEGIN is one snapshot
         seen_rows: set[tuple] = set()
         last_updated: dict[int, int] = {}
         names = [h.name for h in runner.handlers()]
@@ -95,7 +95,7 @@ class Watcher(threading.Thread):
                     last_updated[player_id] = max(updated, last_updated.get(player_id, 0))
                 time.sleep(0.002)
         finally:
-            conn.close()
+            close_sync(conn)
 
 
 # The writer: ingest through the library in a process of its own, 10 responses a transaction, paced like a
@@ -104,20 +104,20 @@ _WRITER = ("import sys, time; from tornstore.projections.store import ingest_fil
            "ingest_files(sys.argv[1], [sys.argv[2]], batch=10, on_commit=lambda report: time.sleep(0.02))")
 
 
-def _top(db: Path) -> int:
-    conn = sqlite3.connect(db)
+def _top(db: Path | str) -> int:
+    conn = connect_sync(db)
     try:
         return conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
     finally:
-        conn.close()
+        close_sync(conn)
 
 
-def test_readers_see_the_old_tables_or_the_new_while_replays_run_beside_a_writer(parts, tmp_path):
-    db = tmp_path / "torn.db"
-    shutil.copy(parts["db"], db)
+def test_readers_see_the_old_tables_or_the_new_while_replays_run_beside_a_writer(parts, tmp_path, stores):
+    db = stores.copy(parts["db"], tmp_path / "torn.db")
     stop = tmp_path / "stop"
-    outs = [tmp_path / f"reader-{kind}.json" for kind in READERS]
-    readers = [start_reader(db, stop, kind, out) for kind, out in zip(READERS, outs, strict=True)]
+    kinds = [kind for kind in READERS if not (kind == "sql" and is_url(db))]   # "sql": sqlite3 on the file
+    outs = [tmp_path / f"reader-{kind}.json" for kind in kinds]
+    readers = [start_reader(db, stop, kind, out) for kind, out in zip(kinds, outs, strict=True)]
     watcher = Watcher(db)
     writer = None
     try:
@@ -170,11 +170,11 @@ def test_readers_see_the_old_tables_or_the_new_while_replays_run_beside_a_writer
     assert every_table(db) == every_table(parts["reference"])
 
 
-def test_a_replay_that_finds_nothing_to_change_writes_nothing(parts, tmp_path):
+@pytest.mark.sqlite_only("measures the file's write-ahead log")
+def test_a_replay_that_finds_nothing_to_change_writes_nothing(parts, tmp_path, stores):
     """Rows that did not change are not rewritten: a replay of a healthy store adds not one page to the
     write-ahead log (it costs readers and checkpoints nothing)."""
-    db = tmp_path / "torn.db"
-    shutil.copy(parts["reference"], db)
+    db = stores.copy(parts["reference"], tmp_path / "torn.db")
     wal = Path(str(db) + "-wal")
     before = every_table(db)
     conn = connect_sync(db)
