@@ -56,7 +56,10 @@ def is_postgres(conn: object) -> bool:
 def table_names(conn: sqlite3.Connection) -> set[str]:
     """The tables of the main database (code that runs on a schema older than its own asks what is there)."""
     if is_postgres(conn):
-        return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        # (a partitioned history table's monthly partitions are part of it, not tables of their own)
+        return {r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition")}
     return {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
 
 
@@ -66,11 +69,13 @@ def _qualified(table: str, schema: str | None) -> str:
 
 
 def _identity_sequence(conn: sqlite3.Connection, table: str, schema: str | None) -> str | None:
-    """PostgreSQL: the identity sequence of `table` (what AUTOINCREMENT's row in sqlite_sequence is)."""
+    """PostgreSQL: the sequence that numbers `table`'s rows (what AUTOINCREMENT's row in sqlite_sequence is):
+    its identity's, or, for a partitioned history table, the sequence its id column owns."""
     qualified = {"temp": f"pg_temp.{table}", "main": f"public.{table}"}.get(schema or "", table)
     row = conn.execute(
-        "SELECT pg_get_serial_sequence(?, a.attname) FROM pg_attribute a WHERE a.attrelid = CAST(? AS regclass) "
-        "AND a.attidentity <> '' LIMIT 1", (qualified, qualified)).fetchone()
+        "SELECT s FROM (SELECT pg_get_serial_sequence(?, a.attname) AS s, a.attnum FROM pg_attribute a "
+        "WHERE a.attrelid = CAST(? AS regclass) AND a.attnum > 0 AND NOT a.attisdropped) AS c "
+        "WHERE s IS NOT NULL ORDER BY attnum LIMIT 1", (qualified, qualified)).fetchone()
     return row[0] if row else None
 
 

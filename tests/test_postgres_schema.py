@@ -115,10 +115,19 @@ def sqlite_schema(conn: sqlite3.Connection) -> dict:
 
 
 def pg_schema(conn) -> dict:
-    rels = {n: ("table" if t == "BASE TABLE" else "view") for n, t in conn.execute(
-        "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'public'")}
-    out: dict = {"relations": rels, "columns": {}, "types": {}, "notnull": {}, "defaults": {}, "identity": set(),
+    out: dict = {"columns": {}, "types": {}, "notnull": {}, "defaults": {}, "identity": set(),
                  "pk": {}, "unique": {}, "fk": {}, "checks": {}, "indexes": {}}
+    # (a partitioned table's monthly partitions are part of it, not relations of their own)
+    rels = {n: ("table" if t == "BASE TABLE" else "view") for n, t in conn.execute(
+        "SELECT t.table_name, t.table_type FROM information_schema.tables t "
+        "JOIN pg_class c ON c.oid = ('public.' || quote_ident(t.table_name))::regclass "
+        "WHERE t.table_schema = 'public' AND NOT c.relispartition")}
+    out["partitioned"] = {n: conn.execute(
+        "SELECT a.attname FROM pg_partitioned_table p JOIN pg_attribute a ON a.attrelid = p.partrelid "
+        "AND a.attnum = p.partattrs[0] WHERE p.partrelid = %s::regclass", (f"public.{n}",)).fetchone()[0]
+        for n, in conn.execute("SELECT relname FROM pg_class WHERE relkind = 'p' "
+                               "AND relnamespace = 'public'::regnamespace")}
+    out["relations"] = rels
     for name, kind in rels.items():
         info = conn.execute(
             "SELECT column_name, data_type, is_nullable, column_default, is_identity FROM information_schema.columns "
@@ -172,9 +181,16 @@ def assert_same_shape(lite: dict, post: dict) -> None:
                 assert post["types"][name][col] in TYPES[decl], (name, col, decl, post["types"][name][col])
         if kind != "table":
             continue
+        parted = post["partitioned"].get(name)
         for key in ("notnull", "pk", "unique", "fk", "checks", "indexes"):
-            assert post[key][name] == lite[key][name], (key, name)
-        assert post["defaults"][name].keys() == lite["defaults"][name].keys(), name
+            want = lite[key][name]
+            if key == "pk" and parted:   # a partitioned table's key holds its partition column
+                want = (*want, parted)
+            assert post[key][name] == want, (key, name)
+        got_defaults = dict(post["defaults"][name])
+        if parted:   # its id numbered by a sequence the column owns (no identity on a partitioned table in 15)
+            assert got_defaults.pop("id") == f"nextval('{name}_id_seq'::regclass)", name
+        assert got_defaults.keys() == lite["defaults"][name].keys(), name
         for col, default in lite["defaults"][name].items():
             got = post["defaults"][name][col]
             if "strftime('%s', 'now')" in default:   # the insert clock, whole Unix seconds
@@ -187,7 +203,7 @@ def assert_same_shape(lite: dict, post: dict) -> None:
                 if kind == "table" and "AUTOINCREMENT" in lite["sql"][n].upper()}
     if "streams" in lite["relations"]:
         expected.add(("streams", "stream_id"))
-    assert post["identity"] == expected
+    assert post["identity"] == {(n, c) for n, c in expected if n not in post["partitioned"]}
 
 
 def sqlite_full_schema(conn: sqlite3.Connection) -> dict:
@@ -216,6 +232,10 @@ def test_same_schema_as_sqlite(tmp_path, pg):
     assert "schema_version" in post["relations"] and len(post["relations"]) == len(lite["relations"])
     assert post["types"]["schema_version"] == {"version": "integer", "applied_at": "bigint",
                                                "description": "text", "checksum": "text"}
+    # (migration 0008: the history tables are partitioned by month on their time column)
+    assert post["partitioned"] == {"player_stats_history": "timestamp", "faction_history": "timestamp",
+                                   "war_status_history": "recorded_at", "territory_ownership_history": "recorded_at",
+                                   "stat_history": "recorded_at"}
     assert_same_shape(lite, post)
 
 
@@ -354,9 +374,10 @@ def test_views_give_the_same_rows(tmp_path, pg):
 def test_insert_clock_defaults_are_whole_seconds_now(pg):
     """The DEFAULTs only people inserting by hand meet: Unix seconds of the insert, truncated like SQLite's."""
     pg_migrate(pg)
-    pg.execute("INSERT INTO factions (faction_id, name) VALUES (1, 'x')")
-    created, last, now = pg.execute(
-        "SELECT created_at, last_updated, extract(epoch FROM now()) FROM factions").fetchone()
+    with pg.transaction():   # (one transaction: now() is its start, the same in both statements)
+        pg.execute("INSERT INTO factions (faction_id, name) VALUES (1, 'x')")
+        created, last, now = pg.execute(
+            "SELECT created_at, last_updated, extract(epoch FROM now()) FROM factions").fetchone()
     assert created == last == int(now)
     ident = pg.execute("INSERT INTO gaps (observed_at, source_url, reason) VALUES (1, 'u', 'r') RETURNING id")
     assert ident.fetchone() == (1,)

@@ -17,6 +17,10 @@ detail is gone they stay in the log, outside the sealed summary, and every compa
 with the rest of the month's history.
 
 Summary rows are never touched here.
+
+On PostgreSQL the history tables are partitioned by month (migration 0008): a month's history goes by
+detaching and dropping its partition, in one transaction with the ledger's counters, and `prepare_chunks`
+gives each month its partition before rows pile up in the default one.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import sqlite3
 from collections.abc import Callable
 
 from tornstore.eventstore.db import is_postgres
+from tornstore.eventstore.postgres import partitions
 
 from . import ledger
 from .folds import HistoryTable, history_tables
@@ -108,6 +113,16 @@ class Pruner:
                              (period.start, period.end)).fetchone()[0]
         if month == 0:
             return 0
+        if is_postgres(conn) and partitions.is_partitioned(conn, h.table):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = partitions.drop_month(conn, h.table, h.time, period.start, period.end + 1)
+                self._commit_batch(period, 0, n, n)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return n
         if month > self.batch and month * 2 >= _table_rows(conn, h) and not is_postgres(conn):
             # Deleting child rows cannot break a foreign key; with enforcement off (it can only change outside
             # a transaction) SQLite empties a whole table page by page instead of row by row.
@@ -182,6 +197,24 @@ class Pruner:
         for h in history_tables(conn):
             deleted_history += self._prune_history(h, period)
         return deleted_events, deleted_history
+
+
+def prepare_chunks(conn: sqlite3.Connection, now: int) -> list[str]:
+    """PostgreSQL: a partition for the month of `now`, the next month, and every month whose rows sit in a
+    history table's default partition (one write transaction). Returns the partitions made; nothing to do on
+    SQLite, whose months are ranges of one table."""
+    if not is_postgres(conn):
+        return []
+    this = Period.containing(now)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        made = partitions.maintain(conn, [(h.table, h.time) for h in history_tables(conn)],
+                                   [(p.start, p.end + 1) for p in (this, this.next)])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return made
 
 
 def _table_rows(conn: sqlite3.Connection, h: HistoryTable) -> int:

@@ -1,0 +1,11 @@
+-- 0008: monthly chunks of the history tables.
+--
+-- Nothing changes in a SQLite file: its history tables stay single tables, cut into UTC months by the
+-- compactor's WHERE time BETWEEN month start AND month end, and a pruned month is deleted in bounded batches
+-- (projections/compactor/retention.py).
+--
+-- On PostgreSQL (eventstore/postgres/0008_monthly_partitions.sql) the same version makes each history table
+-- PARTITION BY RANGE on its time column, one partition per month, so pruning a month there is detaching and
+-- dropping its partitions. The version exists on both backends so a database's schema_version says the same
+-- thing whichever server holds it.
+SELECT 1;
