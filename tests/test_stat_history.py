@@ -1,5 +1,5 @@
 """stat_history: a month of simulated personal stats polls of a faction, v1 and v2 alike, stored through the real
-CLI in a subprocess into real SQLite files.
+CLI in a subprocess into real SQLite files and PostgreSQL databases.
 
 * rows only for changed stats: the rows of a few stats equal the change points found straight in the raw
   responses (by the names Torn gives them: v1 `xantaken`, v2 `drugs.xanax`), one stat never has two rows in
@@ -8,12 +8,12 @@ CLI in a subprocess into real SQLite files.
 * replay rebuilds stat_history identically (ids and all), after a compaction too; the order the polls
   arrive in does not change the rows.
 """
+# ruff: noqa: F811 (test functions take the fixtures imported from test_compactor by name)
 from __future__ import annotations
 
 import functools
 import json
 import random
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,10 @@ import pytest
 from tornstore.eventstore.simulator import World
 from tornstore.eventstore.simulator.workload import BASE, PollPlan, answer, poll_rounds
 
+from tornstore.eventstore.db import close_sync, connect_sync
+
 from .crashkit import cli
+from .test_compactor import backend, db_stores, module_stores, stores  # noqa: F401 (fixtures)
 
 DAY = 86400
 SEED = 21
@@ -59,17 +62,25 @@ def write(path: Path, lines: list[dict]) -> Path:
     return path
 
 
-def ingest(db: Path, capture: Path, *more: str) -> None:
+def ingest(db: Path | str, capture: Path, *more: str) -> None:
     done = cli(db, "ingest", *more, str(capture))
     assert done.returncode == 0, done.stderr
 
 
-def rows(db: Path, cols: str = "*") -> list[tuple]:
-    conn = sqlite3.connect(db)
+def rows(db: Path | str, cols: str = "*") -> list[tuple]:
+    conn = connect_sync(db)
     try:
         return conn.execute(f"SELECT {cols} FROM stat_history ORDER BY id").fetchall()
     finally:
-        conn.close()
+        close_sync(conn)
+
+
+def stats_kept(db: Path | str) -> set[str]:
+    conn = connect_sync(db)
+    try:
+        return {r[0] for r in conn.execute("SELECT DISTINCT stat FROM stat_history")}
+    finally:
+        close_sync(conn)
 
 
 def raw_values(lines: list[dict]) -> dict[tuple[int, str], list[tuple[int, int]]]:
@@ -113,16 +124,16 @@ def polls() -> tuple[int, list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def month_db(tmp_path_factory, polls) -> Path:
+def month_db(module_stores, tmp_path_factory, polls) -> Path | str:
     base = tmp_path_factory.mktemp("month")
-    db = base / "torn.db"
+    db = module_stores.new(base / "torn.db")
     ingest(db, write(base / "month.ndjson", polls[1]), "--init")
     return db
 
 
-def test_rows_only_for_changed_stats(month_db, polls):
+def test_rows_only_for_changed_stats(month_db, polls, stores):
     _, lines = polls
-    conn = sqlite3.connect(month_db)
+    conn = connect_sync(month_db)
     try:
         members = {pid for (pid, _) in raw_values(lines)}
         assert len(members) >= 8
@@ -133,7 +144,7 @@ def test_rows_only_for_changed_stats(month_db, polls):
         # Across every stat: never two rows in a row with the same value.
         repeats = conn.execute(
             "SELECT COUNT(*) FROM (SELECT value, LAG(value) OVER (PARTITION BY entity_type, entity_id, stat "
-            "ORDER BY recorded_at, id) AS before FROM stat_history) WHERE value = before").fetchone()[0]
+            "ORDER BY recorded_at, id) AS before FROM stat_history) AS r WHERE value = before").fetchone()[0]
         assert repeats == 0
         stats = {r[0] for r in conn.execute("SELECT DISTINCT stat FROM stat_history")}
         assert {"xantaken", "refills", "attackswon", "networth", "defendstotal", "lontravel"} <= stats
@@ -144,16 +155,16 @@ def test_rows_only_for_changed_stats(month_db, polls):
         assert conn.execute("SELECT COUNT(*) FROM stat_history").fetchone()[0] < polls_of_members * len(stats) / 20
         assert conn.execute("SELECT COUNT(*) FROM projection_errors").fetchone()[0] == 0
     finally:
-        conn.close()
+        close_sync(conn)
 
 
-def test_one_name_per_stat_whatever_the_api_version(tmp_path, polls):
+def test_one_name_per_stat_whatever_the_api_version(db_path, db_stores, tmp_path, polls):
     """The v1 polls repeat the v2 numbers under v1 names: without them the rows are the same (ten days)."""
     lines = [line for line in polls[1] if line["observed_at"] < START + 10 * DAY]
     v2_only = [line for line in lines if not ("personalstats" in line["url"] and "/v2/" not in line["url"])]
-    db = tmp_path / "v2.db"
+    db = db_path
     ingest(db, write(tmp_path / "v2.ndjson", v2_only), "--init")
-    full = tmp_path / "full.db"
+    full = db_stores.new(tmp_path / "full.db")
     ingest(full, write(tmp_path / "full.ndjson", lines), "--init")
     cols = "entity_type, entity_id, stat, recorded_at, value"
     v1_names = {"xantaken", "refills", "attackswon", "respectforfaction", "traveltimes", "revives"}
@@ -161,9 +172,8 @@ def test_one_name_per_stat_whatever_the_api_version(tmp_path, polls):
     assert pick == [r for r in rows(db, cols) if r[2] in v1_names] and pick
 
 
-def test_replay_rebuilds_stat_history_identically(tmp_path, month_db):
-    db = tmp_path / "copy.db"
-    db.write_bytes(month_db.read_bytes())
+def test_replay_rebuilds_stat_history_identically(tmp_path, month_db, stores):
+    db = stores.copy(month_db, tmp_path / "copy.db")
     before = rows(db)
     done = cli(db, "replay")
     assert done.returncode == 0, done.stderr
@@ -173,14 +183,14 @@ def test_replay_rebuilds_stat_history_identically(tmp_path, month_db):
     assert json.loads(verified.stdout)["ok"] is True
 
 
-def test_shuffled_arrival_gives_the_same_rows(tmp_path, polls):
+def test_shuffled_arrival_gives_the_same_rows(db_path, db_stores, tmp_path, polls):
     _, lines = polls
     personal = [line for line in lines if "personalstats" in line["url"]][:1500]
-    in_order = tmp_path / "in_order.db"
+    in_order = db_stores.new(tmp_path / "in_order.db")
     ingest(in_order, write(tmp_path / "a.ndjson", personal), "--init")
     shuffled = personal[:]
     random.Random(5).shuffle(shuffled)
-    db = tmp_path / "shuffled.db"
+    db = db_path
     cli(db, "init")
     for i, part in enumerate((shuffled[:500], shuffled[500:1000], shuffled[1000:])):
         ingest(db, write(tmp_path / f"part{i}.ndjson", part))
@@ -192,23 +202,23 @@ def test_shuffled_arrival_gives_the_same_rows(tmp_path, polls):
     assert rows(db) == before
 
 
-def test_replay_after_compaction_rebuilds_what_was_kept(tmp_path, polls):
+def test_replay_after_compaction_rebuilds_what_was_kept(db_path, tmp_path, polls):
     """Two months folded and the first pruned: replay = the state kept at the horizon + the retained log.
     (Eight days of each: January's first week, and its polls again at the start of February.)"""
     _, lines = polls
     january = [line for line in lines if line["observed_at"] < START + 8 * DAY]
     world_lines = january + [dict(line, observed_at=line["observed_at"] + 31 * DAY) for line in january]
-    db = tmp_path / "torn.db"
+    db = db_path
     ingest(db, write(tmp_path / "two.ndjson", world_lines), "--init")
     march = START + (31 + 28) * DAY   # 2026-03-01: January and February closed, January pruned
     done = cli(db, "compact", "--now", str(march), "--retention-months", "1", "--no-backup")
     assert done.returncode == 0, done.stderr
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:   # January pruned, its last values kept at the horizon; February's rows remain
         assert conn.execute("SELECT MIN(recorded_at) FROM stat_history").fetchone()[0] >= START + 31 * DAY
         assert conn.execute("SELECT COUNT(*) FROM stat_history_at_horizon").fetchone()[0] > 100
     finally:
-        conn.close()
+        close_sync(conn)
     before = rows(db)
     assert cli(db, "replay").returncode == 0
     assert rows(db) == before
@@ -216,7 +226,7 @@ def test_replay_after_compaction_rebuilds_what_was_kept(tmp_path, polls):
     assert json.loads(verified.stdout)["ok"] is True, verified.stdout
 
 
-def test_the_tracked_stats_are_configurable(tmp_path, polls):
+def test_the_tracked_stats_are_configurable(db_path, db_stores, tmp_path, polls):
     """Store.open(stats=...) in a library user's process; the same through the environment for the CLI."""
     import asyncio
 
@@ -228,29 +238,30 @@ def test_the_tracked_stats_are_configurable(tmp_path, polls):
     personal = [line for line in lines if "personalstats" in line["url"]][:200]
 
     async def run() -> None:
-        async with Store.open(tmp_path / "lib.db", create=True, stats={"include": ["xantaken", "refills"]}) as s:
+        async with Store.open(db_path, create=True, stats={"include": ["xantaken", "refills"]}) as s:
             await s.ingest_many([Response(url=line["url"], observed_at=line["observed_at"], body=line["body"])
                                  for line in personal])
     try:
         asyncio.run(run())
     finally:
         stat_history.configure()
-    assert {r[0] for r in rows(tmp_path / "lib.db", "DISTINCT stat")} == {"xantaken", "refills"}
+    assert stats_kept(db_path) == {"xantaken", "refills"}
 
     import os
     import subprocess
     import sys
     env = dict(os.environ, TORNSTORE_STATS_EXCLUDE="")   # nothing excluded: the clock-like stats are kept too
     capture = write(tmp_path / "p.ndjson", personal)
-    done = subprocess.run([sys.executable, "-m", "tornstore", "--db", str(tmp_path / "env.db"), "ingest", "--init",
+    env_db = db_stores.new(tmp_path / "env.db")
+    done = subprocess.run([sys.executable, "-m", "tornstore", "--db", str(env_db), "ingest", "--init",
                            str(capture)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "useractivity" in {r[0] for r in rows(tmp_path / "env.db", "DISTINCT stat")}
+    assert "useractivity" in stats_kept(env_db)
     with pytest.raises(ValueError, match="unknown key"):
         Store.open(tmp_path / "x.db", stats={"inclde": ["xantaken"]})
 
 
-def test_faction_stats_stat_form_and_battle_stats(tmp_path):
+def test_faction_stats_stat_form_and_battle_stats(db_path, tmp_path):
     """The other sources: v1 faction `stats`, v2 `faction/stats` (the key owner's faction), the v2 `stat=` list (a v2 spelling kept by its v1 name, an item
     stamped long before the poll left out), and the battle stats selections."""
     t0 = START + 3600
@@ -282,7 +293,7 @@ def test_faction_stats_stat_form_and_battle_stats(tmp_path):
         {"url": battle, "observed_at": t0 + 3600, "body": strength(1000)},
         {"url": battle, "observed_at": t0 + 7200, "body": strength(1100)},
     ]
-    db = tmp_path / "torn.db"
+    db = db_path
     ingest(db, write(tmp_path / "c.ndjson", lines), "--init")
     got = {(r[0], r[1], r[2]): [] for r in rows(db, "entity_type, entity_id, stat")}
     for etype, eid, stat, t, value in rows(db, "entity_type, entity_id, stat, recorded_at, value"):
