@@ -1,18 +1,22 @@
 """`tornstore leaderboard`: a month of simulated polls of a faction (members joining and leaving, personal
 stats every two hours), stored through the real CLI; the leaderboard the CLI prints equals one computed here
 straight from the raw responses, for a month and for a since/until range, before and after the compactor
-folds and prunes the month (summaries and history joined without counting a month twice)."""
+folds and prunes the month (summaries and history joined without counting a month twice). On a SQLite file
+and on a PostgreSQL database, against the same snapshots."""
+# ruff: noqa: F811 (test functions take the fixtures imported from test_compactor by name)
 from __future__ import annotations
 
 import csv
 import io
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from tornstore.eventstore.db import close_sync, connect_sync
+
 from .crashkit import cli
+from .test_compactor import backend, module_stores, stores  # noqa: F401 (fixtures)
 from .test_stat_history import START, month_of_polls, write
 
 JANUARY_END = START + 31 * 86400 - 1
@@ -61,7 +65,7 @@ def expected_board(lines: list[dict], fid: int, since: int, until: int) -> list[
     return board
 
 
-def printed(db: Path, *args: str) -> dict:
+def printed(db: Path | str, *args: str) -> dict:
     done = cli(db, "leaderboard", *args, "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -72,10 +76,10 @@ def rows_of(board: dict) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> tuple[Path, int, list[dict]]:
+def world(module_stores, tmp_path_factory) -> tuple[Path | str, int, list[dict]]:
     fid, lines = month_of_polls()
     base = tmp_path_factory.mktemp("board")
-    db = base / "torn.db"
+    db = module_stores.new(base / "torn.db")
     done = cli(db, "ingest", "--init", str(write(base / "month.ndjson", lines)))
     assert done.returncode == 0, done.stderr
     return db, fid, lines
@@ -136,23 +140,22 @@ def test_stats_and_history_of_any_stat(world, snapshot):
     assert [p["value"] for p in points] == sorted(p["value"] for p in points)
 
 
-def test_a_pruned_month_reads_the_same_from_its_summaries(world, tmp_path):
+def test_a_pruned_month_reads_the_same_from_its_summaries(world, tmp_path, stores):
     """January folded and pruned: its leaderboard comes from stat_summary and equals the one from history.
     (Its member lists are pruned too: members are those the store still knows of; their changes match.)"""
     db, fid, _ = world
     before = {r["player_id"]: r for r in rows_of(printed(db, str(fid), "--stat", "xantaken", "--month", "2026-01"))}
-    copy = tmp_path / "pruned.db"
-    copy.write_bytes(db.read_bytes())
+    copy = stores.copy(db, tmp_path / "pruned.db")
     done = cli(copy, "compact", "--now", "2026-03-01T00:00:00Z", "--retention-months", "0", "--no-backup")
     assert done.returncode == 0, done.stderr
-    conn = sqlite3.connect(copy)
+    conn = connect_sync(copy)
     try:
         assert conn.execute("SELECT COUNT(*) FROM stat_history WHERE recorded_at <= ?",
                             (JANUARY_END,)).fetchone()[0] == 0   # January's detail is gone
         assert conn.execute("SELECT COUNT(*) FROM stat_summary WHERE stat = 'xantaken' AND period_start = ?",
                             (START,)).fetchone()[0] >= len(before) - 2
     finally:
-        conn.close()
+        close_sync(conn)
     after = rows_of(printed(copy, str(fid), "--stat", "xantaken", "--month", "2026-01"))
     compared = [r for r in after if r["change"] is not None]
     assert compared
