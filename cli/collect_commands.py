@@ -17,7 +17,9 @@ log = logging.getLogger("tornstore.collector")
 
 
 class _MonthlyCompaction:
-    """The collector's on_tick hook: run the compactor once each time a UTC month boundary has passed."""
+    """The collector's on_tick hook: run the compactor once each time a UTC month boundary has passed. (On
+    PostgreSQL the first tick also makes this month's and next month's history partitions, so rows land in
+    their own month from the start.)"""
 
     def __init__(self, store):
         self.store = store
@@ -29,6 +31,8 @@ class _MonthlyCompaction:
         month = (tm.tm_year, tm.tm_mon)
         if self.month is None:
             self.month = month
+            from tornstore.projections.compactor.retention import prepare_chunks
+            await self.store.run(prepare_chunks, int(now))
             return
         if month == self.month:
             return

@@ -22,6 +22,7 @@ from .test_compactor import HISTORY, MONTHS, NOW, dump, generate, write_capture
 psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed (pip install 'tornstore[postgresql]')")
 
 TABLES = {**HISTORY, "stat_history": "recorded_at"}
+LATER = Period.containing(NOW).shift(2).start        # 2027-04-01
 
 
 def layout(conn) -> dict[str, dict]:
@@ -41,7 +42,12 @@ def rows_by_month(conn) -> dict[str, dict[str, int]]:
     ).fetchall()) for table, time in TABLES.items()}
 
 
-def test_compaction_moves_months_out_of_default_and_prunes_by_dropping(postgres_url, tmp_path):
+def pruned_rows(conn) -> dict[str, int]:
+    return {Period.containing(start).label: n for start, n in conn.execute(
+        "SELECT period_start, pruned_history_rows FROM compaction_ledger WHERE pruned_at IS NOT NULL")}
+
+
+def test_compaction_makes_month_partitions_and_prunes_by_dropping_them(postgres_url, tmp_path):
     capture = write_capture(tmp_path / "world.ndjson", generate()[0])
     ingest_files(postgres_url, [str(capture)], now=NOW)
     conn = connect_sync(postgres_url)
@@ -52,27 +58,28 @@ def test_compaction_moves_months_out_of_default_and_prunes_by_dropping(postgres_
         assert set(before["player_stats_history"]) == {p.label for p in MONTHS}
         ids = {t: dump(conn, t) for t in TABLES}
 
+        # February 2027: September to November are pruned (deleted where they waited, in the default
+        # partition); December and January move to partitions of their own; February and March are made ready.
         report = compact(conn, NOW, backup=False)
-        pruned = {r.month for r in report.pruned}
-        assert pruned == {"2026-09", "2026-10", "2026-11"}
+        first = {r.month for r in report.pruned}
+        assert first == {"2026-09", "2026-10", "2026-11"}
         after = layout(conn)
         for table in TABLES:
-            kept = {m: n for m, n in before[table].items() if m not in pruned}
-            # The pruned months' partitions are gone; each kept month has its own, holding exactly its rows;
-            # the month of the clock and the next one are ready; nothing is left in the default partition.
-            assert after[table]["default"] == 0, table
-            assert after[table]["months"] == {**{"2027-02": 0, "2027-03": 0}, **kept}, table
-            assert not set(after[table]["months"]) & pruned
-            # The rows that stay are the rows that were there (ids and all).
+            kept = {m: n for m, n in before[table].items() if m not in first}
+            assert after[table] == {"months": {"2027-02": 0, "2027-03": 0, **kept}, "default": 0}, table
+            # The rows that stay are the rows that were there, ids and all.
             assert dump(conn, table) == [r for r in ids[table] if r in set(dump(conn, table))]
-        ledger = dict(conn.execute("SELECT period_start, pruned_history_rows FROM compaction_ledger "
-                                   "WHERE pruned_at IS NOT NULL").fetchall())
-        for label in pruned:
-            assert ledger[Period.parse(label).start] == sum(before[t].get(label, 0) for t in TABLES), label
-
-        # A second run makes and drops nothing.
-        compact(conn, NOW, backup=False)
+        assert compact(conn, NOW, backup=False).pruned == []       # a second run makes and drops nothing
         assert layout(conn) == after
+
+        # April 2027: December and January go by dropping their partitions.
+        report = compact(conn, LATER, backup=False)
+        assert {r.month for r in report.pruned} == {"2026-12", "2027-01"}
+        for table in TABLES:
+            assert layout(conn)[table] == {"months": {"2027-02": 0, "2027-03": 0, "2027-04": 0, "2027-05": 0},
+                                           "default": 0}, table
+        # The ledger counts exactly the rows each month held, however they went.
+        assert pruned_rows(conn) == {p.label: sum(before[t].get(p.label, 0) for t in TABLES) for p in MONTHS}
     finally:
         close_sync(conn)
     for args in (("verify",), ("replay",), ("verify",)):
@@ -80,21 +87,20 @@ def test_compaction_moves_months_out_of_default_and_prunes_by_dropping(postgres_
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_month_without_a_partition_waits_in_default_until_the_compactor_runs(postgres_url, tmp_path):
-    lines = generate()[0]
-    ingest_files(postgres_url, [str(write_capture(tmp_path / "a.ndjson", lines[:400]))], now=NOW)
+def test_rows_of_a_month_without_a_partition_wait_in_default_until_the_compactor_runs(postgres_url, tmp_path):
+    ingest_files(postgres_url, [str(write_capture(tmp_path / "a.ndjson", generate()[0][:400]))], now=NOW)
     conn = connect_sync(postgres_url)
     try:
         compact(conn, NOW, backup=False)
-        # Rows of a month far from the clock's (a late capture from a year ago, say) have no partition yet.
-        stale = Period.parse("2026-01")
+        # Rows of a month beyond the next one (a clock running ahead, say) find no partition yet.
+        ahead = Period.containing(NOW).shift(3)
         conn.execute("INSERT INTO faction_history (faction_id, timestamp, respect) "
-                     "SELECT faction_id, ?, 1 FROM factions ORDER BY faction_id LIMIT 3", (stale.start + 60,))
+                     "SELECT faction_id, ?, 1 FROM factions ORDER BY faction_id LIMIT 3", (ahead.start + 60,))
         assert layout(conn)["faction_history"]["default"] == 3
         rows = dump(conn, "faction_history")
         compact(conn, NOW, backup=False)
         assert layout(conn)["faction_history"]["default"] == 0
-        assert layout(conn)["faction_history"]["months"]["2026-01"] == 3
+        assert layout(conn)["faction_history"]["months"][ahead.label] == 3
         assert dump(conn, "faction_history") == rows
     finally:
         close_sync(conn)

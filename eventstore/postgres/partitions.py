@@ -5,7 +5,8 @@ Each history table is `PARTITION BY RANGE` on its time column with one partition
 a month without a partition yet. A partition cannot be made for a month while the default partition holds rows
 of it, so making one moves those rows across, in the caller's transaction (the compactor's, under the write
 lock). Dropping a month's partition is what a prune of that month does to history: no delete row by row, no
-index to rewrite, the space back to the file system at once.
+index to rewrite, the space back to the file system at once. (A month whose rows still sit in the default
+partition when it is pruned, because no compactor ran while it was current, is deleted there instead.)
 
 Plain functions over a connection from eventstore.db (the sqlite3-shaped adapter); the callers choose months
 and hold the transaction.
@@ -68,26 +69,32 @@ def ensure_month(conn: sqlite3.Connection, table: str, column: str, start: int, 
     return name
 
 
-def drop_month(conn: sqlite3.Connection, table: str, column: str, start: int, end: int) -> int:
-    """Inside the caller's transaction: every row of `table` in the month [start, end) gone, by detaching and
-    dropping the month's partition (made first if the rows sat in the default one). Returns the rows."""
-    name = ensure_month(conn, table, column, start, end)
+def drop_month(conn: sqlite3.Connection, table: str, start: int) -> int | None:
+    """Inside the caller's transaction: every row of `table` in the month starting at `start` gone, by detaching
+    and dropping the month's partition. Returns the rows it held, or None when the month has no partition (its
+    rows, if any, are in the default partition: the caller deletes them there)."""
+    name = months(conn, table).get(start)
+    if name is None:
+        return None
     rows = conn.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
     conn.execute(f"ALTER TABLE {table} DETACH PARTITION {name}")
     conn.execute(f"DROP TABLE {name}")
     return rows
 
 
-def maintain(conn: sqlite3.Connection, tables: list[tuple[str, str]], wanted: list[tuple[int, int]]) -> list[str]:
-    """Inside the caller's transaction: for each (table, time column), a partition for every month its default
-    partition holds rows of, and for each month [start, end) in `wanted` (the compactor asks for this month and
-    the next, so new rows land in their own). Returns the partitions made."""
+def maintain(conn: sqlite3.Connection, tables: list[tuple[str, str]], wanted: list[tuple[int, int]],
+             keep_from: int) -> list[str]:
+    """Inside the caller's transaction: for each (table, time column), a partition for each month [start, end)
+    in `wanted` (the compactor asks for this month and the next, so new rows land in their own) and for every
+    month from `keep_from` on whose rows wait in the default partition. (Rows of older months stay there: they
+    are pruned soon, and deleting them costs less than moving them first.) Returns the partitions made."""
     made = []
     for table, column in tables:
         if not is_partitioned(conn, table):
             continue
         have = months(conn, table)
-        for start, end in sorted({*months_in_default(conn, table, column), *wanted}):
+        waiting = [m for m in months_in_default(conn, table, column) if m[0] >= keep_from]
+        for start, end in sorted({*waiting, *wanted}):
             if start not in have:
                 made.append(ensure_month(conn, table, column, start, end))
     return made

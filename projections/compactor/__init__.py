@@ -351,7 +351,7 @@ def _fold_month(conn: sqlite3.Connection, item: FoldPlan, now: int, folded_month
 
 
 def _run(conn, now, month, window_start, report, progress, backup, keep_backups, db_path, batch) -> None:
-    retention.prepare_chunks(conn, now)
+    retention.prepare_chunks(conn, now, window_start)
     items = plan(conn, now, month)
     rows = ledger.read(conn)
     if items:

@@ -116,13 +116,16 @@ class Pruner:
         if is_postgres(conn) and partitions.is_partitioned(conn, h.table):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                n = partitions.drop_month(conn, h.table, h.time, period.start, period.end + 1)
-                self._commit_batch(period, 0, n, n)
+                n = partitions.drop_month(conn, h.table, period.start)
+                if n is None:      # no partition: the month's rows are in the default one, deleted below
+                    conn.execute("ROLLBACK")
+                else:
+                    self._commit_batch(period, 0, n, n)
+                    return n
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            return n
         if month > self.batch and month * 2 >= _table_rows(conn, h) and not is_postgres(conn):
             # Deleting child rows cannot break a foreign key; with enforcement off (it can only change outside
             # a transaction) SQLite empties a whole table page by page instead of row by row.
@@ -199,17 +202,19 @@ class Pruner:
         return deleted_events, deleted_history
 
 
-def prepare_chunks(conn: sqlite3.Connection, now: int) -> list[str]:
-    """PostgreSQL: a partition for the month of `now`, the next month, and every month whose rows sit in a
-    history table's default partition (one write transaction). Returns the partitions made; nothing to do on
-    SQLite, whose months are ranges of one table."""
+def prepare_chunks(conn: sqlite3.Connection, now: int, keep_from: int | None = None) -> list[str]:
+    """PostgreSQL: a partition for the month of `now`, the next month, and every month from `keep_from` (the
+    retention window's start; default: this month) whose rows sit in a history table's default partition, in
+    one write transaction. Returns the partitions made; nothing to do on SQLite, whose months are ranges of
+    one table."""
     if not is_postgres(conn):
         return []
     this = Period.containing(now)
     conn.execute("BEGIN IMMEDIATE")
     try:
         made = partitions.maintain(conn, [(h.table, h.time) for h in history_tables(conn)],
-                                   [(p.start, p.end + 1) for p in (this, this.next)])
+                                   [(p.start, p.end + 1) for p in (this, this.next)],
+                                   this.start if keep_from is None else keep_from)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
