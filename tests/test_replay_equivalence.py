@@ -1,5 +1,5 @@
 """Several months of generated polls projected inline, then `tornstore replay`: every projected table is
-identical (live columns aside, as documented)."""
+identical (live columns aside, as documented). On a SQLite file and on a PostgreSQL database."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from .crashkit import cli, invariants, projected_rows
 from .test_replay_after_prune import every_table
 
 
-def test_replay_rebuilds_months_of_projections_identically(tmp_path):
+def test_replay_rebuilds_months_of_projections_identically(db_path, tmp_path):
     world = World(seed=11, factions=3, territories=300)
     plan = PollPlan(factions=tuple(sorted(world.factions)), interval=3600, api="v1",
                     member_profiles_every=6, territory_map_every=24)
@@ -20,7 +20,7 @@ def test_replay_rebuilds_months_of_projections_identically(tmp_path):
         for responses in poll_rounds(world, plan, world.now, world.now + 75 * 86400):
             for r in responses:
                 out.write(json.dumps({"url": r.url, "observed_at": r.observed_at, "body": r.body}) + "\n")
-    db = tmp_path / "torn.db"
+    db = db_path
     assert cli(db, "ingest", "--init", str(capture)).returncode == 0
     inline = projected_rows(db)
     everything = every_table(db)
