@@ -3,18 +3,19 @@
 Every URL form below is one the official spec or the docs define without an id. With the owner given,
 or learned from `/v2/key/info` made with the same key, each is stored and projected; parts that need
 no owner (a ranked war names both factions) are stored even when no owner is known; the rest waits in
-quarantine and is routed once the owner is known. Nothing is lost.
+quarantine and is routed once the owner is known. Nothing is lost. On a SQLite file and on a PostgreSQL
+database.
 """
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 from tornstore import Store
+from tornstore.eventstore.db import close_sync, connect_sync, is_url, table_names
 from tornstore.eventstore.records import Owner
 from tornstore.eventstore.secrets import fingerprint
 
@@ -45,16 +46,31 @@ def _members() -> dict:
     return fixture_body("v2/faction_members.json")
 
 
-def _rows(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(db)
+def _rows(db: Path | str, sql: str, args: tuple = ()) -> list[tuple]:
+    conn = connect_sync(db)
     try:
         return conn.execute(sql, args).fetchall()
     finally:
-        conn.close()
+        close_sync(conn)
 
 
-async def test_own_key_url_forms_are_stored_and_projected_with_the_owner_given(tmp_path):
-    db = tmp_path / "torn.db"
+def _assert_key_nowhere(db: Path | str, folder: Path, but: tuple[Path, ...] = ()) -> None:
+    """The raw key is in no file of the test's folder (a SQLite store is one of them), nor, on PostgreSQL, in
+    any row of any table."""
+    for path in folder.iterdir():
+        if path.is_file() and path not in but:
+            assert KEY.encode() not in path.read_bytes(), path
+    if is_url(db):
+        conn = connect_sync(db)
+        try:
+            for table in table_names(conn):
+                assert KEY not in repr(conn.execute(f"SELECT * FROM {table}").fetchall()), table
+        finally:
+            close_sync(conn)
+
+
+async def test_own_key_url_forms_are_stored_and_projected_with_the_owner_given(db_path):
+    db = db_path
     owner = Owner(player_id=ME, faction_id=MY_FACTION)
     calls = [
         ("/v2/user/battlestats", BATTLESTATS),
@@ -80,15 +96,15 @@ async def test_own_key_url_forms_are_stored_and_projected_with_the_owner_given(t
     assert ("user", str(ME), "v1.personalstats") in streams
     # Projected: battle stats into the history, members into players with their faction.
     stats = _rows(db, "SELECT strength, defense, speed, dexterity, total_stats FROM player_stats_history "
-                      "WHERE player_id = ? AND strength IS NOT NULL", (ME,))
-    assert stats and stats[-1] == (1000, 2000, 3000, 4000, 10000)
+                      "WHERE player_id = ? AND strength IS NOT NULL ORDER BY timestamp", (ME,))
+    assert stats and stats[0] == (1000, 2000, 3000, 4000, 10000)   # the battle stats call, the first at T
     members = _rows(db, "SELECT COUNT(*) FROM players WHERE faction_id = ?", (MY_FACTION,))[0][0]
     assert members == len(_members()["members"])
     assert _rows(db, "SELECT COUNT(*) FROM quarantine") == [(0,)]
 
 
-async def test_a_ranked_war_in_faction_wars_is_projected_with_no_owner_known(tmp_path):
-    db = tmp_path / "torn.db"
+async def test_a_ranked_war_in_faction_wars_is_projected_with_no_owner_known(db_path):
+    db = db_path
     body = fixture_body("v2/faction_wars_active_ranked.json")
     async with Store.open(db, create=True) as store:
         report = await store.ingest(f"{API}/v2/faction/wars", body, observed_at=T)
@@ -102,8 +118,8 @@ async def test_a_ranked_war_in_faction_wars_is_projected_with_no_owner_known(tmp
     assert needs_owner == 1 and key_fp is None
 
 
-async def test_the_owner_is_learned_from_key_info_and_what_waited_is_routed(tmp_path):
-    db = tmp_path / "torn.db"
+async def test_the_owner_is_learned_from_key_info_and_what_waited_is_routed(db_path, tmp_path):
+    db = db_path
     async with Store.open(db, create=True) as store:
         waiting = await store.ingest(f"{API}/v2/user/battlestats", BATTLESTATS, observed_at=T, key=KEY)
         members = await store.ingest(f"{API}/v2/faction/members", _members(), observed_at=T + 1,
@@ -121,12 +137,11 @@ async def test_the_owner_is_learned_from_key_info_and_what_waited_is_routed(tmp_
     assert _rows(db, "SELECT key_fp, player_id, faction_id FROM key_owners") == [(fingerprint(KEY), ME, MY_FACTION)]
     assert _rows(db, "SELECT DISTINCT strength FROM player_stats_history WHERE player_id = ?", (ME,)) == [(1000,)]
     assert _rows(db, "SELECT COUNT(*) FROM players WHERE faction_id = ?", (MY_FACTION,))[0][0] == 2
-    for path in tmp_path.iterdir():
-        assert KEY.encode() not in path.read_bytes()
+    _assert_key_nowhere(db, tmp_path)
 
 
-async def test_a_key_owner_changing_faction_is_followed_and_old_news_does_not_win(tmp_path):
-    db = tmp_path / "torn.db"
+async def test_a_key_owner_changing_faction_is_followed_and_old_news_does_not_win(db_path):
+    db = db_path
     moved = {"info": KEY_INFO["info"] | {"user": {"id": ME, "faction_id": 777, "company_id": None}}}
     async with Store.open(db, create=True) as store:
         await store.ingest(f"{API}/v2/key/info", KEY_INFO, observed_at=T, key=KEY)
@@ -140,8 +155,8 @@ async def test_a_key_owner_changing_faction_is_followed_and_old_news_does_not_wi
     assert owners[fingerprint("AnOtHeRkEy000001")] == (profile["player_id"], profile["faction"]["faction_id"])
 
 
-def test_capture_lines_carry_owner_and_key_and_quarantine_retry_routes_what_waited(tmp_path):
-    db = tmp_path / "torn.db"
+def test_capture_lines_carry_owner_and_key_and_quarantine_retry_routes_what_waited(db_path, tmp_path):
+    db = db_path
     lines = [
         {"url": f"{API}/v2/user/bars", "observed_at": T, "body": BARS, "owner": {"player_id": ME}},
         {"url": f"{API}/v2/user/battlestats", "observed_at": T, "body": BATTLESTATS, "key": fingerprint(KEY)},
@@ -166,21 +181,20 @@ def test_capture_lines_carry_owner_and_key_and_quarantine_retry_routes_what_wait
     assert [row["needs_owner"] for row in listed] == [True, True]
 
     # The owner becomes known another way than a batch with that key (here: by hand, as an operator would).
-    conn = sqlite3.connect(db)
-    with conn:
+    conn = connect_sync(db)   # (autocommit: the insert commits)
+    try:
         conn.execute("INSERT INTO key_owners VALUES (?, ?, ?, ?, ?)", (fingerprint(KEY), ME, MY_FACTION, T, "manual"))
-    conn.close()
+    finally:
+        close_sync(conn)
     # battle stats (1 event) and the member list (2 members and the list: 3 events)
     assert json.loads(cli("quarantine", "retry", "--json").stdout) == {"retried": 2, "appended": 1 + 3,
                                                                         "still_waiting": 0}
     assert json.loads(cli("quarantine", "retry", "--json").stdout)["retried"] == 0
-    for path in tmp_path.iterdir():
-        if path.is_file() and path != capture:
-            assert KEY.encode() not in path.read_bytes()
+    _assert_key_nowhere(db, tmp_path, but=(capture,))
 
 
-async def test_v1_faction_basic_and_rankedwars_polls_do_not_flip_one_stream(tmp_path):
-    db = tmp_path / "torn.db"
+async def test_v1_faction_basic_and_rankedwars_polls_do_not_flip_one_stream(db_path):
+    db = db_path
     basic = fixture_body("v1/faction_basic_with_members.json")
     fid = basic["ID"]
     async with Store.open(db, create=True) as store:
