@@ -3,7 +3,7 @@
 Each fixture body (real responses, tests/fixtures/torn-api), each own-key form and each v2 form the
 simulator serves (spec-valid bodies) is polled twice; the second copy has every clock-only field moved
 (timestamps of activity, countdowns, `relative` texts, tick timers, days counters). The second poll must
-append no event.
+append no event. On a SQLite file and on a PostgreSQL database.
 """
 from __future__ import annotations
 
@@ -88,9 +88,9 @@ def _cases() -> list[tuple[str, Any]]:
 
 
 @pytest.mark.parametrize(("url", "body"), _cases(), ids=[u.split("api.torn.com/")[1] for u, _ in _cases()])
-def test_a_poll_where_only_the_clock_moved_appends_nothing(tmp_path, url, body):
+def test_a_poll_where_only_the_clock_moved_appends_nothing(db_path, url, body):
     later = moved(copy.deepcopy(body))
-    conn = connect_sync(tmp_path / "torn.db")
+    conn = connect_sync(db_path)
     try:
         migrate(conn)
         first = ingest_batch(conn, [Response(url=url, observed_at=OBSERVED_AT, body=body, owner=OWNER)])
@@ -142,11 +142,11 @@ def _simulator_cases() -> list[tuple[str, Any, Owner]]:
     return cases
 
 
-def test_simulator_bodies_polled_twice_with_only_the_clock_moved_append_nothing(tmp_path):
+def test_simulator_bodies_polled_twice_with_only_the_clock_moved_append_nothing(db_path):
     cases = _simulator_cases()
     assert len(cases) > 100
     noisy = []
-    conn = connect_sync(tmp_path / "torn.db")
+    conn = connect_sync(db_path)
     try:
         migrate(conn)
         for i, (url, body, owner) in enumerate(cases):

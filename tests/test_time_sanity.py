@@ -1,4 +1,5 @@
-"""Times that cannot be right are refused at the door, with the reason; stored times always format."""
+"""Times that cannot be right are refused at the door, with the reason; stored times always format (on a SQLite
+file and on a PostgreSQL database)."""
 from __future__ import annotations
 
 import time
@@ -18,8 +19,8 @@ def _body(level: int) -> dict:
     return {"level": level, "gender": "Male", "player_id": 7, "name": "p", "status": {"state": "Okay"}}
 
 
-def test_future_and_prehistoric_times_are_quarantined_with_the_reason(tmp_path):
-    conn = connect_sync(tmp_path / "torn.db")
+def test_future_and_prehistoric_times_are_quarantined_with_the_reason(db_path):
+    conn = connect_sync(db_path)
     try:
         migrate(conn)
         batch = [Response(url=URL, observed_at=t, body=_body(i + 1)) for i, t in enumerate(
@@ -38,8 +39,8 @@ def test_future_and_prehistoric_times_are_quarantined_with_the_reason(tmp_path):
         close_sync(conn)
 
 
-def test_the_default_clock_is_the_machine_clock(tmp_path):
-    conn = connect_sync(tmp_path / "torn.db")
+def test_the_default_clock_is_the_machine_clock(db_path):
+    conn = connect_sync(db_path)
     try:
         migrate(conn)
         now = int(time.time())
