@@ -5,18 +5,21 @@ values that fall, stats first seen mid-month, stats silent for a month): every s
 rules give (start = the value in force when the month began, else the first in the month; end = the last in
 the month, else start; min/max over the values in force during the month; a silent stat is carried). Then
 the same after the first month is pruned (its start comes from the summary), and a second compaction
-changes nothing. Real SQLite files; `now` is passed in.
+changes nothing. Real SQLite files and PostgreSQL databases; `now` is passed in.
 """
+# ruff: noqa: F811 (test functions take the fixtures imported from test_compactor by name)
 from __future__ import annotations
 
 import calendar
 import random
 import sqlite3
 
-from tornstore.eventstore.db import connect_sync
+from tornstore.eventstore.db import close_sync, connect_sync
 from tornstore.eventstore.migrate import migrate
 from tornstore.projections.compactor import compact
 from tornstore.projections.compactor.periods import Period
+
+from .test_compactor import db_stores  # noqa: F401 (a fixture)
 
 MONTHS = [Period(2026, 1), Period(2026, 2), Period(2026, 3)]
 NOW = calendar.timegm((2026, 4, 2, 0, 0, 0))
@@ -69,9 +72,9 @@ def _summaries(conn: sqlite3.Connection) -> dict[tuple, tuple]:
         "record_count FROM stat_summary WHERE period_type = 'monthly'")}
 
 
-def test_stat_summaries_follow_the_rules_through_folds_prunes_and_reruns(tmp_path):
+def test_stat_summaries_follow_the_rules_through_folds_prunes_and_reruns(db_stores, tmp_path):
     for seed in range(3):
-        conn = connect_sync(tmp_path / f"s{seed}.db")
+        conn = connect_sync(db_stores.new(tmp_path / f"s{seed}.db"))
         try:
             migrate(conn)
             rows = _history(seed)
@@ -97,10 +100,10 @@ def test_stat_summaries_follow_the_rules_through_folds_prunes_and_reruns(tmp_pat
             assert again.folded == [] and again.pruned == []
             assert _summaries(conn) == expected
         finally:
-            conn.close()
+            close_sync(conn)
 
 
-def test_a_simulated_month_gives_one_summary_row_per_member_and_stat(tmp_path):
+def test_a_simulated_month_gives_one_summary_row_per_member_and_stat(db_path, tmp_path):
     """A month of simulated personal stats polls of a faction, through the real CLI, compacted: one
     stat_summary row per member and stat for January; start and end of the checked stats equal the values
     read straight from the raw responses (in force at the month's start, and last in January)."""
@@ -108,20 +111,20 @@ def test_a_simulated_month_gives_one_summary_row_per_member_and_stat(tmp_path):
     from .test_stat_history import CHECKED, month_of_polls, raw_values, write
 
     _, lines = month_of_polls()
-    db = tmp_path / "month.db"
+    db = db_path
     done = cli(db, "ingest", "--init", str(write(tmp_path / "polls.ndjson", lines)))
     assert done.returncode == 0, done.stderr
     january = Period(2026, 1)
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
         keys = set(conn.execute("SELECT entity_type, entity_id, stat FROM stat_history WHERE recorded_at <= ?",
                                 (january.end,)))
     finally:
-        conn.close()
+        close_sync(conn)
     for _ in range(2):   # the second run folds nothing new and changes nothing
         done = cli(db, "compact", "--now", "2026-02-02T00:00:00Z", "--retention-months", "0", "--no-backup")
         assert done.returncode == 0, done.stderr
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
         summary = {r[:3]: r[3:] for r in conn.execute(
             "SELECT entity_type, entity_id, stat, value_start, value_end, change, record_count FROM stat_summary "
@@ -129,7 +132,7 @@ def test_a_simulated_month_gives_one_summary_row_per_member_and_stat(tmp_path):
         assert conn.execute("SELECT COUNT(*) FROM stat_history WHERE recorded_at <= ?",
                             (january.end,)).fetchone()[0] == 0      # January's detail pruned
     finally:
-        conn.close()
+        close_sync(conn)
     assert keys and set(summary) == keys                            # one row per member and stat
     raw = raw_values(lines)
     checked = 0
