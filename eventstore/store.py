@@ -1,8 +1,8 @@
 """The async face of the log: open a database, ingest batches, close. Safe inside a bot's event loop.
 
 Every call is one aiosqlite round trip; the work itself runs in aiosqlite's worker thread. Writes go
-through one connection, reads through another (`read`), so a query never queues behind an ingest that
-waits for another process's write lock.
+through one connection, reads through others (`read`, a small pool: readers.py), so a query never queues
+behind an ingest that waits for another process's write lock, nor behind another query.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from . import db
 from .ingest import IngestReport, Projector, ingest_batch, retry_waiting
 from .migrate import migrate
 from .owners import key_fingerprint
+from .readers import Readers
 from .records import Event, Owner, Response
 
 T = TypeVar("T")
@@ -55,25 +56,32 @@ class EventLog:
 
     default_projector: ClassVar[Projector | None] = None  # what `open` uses when given no projector
 
-    def __init__(self, conn: aiosqlite.Connection, path: str, projector: Projector | None = None):
+    def __init__(self, conn: aiosqlite.Connection, path: str, projector: Projector | None = None,
+                 readers: int | None = None):
         self.conn = conn
         self.path = path
         self.projector = projector
-        self._reader: aiosqlite.Connection | None = None
+        self.readers = Readers(path, readers)
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = False, projector: Projector | None = None) -> Opening[Self]:
-        """Open the database at `path`, applying pending migrations.
+    def open(cls, path: str | Path, *, create: bool = False, projector: Projector | None = None,
+             readers: int | None = None) -> Opening[Self]:
+        """Open the database at `path` (a file, or a `postgresql://` URL), applying pending migrations.
 
         A missing file is an error (a mistyped path must not become a new, empty database) unless
-        `create=True`.
+        `create=True`. `readers`: how many queries may run at once, each on its own read connection
+        (default 4 on PostgreSQL, 1 on SQLite).
         """
+        if readers is not None and readers < 1:
+            raise ValueError("readers must be 1 or more")
+
         async def opener() -> Self:
-            return await cls._open(str(path), create=create, projector=projector)
+            return await cls._open(str(path), create=create, projector=projector, readers=readers)
         return Opening(opener)
 
     @classmethod
-    async def _open(cls, path: str, *, create: bool, projector: Projector | None) -> Self:
+    async def _open(cls, path: str, *, create: bool, projector: Projector | None,
+                    readers: int | None = None) -> Self:
         if db.is_url(path):
             if not create and not await asyncio.to_thread(db.exists, path):
                 raise FileNotFoundError(f"no tornstore database at {db.describe(path)} (run `tornstore --db URL "
@@ -87,7 +95,7 @@ class EventLog:
         except BaseException:
             await db.close(conn)
             raise
-        return cls(conn, path, projector if projector is not None else cls.default_projector)
+        return cls(conn, path, projector if projector is not None else cls.default_projector, readers)
 
     async def __aenter__(self) -> Self:
         return self
@@ -96,9 +104,7 @@ class EventLog:
         await self.close()
 
     async def close(self) -> None:
-        if self._reader is not None:
-            reader, self._reader = self._reader, None
-            await db.close(reader)
+        await self.readers.close()
         await db.close(self.conn)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -106,13 +112,12 @@ class EventLog:
         return await db.run_in_connection(self.conn, fn, *args)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run the read-only `fn(sqlite3_connection, *args)` on the read connection (opened on first use).
+        """Run the read-only `fn(sqlite3_connection, *args)` on a read connection (opened on first use; up
+        to `readers` queries at once).
 
         WAL lets it read the last committed state while a write is under way or waiting for its lock.
         """
-        if self._reader is None:
-            self._reader = await db.connect(self.path, read_only=True)
-        return await db.run_in_connection(self._reader, fn, *args)
+        return await self.readers.run(fn, *args)
 
     async def ingest(self, url: str, body: Any, observed_at: int, *, owner: Owner | dict | None = None,
                      key: str | None = None) -> IngestReport:

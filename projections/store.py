@@ -37,8 +37,9 @@ class Store(EventLog):
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = False, projector: Any = None,
-             stats: Mapping[str, Any] | None = None) -> Any:
-        """Open the database at `path` (see EventLog.open). `stats`: which stats stat_history tracks, as
+             stats: Mapping[str, Any] | None = None, readers: int | None = None) -> Any:
+        """Open the database at `path` (see EventLog.open; `readers`: queries at once, default 4 on
+        PostgreSQL, 1 on SQLite). `stats`: which stats stat_history tracks, as
         {"include": [names] (default: every numeric stat), "exclude": [names] (default: the clock-like
         ones)}; it applies to the whole process (stat_history.configure)."""
         if stats is not None:
@@ -46,7 +47,7 @@ class Store(EventLog):
             if unknown:
                 raise ValueError(f"stats: unknown key(s) {', '.join(sorted(unknown))} (use include, exclude)")
             stat_history.configure(include=stats.get("include"), exclude=stats.get("exclude"))
-        return super().open(path, create=create, projector=projector)
+        return super().open(path, create=create, projector=projector, readers=readers)
 
     # Queries (projections.queries): each one round trip on the read connection, one consistent snapshot.
     async def player(self, player_id: int, *, now: int | None = None) -> queries.PlayerView | None:
