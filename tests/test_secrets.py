@@ -2,7 +2,9 @@
 (key disabled by code 2, rate limit 5, key paused by 13, HTTP 502, cut JSON, HTML pages, bodies too large,
 timeouts, a dead server), no key string appears in any byte tornstore wrote or printed: the database and its
 -wal and -shm files, capture files, backups (manual and the compactor's), logs at DEBUG, CLI output, the
-texts of exceptions, and `status` (text and JSON). Keys are named by fingerprint only.
+texts of exceptions, and `status` (text and JSON). Keys are named by fingerprint only. On a SQLite file and on
+a PostgreSQL database: there, every row of every table is read back as well as every file the test wrote (a
+PostgreSQL store's backup is a SQLite copy, and `compact` takes no file backup).
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import logging
 import os
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,9 +27,10 @@ import pytest
 from tornstore.eventstore.backup import backup_database
 from tornstore.eventstore.capture import export_events
 from tornstore.eventstore.collector import Collector, ConfigError, parse_config
-from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.db import close_sync, connect_sync, is_url, table_names
 from tornstore.eventstore.secrets import fingerprint
 from tornstore.eventstore.simulator import World, start_simulator
+from tornstore.projections.copy import copy_store
 from tornstore.projections.store import Store
 
 from .loadkit import DrivenClock
@@ -93,13 +95,36 @@ def assert_no_key(where: str, blob: bytes | str) -> None:
     assert leaked is None, f"a key= parameter with a value reached {where}"
 
 
-def _files(db: Path) -> dict[str, bytes]:
+def _files(db: Path | str) -> dict[str, bytes]:
+    """A SQLite store's file and its -wal and -shm; a PostgreSQL store's every row of every table."""
+    if is_url(db):
+        return {"tables": _table_rows(db)}
     out = {}
     for suffix in ("", "-wal", "-shm"):
         path = Path(f"{db}{suffix}")
         if path.exists():
             out[path.name] = path.read_bytes()
     return out
+
+
+def _table_rows(url: str) -> bytes:
+    """Every value of every row of every table of a PostgreSQL store, as bytes (a bytea value as it is)."""
+    conn = connect_sync(url)
+    try:
+        parts = []
+        tables = sorted(table_names(conn))
+        assert "events" in tables and "api_keys" in tables, tables
+        for table in tables:
+            parts.append(table.encode())
+            for row in conn.execute(f"SELECT * FROM {table}").fetchall():
+                for value in row:
+                    if isinstance(value, (bytes, bytearray, memoryview)):
+                        parts.append(bytes(value))
+                    else:
+                        parts.append(str(value).encode("utf-8", "backslashreplace"))
+        return b"\n".join(parts)
+    finally:
+        close_sync(conn)
 
 
 class _ManualClock:
@@ -123,9 +148,9 @@ def _free_port() -> int:
 
 
 # ------------------------------------------------------------------------------------------ in process
-async def test_keys_never_reach_the_database_files_logs_or_exceptions(tmp_path, caplog, capsys):
+async def test_keys_never_reach_the_database_files_logs_or_exceptions(db_path, tmp_path, caplog, capsys):
     caplog.set_level(logging.DEBUG)
-    db = tmp_path / "secrets.db"
+    db = db_path
     world = _world()
     handle = await start_simulator(world, keys=list(SECRETS), own_ids=_owners(world), rate_clock="sim")
     blobs: dict[str, bytes | str] = {}
@@ -163,11 +188,18 @@ async def test_keys_never_reach_the_database_files_logs_or_exceptions(tmp_path, 
             # While the store is open: the WAL holds the latest pages.
             for name, data in _files(db).items():
                 blobs[f"{name} (open)"] = data
-            # A backup and an export taken from the library.
+            # A backup and an export taken from the library (a PostgreSQL store's backup is a SQLite copy).
             conn = connect_sync(db)
             try:
-                backup_database(conn, tmp_path / "copy.db", created_at=world.now, reason="test")
-                with open(tmp_path / "export.ndjson", "wb") as out:
+                if is_url(db):
+                    target = connect_sync(tmp_path / "copy.db")
+                    try:
+                        assert copy_store(conn, target)["ok"]
+                    finally:
+                        close_sync(target)
+                else:
+                    backup_database(conn, tmp_path / "copy.db", created_at=world.now, reason="test")
+                with open(tmp_path / "export.ndjson", "wb") as out:  # noqa: ASYNC230 - a test, one small file
                     exported = export_events(conn, out)
             finally:
                 close_sync(conn)
@@ -193,11 +225,11 @@ async def test_keys_never_reach_the_database_files_logs_or_exceptions(tmp_path, 
     for expected in ("HTTP 502", "timeout", "not JSON", "Torn API error 5", "Torn API error 13",
                      "Torn API error 2", "connection error"):
         assert expected in gaps_text, f"no gap for {expected!r}: the fault was not met"
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
-        states = dict(conn.execute("SELECT fingerprint, state FROM api_keys"))
+        states = dict(conn.execute("SELECT fingerprint, state FROM api_keys").fetchall())
     finally:
-        conn.close()
+        close_sync(conn)
     assert states[fingerprint(KEY_A2)] == "disabled" and set(states) == {fingerprint(k) for k in SECRETS}
     assert fingerprint(KEY_A2) in caplog.text              # keys are named by fingerprint
 
@@ -270,10 +302,10 @@ def _toml(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_keys_never_reach_cli_output_captures_backups_or_status(tmp_path):
+def test_keys_never_reach_cli_output_captures_backups_or_status(db_path, tmp_path):
     world = _world()
     sim = _ThreadedSimulator(world)
-    db = tmp_path / "cli.db"
+    db = db_path
     outputs: dict[str, str] = {}
     try:
         for fault in CLI_FAULTS:
@@ -291,11 +323,11 @@ def test_keys_never_reach_cli_output_captures_backups_or_status(tmp_path):
         assert collect_json.returncode == 1 and "Traceback" not in collect_json.stderr, collect_json.stderr[-3000:]
     finally:
         sim.close()
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
-        reasons = "\n".join(r for (r,) in conn.execute("SELECT reason FROM gaps"))
+        reasons = "\n".join(r for (r,) in conn.execute("SELECT reason FROM gaps").fetchall())
     finally:
-        conn.close()
+        close_sync(conn)
     for expected in ("HTTP 502", "timeout", "not JSON", "Torn API error 13", "Torn API error 2", "body too large"):
         assert expected in reasons, f"the CLI run met no {expected!r}"
     # A config naming a key that is not in the environment, and one with a literal key of the wrong size.
@@ -333,12 +365,19 @@ def test_keys_never_reach_cli_output_captures_backups_or_status(tmp_path):
     assert any(k["state"] == "disabled" for k in status["keys"])
     assert fingerprint(KEY_B) in runs["status"].stdout
     compacted = json.loads(runs["compact"].stdout)
-    assert compacted["backup"] and compacted["pruned"], runs["compact"].stdout[-2000:]
-    dated = sorted(p for p in tmp_path.iterdir() if p.name.startswith(db.name + ".backup-"))
-    assert dated, "the compactor took no backup beside the database"
+    assert compacted["pruned"], runs["compact"].stdout[-2000:]
+    if is_url(db):
+        # No file backup on PostgreSQL (README: use pg_dump or the server's backups).
+        assert not compacted["backup"], runs["compact"].stdout[-2000:]
+    else:
+        assert compacted["backup"], runs["compact"].stdout[-2000:]
+        dated = sorted(p for p in tmp_path.iterdir() if p.name.startswith(db.name + ".backup-"))
+        assert dated, "the compactor took no backup beside the database"
 
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir()
              if p.is_file() and p.suffix != ".toml"}
     assert export.name in files and "manual-backup.db" in files
+    if is_url(db):
+        files["tables"] = _table_rows(db)
     for where, blob in {**outputs, **files}.items():
         assert_no_key(where, blob)
