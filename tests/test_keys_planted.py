@@ -1,7 +1,8 @@
 """Keys planted in every place a response or a capture line can carry one never reach any stored text.
 
 The collector's own paths (logs, gaps, key pool) are covered in test_secrets.py; this file covers what
-arrives from outside: capture lines, a bot's `Store.ingest`, bodies that echo a request.
+arrives from outside: capture lines, a bot's `Store.ingest`, bodies that echo a request. On a SQLite file and
+on a PostgreSQL database (there every value of every table's rows is searched, beside the files).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from tornstore import Store
+from tornstore.eventstore.db import close_sync, connect_sync, is_url, table_names
 
 from .conftest import OBSERVED_AT
 
@@ -62,8 +64,34 @@ def _assert_clean(where: str, blob: bytes | str) -> None:
         assert key.encode() not in data, f"{key} found in {where}"
 
 
-def test_planted_keys_reach_no_table_file_export_backup_or_output(tmp_path):
-    db = tmp_path / "torn.db"
+def _table_rows(url: str) -> bytes:
+    """Every value of every row of every table of a PostgreSQL store, as bytes (a bytea value as it is)."""
+    conn = connect_sync(url)
+    try:
+        parts = []
+        tables = sorted(table_names(conn))
+        assert "events" in tables and "quarantine" in tables, tables
+        for table in tables:
+            parts.append(table.encode())
+            for row in conn.execute(f"SELECT * FROM {table}").fetchall():
+                for value in row:
+                    if isinstance(value, (bytes, bytearray, memoryview)):
+                        parts.append(bytes(value))
+                    else:
+                        parts.append(str(value).encode("utf-8", "backslashreplace"))
+        return b"\n".join(parts)
+    finally:
+        close_sync(conn)
+
+
+def _assert_store_clean(db: Path | str) -> None:
+    """On PostgreSQL the store is no file: its tables' rows are read back."""
+    if is_url(db):
+        _assert_clean("the database's tables", _table_rows(db))
+
+
+def test_planted_keys_reach_no_table_file_export_backup_or_output(db_path, tmp_path):
+    db = db_path
     capture = tmp_path / "capture.ndjson"
     capture.write_text("\n".join(_capture_lines()) + "\n")
     outputs = {}
@@ -80,35 +108,37 @@ def test_planted_keys_reach_no_table_file_export_backup_or_output(tmp_path):
         proc = _cli(db, command)
         outputs[command] = proc.stdout + proc.stderr
 
-    # Every file the database and its tools wrote: the database, its WAL, the export, the backup.
+    # Every file the database and its tools wrote: the database, its WAL, the export, the backup (on
+    # PostgreSQL a SQLite copy), and a PostgreSQL store's tables.
     files = [p for p in tmp_path.iterdir() if p.is_file() and p != capture]
-    assert {db, export, backup} <= set(files)
+    assert {export, backup} | (set() if is_url(db) else {db}) <= set(files)
     for path in files:
         _assert_clean(path.name, path.read_bytes())
+    _assert_store_clean(db)
     for command, text in outputs.items():
         _assert_clean(f"the output of {command}", text)
 
     # And nothing was lost: each line is stored somewhere a person can find it.
-    import sqlite3
-    conn = sqlite3.connect(db)
+    conn = connect_sync(db)
     try:
         quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
         gaps = conn.execute("SELECT count(*) FROM gaps").fetchone()[0]
         market = conn.execute("SELECT payload FROM events JOIN streams USING (stream_id) "
                               "WHERE entity_type = 'raw'").fetchone()
-        players = {r[0] for r in conn.execute("SELECT player_id FROM players")}
+        players = {r[0] for r in conn.execute("SELECT player_id FROM players").fetchall()}
     finally:
-        conn.close()
+        close_sync(conn)
     assert quarantined == 3 and gaps == 1
     assert "key=<redacted>" in market[0] and "offset=100" in market[0]
     assert 14 in players
 
 
-async def test_a_bot_ingest_with_planted_keys_stores_none(tmp_path):
-    db = tmp_path / "torn.db"
+async def test_a_bot_ingest_with_planted_keys_stores_none(db_path, tmp_path):
+    db = db_path
     async with Store.open(db, create=True) as store:
         await store.ingest(f"https://api.torn.com/v2/faction/9/basic?key={PLANTED[0]}",
                            {"basic": {"id": 9, "name": f"key={PLANTED[1]}"}}, observed_at=T)
         await store.ingest("https://api.torn.com/v2/user/5/profile", f"echo ApiKey {PLANTED[3]}", observed_at=T)
     for path in tmp_path.iterdir():
         _assert_clean(path.name, path.read_bytes())
+    _assert_store_clean(db)
