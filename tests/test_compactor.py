@@ -842,12 +842,10 @@ CRASH_POINTS = ["plan:marked", "fold:2026-09:computed", "fold:2026-10:before-com
                 "prune:2026-10:sealed", "prune:2026-11:sealed", "compact:done"]
 
 
-def test_killed_at_any_step_then_rerun_ends_like_an_uninterrupted_run(ingested, uninterrupted, tmp_path, stores,
-                                                                     request):
-    if is_url(ingested):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "postgres: after a fold killed before its commit, the rerun's summary rows have other ids than an "
-            "uninterrupted run's (the rolled-back fold used up identity values; SQLite's AUTOINCREMENT rolls back)")))
+def test_killed_at_any_step_then_rerun_ends_like_an_uninterrupted_run(ingested, uninterrupted, tmp_path, stores):
+    # On PostgreSQL a fold killed before its commit has used up identity values (a sequence does not roll back,
+    # SQLite's AUTOINCREMENT does): the rerun's summary rows are the same rows under later ids there.
+    same = _without_summary_ids if is_url(ingested) else (lambda state: state)
     # PostgreSQL takes no file backup before the prune: the backup steps do not exist there.
     points = [p for p in CRASH_POINTS if not (is_url(ingested) and p.startswith("backup:"))]
     events_before = None
@@ -866,7 +864,14 @@ def test_killed_at_any_step_then_rerun_ends_like_an_uninterrupted_run(ingested, 
             assert rows(conn, "SELECT COUNT(*) FROM events")[0][0] == events_before, point
             conn.close()
         run_compact(db)
-        assert state_dump(db) == uninterrupted, point
+        assert same(state_dump(db)) == same(uninterrupted), point
+
+
+def _without_summary_ids(state: dict) -> dict:
+    out = dict(state)
+    for table in SUMMARIES:
+        out[table] = sorted((row[1:] for row in state[table]), key=repr)   # (dump's first column is id)
+    return out
 
 
 @pytest.mark.sqlite_only("SIGKILL at random moments of writing the file")
