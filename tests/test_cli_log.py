@@ -1,15 +1,16 @@
 """init, migrate, ingest, export-events, replay, verify through click's runner on real files: --json results,
-migrate --check's exit code, ingest refusing a missing database, progress on stderr only."""
+migrate --check's exit code, ingest refusing a missing database, progress on stderr only. On a SQLite file and on
+a PostgreSQL database (db_path)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from tornstore.cli.main import cli
+from tornstore.eventstore.db import close_sync, connect_sync, is_url, table_names
 from tornstore.eventstore.migrate import available_migrations
 
 NEWEST = available_migrations()[-1].version
@@ -19,25 +20,33 @@ def run(*args: str, input: str | None = None):
     return CliRunner().invoke(cli, list(args), input=input, env={"TORNSTORE_DB": None})
 
 
-def count(db: Path, sql: str) -> int:
-    conn = sqlite3.connect(db)
+def count(db: Path | str, sql: str) -> int:
+    conn = connect_sync(db)
     try:
         return conn.execute(sql).fetchone()[0]
     finally:
-        conn.close()
+        close_sync(conn)
+
+
+def tables(db: Path | str) -> set[str]:
+    conn = connect_sync(db)
+    try:
+        return table_names(conn)
+    finally:
+        close_sync(conn)
 
 
 @pytest.fixture
-def ingested(tmp_path: Path, capture_file: Path) -> Path:
-    db = tmp_path / "torn.db"
+def ingested(db_path, capture_file: Path) -> Path | str:
+    db = db_path
     result = run("--db", str(db), "ingest", "--init", str(capture_file))
     assert result.exit_code == 0, result.output
     return db
 
 
 # ------------------------------------------------------------------------------------------------ init, migrate
-def test_init_json_says_what_it_applied(tmp_path):
-    db = tmp_path / "new.db"
+def test_init_json_says_what_it_applied(db_path):
+    db = db_path
     first = run("init", "--db", str(db), "--json")
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout) == {"database": str(db), "schema_version": NEWEST,
@@ -46,12 +55,17 @@ def test_init_json_says_what_it_applied(tmp_path):
     assert json.loads(again.stdout) == {"database": str(db), "schema_version": NEWEST, "applied": []}
 
 
-def test_migrate_check_exits_1_while_a_migration_is_pending(tmp_path):
-    # A SQLite file made by something else: every migration is pending.
-    db = tmp_path / "older.db"
-    conn = sqlite3.connect(db)
+def test_migrate_check_exits_1_while_a_migration_is_pending(db_path, request):
+    # A SQLite file (a PostgreSQL database) made by something else: every migration is pending.
+    if is_url(db_path):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "postgres: a database holding other tables but no schema_version is 'no database' to migrate "
+            "(--check prints nothing on stdout; Error: no database at URL: create it with init), where a SQLite "
+            "file made by something else is at schema version 0 with every migration pending")))
+    db = db_path
+    conn = connect_sync(db)
     conn.execute("CREATE TABLE notes (text TEXT)")
-    conn.close()
+    close_sync(conn)
     check = run("--db", str(db), "migrate", "--check")
     assert check.exit_code == 1, check.output
     listed = ", ".join(f"{m.version:04d} {m.description}" for m in available_migrations())
@@ -60,7 +74,7 @@ def test_migrate_check_exits_1_while_a_migration_is_pending(tmp_path):
     assert as_json.exit_code == 1
     assert json.loads(as_json.stdout)["pending"] == [{"version": m.version, "description": m.description}
                                                      for m in available_migrations()]
-    assert count(db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events'") == 0  # --check changed nothing
+    assert tables(db) == {"notes"}  # --check changed nothing
 
     applied = run("--db", str(db), "migrate", "--json")
     assert applied.exit_code == 0, applied.output
@@ -72,18 +86,21 @@ def test_migrate_check_exits_1_while_a_migration_is_pending(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ ingest
 @pytest.mark.parametrize("source", ["file", "stdin"])
-def test_ingest_refuses_a_missing_database(tmp_path, capture_file, source):
-    db = tmp_path / "typo.db"
+def test_ingest_refuses_a_missing_database(db_path, tmp_path, capture_file, source):
+    # On PostgreSQL: a database that holds no store (the server's databases are made by its owner).
+    db = db_path if is_url(db_path) else tmp_path / "typo.db"
     args = [str(capture_file)] if source == "file" else ["-"]
     result = run("--db", str(db), "ingest", *args, input=capture_file.read_text())
     assert result.exit_code == 1
     assert result.stderr == (f"Error: no database at {db}: create it with `tornstore --db {db} init`, "
                              "or ingest with --init\n")
     assert result.stdout == "" and list(tmp_path.glob("typo.db*")) == []
+    if is_url(db):
+        assert tables(db) == set()
 
 
-def test_ingest_init_creates_the_database_and_counts_match_it(tmp_path, capture_file):
-    db = tmp_path / "fresh.db"
+def test_ingest_init_creates_the_database_and_counts_match_it(db_path, capture_file):
+    db = db_path
     result = run("--db", str(db), "ingest", "--init", str(capture_file), "--json")
     assert result.exit_code == 0, result.output
     counts = json.loads(result.stdout)
