@@ -1,4 +1,6 @@
-"""Opening the store as Python developers expect: both idioms, no accidental databases, reads never wait."""
+"""Opening the store as Python developers expect: both idioms, no accidental databases, reads never wait. On a
+SQLite file and on a PostgreSQL database (db_path); a missing database on PostgreSQL is in
+test_postgres_errors.py."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +11,7 @@ import aiosqlite
 import pytest
 
 from tornstore import Store
+from tornstore.eventstore.db import close_sync, connect_sync, is_url
 from tornstore.eventstore.store import EventLog
 
 from .conftest import OBSERVED_AT, fixture_body
@@ -16,12 +19,15 @@ from .conftest import OBSERVED_AT, fixture_body
 PROFILE_URL = "https://api.torn.com/user/1879891?selections=profile"
 
 
-async def test_async_with_open_and_await_open_both_work(tmp_path):
-    db = tmp_path / "torn.db"
+async def test_async_with_open_and_await_open_both_work(db_path):
+    db = db_path
     async with Store.open(db, create=True) as store:
         assert type(store) is Store
         await store.ingest(PROFILE_URL, fixture_body("v1/user_profile.json"), observed_at=OBSERVED_AT)
-    assert store.conn._connection is None          # closed when the block ended (aiosqlite's own flag)
+    if is_url(db):
+        assert store.conn.conn.raw.closed            # closed when the block ended (psycopg's own flag)
+    else:
+        assert store.conn._connection is None      # closed when the block ended (aiosqlite's own flag)
 
     store = await Store.open(db)
     try:
@@ -34,7 +40,8 @@ async def test_async_with_open_and_await_open_both_work(tmp_path):
         assert await again.player(1879891) is not None
 
 
-async def test_a_missing_file_is_an_error_unless_asked_to_create(tmp_path):
+@pytest.mark.sqlite_only("a path that names no file (PostgreSQL: tests/test_postgres_errors.py)")
+async def test_a_missing_file_is_an_error_unless_asked_to_create(tmp_path, db_path):
     missing = tmp_path / "typo.db"
     with pytest.raises(FileNotFoundError, match="typo.db"):
         async with Store.open(missing):
@@ -44,23 +51,24 @@ async def test_a_missing_file_is_an_error_unless_asked_to_create(tmp_path):
     assert not missing.exists()
 
 
-async def test_the_read_connection_refuses_writes(tmp_path):
-    async with Store.open(tmp_path / "torn.db", create=True) as store:
+async def test_the_read_connection_refuses_writes(db_path):
+    async with Store.open(db_path, create=True) as store:
         with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
             await store.read(lambda c: c.execute("DELETE FROM events"))
         assert await store.read(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0]) == 0
 
 
-async def test_a_query_does_not_queue_behind_an_ingest_that_waits_for_the_lock(tmp_path):
-    db = tmp_path / "torn.db"
+async def test_a_query_does_not_queue_behind_an_ingest_that_waits_for_the_lock(db_path):
+    db = db_path
     async with Store.open(db, create=True) as store:
         await store.ingest(PROFILE_URL, fixture_body("v1/user_profile.json"), observed_at=OBSERVED_AT)
 
-        # Another process's writer holds the write lock until we let it go.
-        other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        # Another process's writer holds the write lock until we let it go (on PostgreSQL the store's
+        # advisory lock, which BEGIN IMMEDIATE takes there).
+        other = connect_sync(db)
         other.execute("BEGIN IMMEDIATE")
         release = threading.Event()
-        holder = threading.Thread(target=lambda: (release.wait(30), other.execute("COMMIT"), other.close()))
+        holder = threading.Thread(target=lambda: (release.wait(30), other.execute("COMMIT"), close_sync(other)))
         holder.start()
         try:
             body = fixture_body("v1/user_profile.json") | {"level": 99}
