@@ -1,5 +1,7 @@
-"""Many processes on one SQLite file (WAL): readers never see an error or a torn snapshot while the collector
-writes, and two ingest processes with overlapping captures lose nothing and duplicate nothing.
+"""Many processes on one SQLite file (WAL), or one PostgreSQL database: readers never see an error or a torn
+snapshot while the collector writes, and two ingest processes with overlapping captures lose nothing and
+duplicate nothing. On PostgreSQL loadkit's plain-sqlite3 reader has nothing to open (the other readers run);
+the reference logs of the two-writer tests are single-writer SQLite files on both runs.
 
 A torn read would be a snapshot in which the log ends past a projection checkpoint, or a player or faction
 stream holds events but its row is missing: ingest appends, projects and checkpoints in one transaction,
@@ -9,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
+import os
+import secrets
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tornstore.eventstore.collector import Collector, parse_config
-from tornstore.eventstore.db import close_sync, connect_sync
+from tornstore.eventstore.db import close_sync, connect_sync, is_url
 from tornstore.eventstore.ingest import ingest_batch
 from tornstore.eventstore.migrate import migrate
 from tornstore.eventstore.records import Response
@@ -23,9 +27,10 @@ from tornstore.eventstore.simulator import World, start_simulator
 from tornstore.projections.runner import project_inline
 from tornstore.projections.store import Store
 
+from .conftest import PG_BASE, pg_admin
 from .crashkit import cli, invariants, log_rows, projected_rows, start_cli, wait_for, write_capture
 from .loadkit import (DrivenClock, assert_reader_clean, capture_span, merge_captures, split_capture, start_reader,
-                      state_changes, stream_observations)
+                      state_changes)
 
 KEYS = {"TK_C1": "CoNcUrReNcY0KEY1", "TK_C2": "CoNcUrReNcY0KEY2"}
 READERS = ("sql", "store", "status", "store")
@@ -44,16 +49,16 @@ def _collector_config(handle, own: dict[str, int], factions) -> object:
     }, env=KEYS)
 
 
-async def _collect_with_readers(tmp_path: Path, seconds: float) -> tuple[dict, list[dict], Path]:
-    db = tmp_path / "busy.db"
+async def _collect_with_readers(db: Path | str, tmp_path: Path, seconds: float) -> tuple[dict, list[dict], Path | str]:
     world = World(seed=11, factions=3, members_per_faction=(6, 10), territories=200)
     factions = list(world.factions.values())
     own = {KEYS["TK_C1"]: factions[0].members[0], KEYS["TK_C2"]: factions[1].members[0]}
     handle = await start_simulator(world, keys=list(own), own_ids=own, rate_clock="sim")
     store = await Store.open(db, create=True)   # creates the schema before any reader opens the file
     stop = tmp_path / "stop"
-    outs = [tmp_path / f"reader{i}.json" for i in range(len(READERS))]
-    procs = [start_reader(db, stop, kind, out) for kind, out in zip(READERS, outs)]
+    kinds = [kind for kind in READERS if not (kind == "sql" and is_url(db))]   # "sql": sqlite3 on the file
+    outs = [tmp_path / f"reader{i}.json" for i in range(len(kinds))]
+    procs = [start_reader(db, stop, kind, out) for kind, out in zip(kinds, outs, strict=True)]
     try:
         ready = await asyncio.to_thread(
             wait_for, lambda: all(Path(str(o) + ".ready").exists() for o in outs), 30)
@@ -69,7 +74,7 @@ async def _collect_with_readers(tmp_path: Path, seconds: float) -> tuple[dict, l
         await handle.close()
         stop.write_text("stop")
         results = []
-        for proc, out in zip(procs, outs):
+        for proc, out in zip(procs, outs, strict=True):
             _, err = await asyncio.to_thread(proc.communicate, timeout=60)
             assert proc.returncode == 0, err
             results.append(json.loads(out.read_text()))
@@ -80,8 +85,8 @@ async def _collect_with_readers(tmp_path: Path, seconds: float) -> tuple[dict, l
     pytest.param(10, id="10s"),
     pytest.param(30, id="30s", marks=pytest.mark.slow),
 ])
-async def test_readers_never_see_errors_or_torn_reads_while_the_collector_writes(tmp_path, seconds):
-    report, results, db = await _collect_with_readers(tmp_path, seconds)
+async def test_readers_never_see_errors_or_torn_reads_while_the_collector_writes(db_path, tmp_path, seconds):
+    report, results, db = await _collect_with_readers(db_path, tmp_path, seconds)
     assert report["appended"] > 200 and report["polls_failed"] == 0, report
     for r in results:
         assert_reader_clean(r)
@@ -92,13 +97,13 @@ async def test_readers_never_see_errors_or_torn_reads_while_the_collector_writes
     assert facts["events"] == report["appended"]
 
 
-def test_the_snapshot_check_notices_an_event_without_its_projection(tmp_path):
+def test_the_snapshot_check_notices_an_event_without_its_projection(db_path):
     """The readers' check is not vacuous: a batch committed without projections is a torn snapshot."""
     from tornstore.projections.runner import handlers
 
     from .loadkit import snapshot
 
-    conn = connect_sync(tmp_path / "torn.db")
+    conn = connect_sync(db_path)
     try:
         migrate(conn)
         url = "https://api.torn.com/v2/faction/77/basic"
@@ -144,7 +149,7 @@ def captures(tmp_path_factory):
     return {"whole": whole, "first": first, "second": second, "shifted": shifted, "refs": refs}
 
 
-def _ingest_concurrently(db: Path, *sources: Path) -> None:
+def _ingest_concurrently(db: Path | str, *sources: Path) -> None:
     assert cli(db, "init").returncode == 0
     procs = [start_cli(db, "ingest", str(c), "--batch", "20") for c in sources]
     for proc in procs:
@@ -153,14 +158,29 @@ def _ingest_concurrently(db: Path, *sources: Path) -> None:
         assert "Traceback" not in err
 
 
-def _no_duplicates(db: Path) -> None:
-    conn = sqlite3.connect(db)
+def _no_duplicates(db: Path | str) -> None:
+    conn = connect_sync(db)
     try:
         dup = conn.execute("SELECT stream_id, observed_at, hash, COUNT(*) FROM events "
                            "GROUP BY stream_id, observed_at, hash HAVING COUNT(*) > 1 LIMIT 5").fetchall()
         assert dup == [], f"the same observation stored twice in a stream: {dup}"
     finally:
-        conn.close()
+        close_sync(conn)
+
+
+def stream_observations(db: Path | str) -> dict[str, list[tuple[int, str]]]:
+    """Per stream: its events as (observed_at, hash), in time order (position breaks ties). (loadkit's, read
+    through connect_sync.)"""
+    conn = connect_sync(db)
+    try:
+        out: dict[str, list[tuple[int, str]]] = {}
+        for name, observed_at, digest in conn.execute(
+                "SELECT s.entity_type || ':' || s.entity_id || ':' || s.view, e.observed_at, e.hash "
+                "FROM events e JOIN streams s USING (stream_id) ORDER BY 1, e.observed_at, e.position").fetchall():
+            out.setdefault(name, []).append((observed_at, digest))
+        return out
+    finally:
+        close_sync(conn)
 
 
 def _differences(got: dict, want: dict, view=lambda obs: obs) -> tuple[dict, dict]:
@@ -169,16 +189,37 @@ def _differences(got: dict, want: dict, view=lambda obs: obs) -> tuple[dict, dic
     return {s: v for s, v in lost.items() if v}, {s: v for s, v in extra.items() if v}
 
 
+# A module fixture cannot take conftest's function-scoped `db_path`: the two-writer stores take `backend`
+# (the same two runs, the same test ids).
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def concurrent_dbs(tmp_path_factory, captures):
-    """Each pair of captures ingested by two `tornstore ingest` processes at once (done once per module)."""
+def concurrent_dbs(backend, tmp_path_factory, captures):
+    """Each pair of captures ingested by two `tornstore ingest` processes at once (done once per module and
+    backend): into SQLite files, or new databases of conftest's server (dropped after the module)."""
     root = tmp_path_factory.mktemp("writers")
-    dbs = {}
-    for name, pair in (("same", ("whole", "whole")), ("overlap", ("first", "second")),
-                       ("shifted", ("first", "shifted"))):
-        dbs[name] = root / f"{name}.db"
-        _ingest_concurrently(dbs[name], *(captures[p] for p in pair))
-    return dbs
+    admin = pg_admin() if backend == "postgresql" else None
+    made: list[str] = []
+    try:
+        dbs: dict[str, Path | str] = {}
+        for name, pair in (("same", ("whole", "whole")), ("overlap", ("first", "second")),
+                           ("shifted", ("first", "shifted"))):
+            if admin is None:
+                dbs[name] = root / f"{name}.db"
+            else:
+                made.append(f"tornstore_test_{os.getpid()}_{secrets.token_hex(4)}")
+                admin.execute(f'CREATE DATABASE "{made[-1]}"')
+                dbs[name] = urlunsplit(urlsplit(PG_BASE)._replace(path=f"/{made[-1]}"))
+            _ingest_concurrently(dbs[name], *(captures[p] for p in pair))
+        yield dbs
+    finally:
+        if admin is not None:
+            for name in made:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.close()
 
 
 def test_two_writers_ingesting_the_same_capture_store_it_once(captures, concurrent_dbs):
@@ -226,31 +267,32 @@ def test_two_writers_with_overlapping_captures_store_exactly_the_union(captures,
 
 
 # ------------------------------------------------------------------------------------------ arrival order
-def _one_stream_log(responses: list[Response]) -> list[tuple[int, str]]:
-    conn = connect_sync(":memory:")
-    try:
-        migrate(conn)
-        for response in responses:
-            ingest_batch(conn, [response], project_inline)
-        return [tuple(r) for r in conn.execute(
-            "SELECT observed_at, json_extract(payload, '$.name') FROM events ORDER BY observed_at")]
-    finally:
-        close_sync(conn)
+def _one_stream_log(conn, responses: list[Response]) -> list[tuple[int, str]]:
+    """The log of the one stream `responses` feed, ingested one by one in the given order."""
+    for response in responses:
+        ingest_batch(conn, [response], project_inline)
+    rows = conn.execute("SELECT e.observed_at, e.payload FROM events e JOIN streams s USING (stream_id) "
+                        "WHERE s.entity_id = ? ORDER BY e.observed_at", (str(responses[0].body["basic"]["id"]),))
+    return [(observed_at, json.loads(payload)["name"]) for observed_at, payload in rows.fetchall()]
 
 
-def test_arrival_order_does_not_change_what_the_log_says_at_each_time():
+def test_arrival_order_does_not_change_what_the_log_says_at_each_time(db_path):
     """The core of the overlapping-writers case, in one process: a faction renamed at t1 and back at t2.
     Whichever order the three observations arrive in, the state the log gives for t2 must be the name
-    observed at t2."""
-    url = "https://api.torn.com/v2/faction/77/basic"
-
-    def poll(t: int, name: str) -> Response:
-        return Response(url=url, observed_at=t, body={"basic": {"id": 77, "name": name, "tag": "X"}})
+    observed at t2. (Each order feeds a faction of its own: two streams of one store.)"""
+    def poll(fid: int, t: int, name: str) -> Response:
+        return Response(url=f"https://api.torn.com/v2/faction/{fid}/basic", observed_at=t,
+                        body={"basic": {"id": fid, "name": name, "tag": "X"}})
 
     t0, t1, t2 = 1_764_000_000, 1_764_000_240, 1_764_000_480
-    in_order = _one_stream_log([poll(t0, "Alpha"), poll(t1, "Beta"), poll(t2, "Alpha")])
+    conn = connect_sync(db_path)
+    try:
+        migrate(conn)
+        in_order = _one_stream_log(conn, [poll(77, t0, "Alpha"), poll(77, t1, "Beta"), poll(77, t2, "Alpha")])
+        # Writer B is ahead (t2 arrives right after t0), writer A then delivers t1.
+        shuffled = _one_stream_log(conn, [poll(78, t0, "Alpha"), poll(78, t2, "Alpha"), poll(78, t1, "Beta")])
+    finally:
+        close_sync(conn)
     assert in_order == [(t0, "Alpha"), (t1, "Beta"), (t2, "Alpha")]
-    # Writer B is ahead (t2 arrives right after t0), writer A then delivers t1.
-    shuffled = _one_stream_log([poll(t0, "Alpha"), poll(t2, "Alpha"), poll(t1, "Beta")])
     state_at_t2 = [name for t, name in shuffled if t <= t2][-1]
     assert state_at_t2 == "Alpha", f"the log says {state_at_t2!r} at t2, but 'Alpha' was observed then: {shuffled}"
