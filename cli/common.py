@@ -68,7 +68,7 @@ def run_async(coro):
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None
     except OverflowError:
-        raise UserError("a number is out of range (SQLite integers are 64-bit)") from None
+        raise UserError("a number is out of range (the store's integers are 64-bit)") from None
     except sqlite3.DatabaseError as exc:
         raise UserError(f"database error: {exc}") from None
 
@@ -84,7 +84,7 @@ def friendly_errors(fn: Callable) -> Callable:
         except MigrationError as exc:
             raise UserError(str(exc)) from None
         except OverflowError:
-            raise UserError("a number is out of range (SQLite integers are 64-bit)") from None
+            raise UserError("a number is out of range (the store's integers are 64-bit)") from None
         except sqlite3.DatabaseError as exc:
             raise UserError(f"database error: {exc}") from None
     return wrapper

@@ -183,8 +183,8 @@ def demo(out_db: str, demo_db: str | None, chart: str, months: int, factions: in
         except sqlite3.DatabaseError as exc:
             raise UserError(str(exc)) from None
         if taken:
-            raise UserError(f"{dbmod.describe(db)} holds a tornstore store already: the demo writes a new one "
-                            "into an empty database (dropdb and createdb it, or name another)")
+            raise UserError(f"{dbmod.describe(db)} is not empty: the demo writes a new store into an empty "
+                            "database (dropdb and createdb it, or name another)")
     else:
         for suffix in ("", "-wal", "-shm"):
             if Path(f"{db}{suffix}").exists():

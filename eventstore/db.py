@@ -120,12 +120,14 @@ def describe(target: str | Path) -> str:
 
 
 def exists(target: str | Path) -> bool:
-    """Whether a tornstore database is there (a file, or a PostgreSQL database with our schema_version)."""
+    """Whether a database is there: a file, or a PostgreSQL database holding tables. (An empty PostgreSQL
+    database is what a missing file is: `init`, or create=True, makes the store there. One holding another
+    program's tables is what someone else's file is: a store at schema version 0.)"""
     if not is_url(target):
         return Path(target).exists()
     conn = connect_sync(str(target))
     try:
-        return "schema_version" in table_names(conn)
+        return bool(table_names(conn))
     finally:
         conn.close()
 

@@ -618,7 +618,7 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
             conn.executemany(
                 "INSERT INTO quarantine (observed_at, source_url, reason, body, key_fp, needs_owner, "
                 "body_hash) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(*_text_column(conn, row),
+                [(*row,
                   hashlib.blake2b(row[3].encode(errors="replace"), digest_size=16).hexdigest())
                  for row in quarantine_rows])
         if resolved:
@@ -646,14 +646,6 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
         report.first_position = events[0].position
         report.last_position = events[-1].position
     return report
-
-
-def _text_column(conn: sqlite3.Connection, row: tuple) -> tuple:
-    """A quarantine row as the database can hold it: PostgreSQL's text cannot hold NUL, so there a NUL in a
-    body, URL or reason is kept as the JSON escape \\u0000 (the body's hash is of what arrived)."""
-    if not db.is_postgres(conn):
-        return row
-    return tuple(v.replace("\x00", "\\u0000") if isinstance(v, str) else v for v in row)
 
 
 def retry_waiting(conn: sqlite3.Connection, projector: Projector | None = None) -> IngestReport:

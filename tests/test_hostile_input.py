@@ -464,14 +464,9 @@ def test_the_isolation_check_notices_a_bystander_row_changing(baseline):
 
 # ------------------------------------------------------------------------------------------ bodies
 # The property tests run their examples in an inner @given, whose settings depend on the backend.
-def test_hostile_decoded_bodies_are_stored_quarantined_or_refused(baseline, request):
+def test_hostile_decoded_bodies_are_stored_quarantined_or_refused(baseline):
     """As a bot's own API client hands them to `store.ingest`: decoded Python values, NaN and huge ints
     included."""
-    if baseline.databases is not None:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "postgres: a player's or faction's name holding NUL (\\x00) makes ingest_batch raise "
-            "sqlite3.DataError (PostgreSQL text fields cannot contain NUL, in INSERT INTO players): the batch "
-            "is lost, not stored or quarantined")))
     @baseline.settings
     @given(case=hostile_responses())
     @example(case=(f"{BASE}/v2/user/{P0}/profile", {"profile": {"id": P0, "name": NUL, "level": 3}}))
@@ -532,11 +527,7 @@ def test_random_json_values_and_times_for_every_endpoint(baseline):
     examples()
 
 
-def test_torn_error_envelopes_with_hostile_codes_are_refused(baseline, request):
-    if baseline.databases is not None:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "postgres: an error text holding NUL (\\x00) makes ingest_batch raise sqlite3.DataError "
-            "(PostgreSQL text fields cannot contain NUL, in INSERT INTO gaps): the batch is lost, not a gap")))
+def test_torn_error_envelopes_with_hostile_codes_are_refused(baseline):
 
     @baseline.settings
     @given(code=st.one_of(st.sampled_from(HUGE_INTS), st.integers()),
@@ -748,17 +739,9 @@ HOSTILE_ARGS = [
 ]
 
 
-# PostgreSQL compares these with its numeric type instead of failing to bind them as 64-bit integers.
-PG_ACCEPTS_BIG = {("history", "player", str(P0), "--stat", "level", "--since", BIG),
-                  ("export-events", "--after", BIG, "-o", "-")}
-
 
 @pytest.mark.parametrize("args", HOSTILE_ARGS, ids=[" ".join(a)[:60] for a in HOSTILE_ARGS])
-def test_cli_arguments_carrying_sql_or_huge_numbers_are_inert(cli_db, args, request):
-    if is_url(cli_db) and args in PG_ACCEPTS_BIG:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            f"postgres: {args[0]} {args[args.index(BIG) - 1]} {BIG} is answered (exit 0, "
-            f"nothing found) where SQLite refuses it with one Error: line (the number is beyond 64 bits)")))
+def test_cli_arguments_carrying_sql_or_huge_numbers_are_inert(cli_db, args):
     before = _table_counts(cli_db)
     done = cli(cli_db, *args)
     assert "Traceback" not in done.stderr, done.stderr[-1500:]

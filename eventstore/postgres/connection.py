@@ -117,12 +117,27 @@ class Statement:
     def params(self, params: Any) -> Any:
         if params is None:
             return None
-        if self.named or not self.json_params:
-            return params
-        values = list(params)
+        if self.named:
+            return {k: _storable(v) for k, v in params.items()}
+        values = [_storable(v) for v in params]
         for i in self.json_params:
             values[i] = json.loads(values[i]) if isinstance(values[i], (str, bytes)) else list(values[i])
         return values
+
+
+_INT64 = 2 ** 63
+
+
+def _storable(value: Any) -> Any:
+    """A parameter as SQLite would take it: an int beyond 64 bits is refused (OverflowError, as sqlite3
+    raises, where psycopg would send a numeric and the query would run), and a NUL in a text, which
+    PostgreSQL's text cannot hold, is kept as the JSON escape \\u0000 instead of failing the batch."""
+    kind = type(value)
+    if kind is str:
+        return value.replace("\x00", "\\u0000") if "\x00" in value else value
+    if kind is int and not -_INT64 <= value < _INT64:
+        raise OverflowError("Python int too large to convert to a 64-bit integer")
+    return value
 
 
 @functools.lru_cache(maxsize=4096)
