@@ -50,7 +50,7 @@ SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # On PostgreSQL each example costs a database copied from the baseline (0.25 to 0.5 s: the copy writes the 7.5 MB
 # of an empty database too): the same derandomized examples, fewer of them, and the explicit @examples.
-PG_SETTINGS = settings(SETTINGS, max_examples=30)
+PG_SETTINGS = settings(SETTINGS, max_examples=15)
 NUL = "\x00nul\x00"   # SQLite text holds NUL; PostgreSQL text cannot
 
 # ------------------------------------------------------------------------------------------ the world
