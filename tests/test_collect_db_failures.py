@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -26,10 +25,10 @@ from .test_postgres_errors import PASSWORD, _missing_database, _redacted, _unrea
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _collect(db: Path | str, config: Path, base: str, **env: str) -> subprocess.CompletedProcess:
+def _collect(db: Path | str, config: Path, base: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k != "TORNSTORE_DB"} | {"TK_CLI": KEY} | env
     return subprocess.run([sys.executable, "-m", "tornstore", "--db", str(db), "collect", "-c", str(config),
-                           "--api-base", base, "--once", "--json", "-q"], cwd=ROOT, env=environment,
+                           "--api-base", base, "--once", "--json", "-q"], cwd=cwd, env=environment,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -71,31 +70,32 @@ def test_a_postgres_database_not_there_is_one_clear_line(simulator, tmp_path, wh
     assert PASSWORD not in done.stdout + done.stderr
 
 
-@pytest.mark.sqlite_only("a locked file and its busy_timeout (TORNSTORE_BUSY_TIMEOUT_MS)")
 def test_a_locked_database_spools_and_the_next_run_stores_the_spool_first(simulator, tmp_path, db_path):  # noqa: F811 - the fixture
+    """Another writer holds the write lock (a file's, or PostgreSQL's advisory lock) longer than the busy
+    timeout: the collector spools what it fetched instead of waiting for ever, and stores it next run."""
     config = write_config(tmp_path / "collect.toml", simulator)
-    db = tmp_path / "torn.db"
-    first = _collect(db, config, simulator)
+    db = db_path
+    first = _collect(db, config, simulator, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     before = json.loads(first.stdout)
 
-    holder = sqlite3.connect(db, isolation_level=None)
+    holder = connect_sync(db)
     holder.execute("BEGIN IMMEDIATE")                 # another process holds the write lock throughout
     try:
-        locked = _collect(db, config, simulator, TORNSTORE_BUSY_TIMEOUT_MS="300")
+        locked = _collect(db, config, simulator, cwd=tmp_path, TORNSTORE_BUSY_TIMEOUT_MS="300")
     finally:
         holder.execute("ROLLBACK")
-        holder.close()
+        close_sync(holder)
     assert "Traceback" not in locked.stderr
     assert locked.returncode == 0, locked.stderr      # every poll succeeded; storing waits, nothing failed
     assert "could not save gaps and key state (kept for later)" in locked.stderr
     report = json.loads(locked.stdout)
     assert report["responses"] > 0 and report["appended"] == 0    # fetched, and nothing stored yet...
-    spool = spool_path_for(db)
+    spool = tmp_path / spool_path_for(db)            # (a URL's spool is in the current folder)
     assert spool.exists() and len(spool.read_text().splitlines()) == report["responses"]   # ...but spooled
-    assert "wait in" in locked.stderr and str(spool) in locked.stderr
+    assert "wait in" in locked.stderr and str(spool_path_for(db)) in locked.stderr
 
-    again = _collect(db, config, simulator)
+    again = _collect(db, config, simulator, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert not spool.exists()
     assert f"stored {report['responses']} spooled responses" in again.stderr

@@ -43,6 +43,8 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg.pq import TransactionStatus
 
+from tornstore.eventstore.db import busy_timeout_ms
+
 SCHEMA = "public"
 # The store's write lock: pg_advisory_xact_lock(WRITE_LOCK), the one key of "tornstore" (two int4 halves).
 WRITE_LOCK = (0x746F726E, 0x73746F72)
@@ -402,7 +404,16 @@ class PgConnection:
                 if self.read_only:
                     raise sqlite3.OperationalError("attempt to write a readonly database")
                 self.raw.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-                self.raw.execute("SELECT pg_advisory_xact_lock(%s, %s)", WRITE_LOCK)
+                # Wait for another writer as long as SQLite's busy_timeout would, then fail as SQLite does
+                # ("database is locked"): the collector spools instead of waiting for ever.
+                timeout = busy_timeout_ms()
+                self.raw.execute(f"SET LOCAL lock_timeout = {max(int(timeout), 1)}")   # (0: no limit there)
+                try:
+                    self.raw.execute("SELECT pg_advisory_xact_lock(%s, %s)", WRITE_LOCK)
+                except psycopg.errors.LockNotAvailable:
+                    self.raw.execute("ROLLBACK")
+                    raise sqlite3.OperationalError(
+                        f"database is locked (another writer held the write lock for {timeout} ms)") from None
             else:
                 self.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         except psycopg.Error as exc:
