@@ -177,6 +177,11 @@ def demo(out_db: str, demo_db: str | None, chart: str, months: int, factions: in
     from tornstore.eventstore import db as dbmod
 
     db = demo_db or out_db
+    chosen = (click.get_current_context().obj or {}).get("db")
+    if demo_db is None and chosen and str(chosen) != str(db):
+        # (never the group's --db or TORNSTORE_DB: the demo replaces what it writes, and that is a real store)
+        click.echo(f"note: the demo writes {dbmod.describe(db)}, not {dbmod.describe(chosen)}; to write it "
+                   "elsewhere give the demo's own option: tornstore demo --db PATH|URL", err=True)
     if dbmod.is_url(db):
         try:
             taken = dbmod.exists(db)

@@ -45,11 +45,13 @@ def test_plot_without_matplotlib_is_still_one_line_with_json(db_path, tmp_path, 
 
 def test_demo_json_matches_the_database_it_wrote(tmp_path):
     db, chart = tmp_path / "demo.db", tmp_path / "demo.png"
-    result = run("demo", "--months", "1", "--factions", "1", "--interval", "3600", "--profile-every", "24",
-                 "--out", str(db), "--chart", str(chart), "--json")
+    real = tmp_path / "real.db"       # the group's --db (or TORNSTORE_DB) names a real store: never the demo's
+    result = run("--db", str(real), "demo", "--months", "1", "--factions", "1", "--interval", "3600",
+                 "--profile-every", "24", "--out", str(db), "--chart", str(chart), "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)  # the banner and the progress bar went to stderr
+    data = json.loads(result.stdout)  # the banner, the progress bar and the note went to stderr
     assert "simulating 1 month(s)" in result.stderr
+    assert f"note: the demo writes {db}, not {real}" in result.stderr and not real.exists()
     conn = sqlite3.connect(db)
     try:
         for table, rows in data["tables"].items():
