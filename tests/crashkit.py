@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tornstore.eventstore.db import connect_sync
+from tornstore.eventstore.db import close_sync, connect_sync, table_names
 from tornstore.eventstore.simulator import World
 from tornstore.eventstore.simulator.workload import PollPlan, poll_rounds
 
@@ -105,3 +105,24 @@ def wait_for(predicate, timeout: float = 10.0, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return False
+
+
+def table_bytes(url: str, must_have: tuple[str, ...] = ("events",)) -> bytes:
+    """Every value of every row of every table of a store (a PostgreSQL one has no file to read), as bytes: a
+    bytea value as it is, any other as its text."""
+    conn = connect_sync(url)
+    try:
+        parts = []
+        tables = sorted(table_names(conn))
+        assert set(must_have) <= set(tables), tables
+        for table in tables:
+            parts.append(table.encode())
+            for row in conn.execute(f"SELECT * FROM {table}").fetchall():
+                for value in row:
+                    if isinstance(value, (bytes, bytearray, memoryview)):
+                        parts.append(bytes(value))
+                    else:
+                        parts.append(str(value).encode("utf-8", "backslashreplace"))
+        return b"\n".join(parts)
+    finally:
+        close_sync(conn)

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 from tornstore import Store
-from tornstore.eventstore.db import close_sync, connect_sync, is_url, table_names
+from tornstore.eventstore.db import close_sync, connect_sync, is_url
 
 from .conftest import OBSERVED_AT
+from .crashkit import table_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANTED = ["HoStIlEkEy123456", "PaGiNgKeY7654321", "HtMlEcHoKeY00001", "ApIkEyHeAdEr0002", "ErRoRtExTkEy0003",
@@ -65,23 +66,7 @@ def _assert_clean(where: str, blob: bytes | str) -> None:
 
 
 def _table_rows(url: str) -> bytes:
-    """Every value of every row of every table of a PostgreSQL store, as bytes (a bytea value as it is)."""
-    conn = connect_sync(url)
-    try:
-        parts = []
-        tables = sorted(table_names(conn))
-        assert "events" in tables and "quarantine" in tables, tables
-        for table in tables:
-            parts.append(table.encode())
-            for row in conn.execute(f"SELECT * FROM {table}").fetchall():
-                for value in row:
-                    if isinstance(value, (bytes, bytearray, memoryview)):
-                        parts.append(bytes(value))
-                    else:
-                        parts.append(str(value).encode("utf-8", "backslashreplace"))
-        return b"\n".join(parts)
-    finally:
-        close_sync(conn)
+    return table_bytes(url, must_have=("events", "quarantine"))
 
 
 def _assert_store_clean(db: Path | str) -> None:

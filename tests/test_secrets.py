@@ -27,12 +27,13 @@ import pytest
 from tornstore.eventstore.backup import backup_database
 from tornstore.eventstore.capture import export_events
 from tornstore.eventstore.collector import Collector, ConfigError, parse_config
-from tornstore.eventstore.db import close_sync, connect_sync, is_url, table_names
+from tornstore.eventstore.db import close_sync, connect_sync, is_url
 from tornstore.eventstore.secrets import fingerprint
 from tornstore.eventstore.simulator import World, start_simulator
 from tornstore.projections.copy import copy_store
 from tornstore.projections.store import Store
 
+from .crashkit import table_bytes
 from .loadkit import DrivenClock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,23 +109,7 @@ def _files(db: Path | str) -> dict[str, bytes]:
 
 
 def _table_rows(url: str) -> bytes:
-    """Every value of every row of every table of a PostgreSQL store, as bytes (a bytea value as it is)."""
-    conn = connect_sync(url)
-    try:
-        parts = []
-        tables = sorted(table_names(conn))
-        assert "events" in tables and "api_keys" in tables, tables
-        for table in tables:
-            parts.append(table.encode())
-            for row in conn.execute(f"SELECT * FROM {table}").fetchall():
-                for value in row:
-                    if isinstance(value, (bytes, bytearray, memoryview)):
-                        parts.append(bytes(value))
-                    else:
-                        parts.append(str(value).encode("utf-8", "backslashreplace"))
-        return b"\n".join(parts)
-    finally:
-        close_sync(conn)
+    return table_bytes(url, must_have=("events", "api_keys"))
 
 
 class _ManualClock:
