@@ -100,6 +100,37 @@ def progress_option(fn: Callable) -> Callable:
                         help="Progress on stderr (default: only when stderr is a terminal).")(fn)
 
 
+class StageBars:
+    """One click progress bar per stage on stderr, only when stderr is a terminal: the `progress(stage, done,
+    total)` callback of the library's multi-stage work (compact's stages, copy's tables). Call `close()` at
+    the end."""
+
+    def __init__(self, label_width: int = 14):
+        self.enabled = sys.stderr.isatty()
+        self.label_width = label_width
+        self.stage: str | None = None
+        self.bar: Any = None   # click's progress bar while a stage runs
+        self.done = 0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage != self.stage:
+            self.close()
+            self.stage, self.done = stage, 0
+            self.bar = click.progressbar(length=max(total, 1), label=stage.ljust(self.label_width),
+                                         file=sys.stderr, show_eta=True, show_pos=True)
+            self.bar.__enter__()
+        if done > self.done and self.bar is not None:
+            self.bar.update(done - self.done)
+            self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
 class Progress:
     """Progress on stderr, never stdout: a bar on a terminal; where stderr is not one, plain count lines
     (at most one a second, and the last) when --progress asks for them; otherwise nothing.

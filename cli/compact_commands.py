@@ -1,9 +1,7 @@
 """Commands that keep the file in shape: compact (fold closed months, prune old detail) and backup."""
 from __future__ import annotations
 
-import sys
 import time
-from typing import Any
 from pathlib import Path
 
 import click
@@ -12,7 +10,7 @@ from tornstore.eventstore import db
 from tornstore.eventstore.backup import (backup_database, dated_backup_path, forget_backups, rotate_backups)
 from tornstore.eventstore.migrate import check
 
-from .common import UserError, db_option, emit_json, emit_table, existing_db, friendly_errors
+from .common import StageBars, UserError, db_option, emit_json, emit_table, existing_db, friendly_errors
 
 
 def _clock(text: str | None) -> int:
@@ -35,36 +33,6 @@ def _open(path: str):
         raise UserError(f"{db.describe(path)} needs {len(pending)} schema migration(s) first: "
                         f"tornstore --db {db.describe(path)} migrate")
     return conn
-
-
-class _Bars:
-    """click progress bars on stderr, one per stage, only when stderr is a terminal."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.stage: str | None = None
-        self.bar: Any = None   # click's progress bar while a stage runs
-        self.done = 0
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.done = 0
-            self.bar = click.progressbar(length=max(total, 1), label=stage.ljust(14), file=sys.stderr,
-                                         show_eta=True, show_pos=True)
-            self.bar.__enter__()
-        step = done - self.done
-        if step > 0 and self.bar is not None:
-            self.bar.update(step)
-            self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
 
 
 @click.command()
@@ -107,7 +75,7 @@ def compact(ctx: click.Context, now_text: str | None, month: str | None, dry_run
             Period.parse(month)
         except ValueError as exc:
             raise UserError(f"--month: {exc}") from None
-    bars = _Bars(enabled=sys.stderr.isatty())
+    bars = StageBars()
     conn = _open(path)
     try:
         report = run_compact(conn, now, month=month, dry_run=dry_run, retention_months=retention_months,

@@ -3,42 +3,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 from pathlib import Path
 
 import click
 
 from tornstore.eventstore import db
 
-from .common import UserError, db_option, emit_json, emit_table, friendly_errors, json_option
-
-
-class _Bar:
-    """One click progress bar per table on stderr, only when stderr is a terminal."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.table: str | None = None
-        self.bar: Any = None
-        self.done = 0
-
-    def __call__(self, table: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if table != self.table:
-            self.close()
-            self.table, self.done = table, 0
-            self.bar = click.progressbar(length=max(total, 1), label=table.ljust(38), file=sys.stderr,
-                                         show_pos=True)
-            self.bar.__enter__()
-        if done > self.done and self.bar is not None:
-            self.bar.update(done - self.done)
-            self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
+from .common import StageBars, UserError, db_option, emit_json, emit_table, friendly_errors, json_option
 
 
 def _same(source: str, target: str) -> bool:
@@ -96,7 +67,7 @@ def copy_cmd(ctx: click.Context, source: str | None, target: str, batch: int, as
     try:
         dst = db.connect_sync(target)
         try:
-            bar = _Bar()
+            bar = StageBars(label_width=38)   # (a bar per table)
             try:
                 report = copy_store(src, dst, batch=batch, progress=bar)
             except CopyError as exc:
