@@ -618,8 +618,7 @@ def _ingest_batch(conn: sqlite3.Connection, responses: list[Response], projector
             conn.executemany(
                 "INSERT INTO quarantine (observed_at, source_url, reason, body, key_fp, needs_owner, "
                 "body_hash) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(*row,
-                  hashlib.blake2b(row[3].encode(errors="replace"), digest_size=16).hexdigest())
+                [(*row, hashlib.blake2b(row[3].encode(errors="replace"), digest_size=16).hexdigest())
                  for row in quarantine_rows])
         if resolved:
             conn.executemany("DELETE FROM quarantine WHERE id = ?", [(qid,) for qid in resolved])
